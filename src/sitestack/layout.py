@@ -1,0 +1,83 @@
+"""Where things live in a site root. One small frozen object, passed explicitly.
+
+ROOT/stacks/NAME/VERSION/              the stack prefix (read-only once published)
+ROOT/stacks/NAME/VERSION/.sitestack/   its records: stack.json, spec.toml, lock.txt,
+                                       manifest.json, prefix-files.json, build.log, tests.json
+ROOT/modulefiles/NAME/VERSION.lua      Lmod, with NAME/.modulerc.lua
+ROOT/modulefiles-tcl/NAME/VERSION      Environment Modules, with NAME/.modulerc
+ROOT/.sitestack/state.json             default / hidden / deprecated per stack name
+ROOT/.sitestack/locks/                 lock files
+ROOT/.sitestack/tmp/                   builds in progress (same filesystem as stacks/)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+RECORDS = ".sitestack"
+
+
+@dataclass(frozen=True)
+class SiteRoot:
+    path: Path
+
+    @property
+    def stacks(self) -> Path:
+        return self.path / "stacks"
+
+    @property
+    def lmod_dir(self) -> Path:
+        return self.path / "modulefiles"
+
+    @property
+    def tcl_dir(self) -> Path:
+        return self.path / "modulefiles-tcl"
+
+    @property
+    def meta(self) -> Path:
+        return self.path / RECORDS
+
+    @property
+    def state_file(self) -> Path:
+        return self.meta / "state.json"
+
+    @property
+    def locks(self) -> Path:
+        return self.meta / "locks"
+
+    @property
+    def tmp(self) -> Path:
+        return self.meta / "tmp"
+
+    def prefix(self, name: str, version: str) -> Path:
+        return self.stacks / name / version
+
+    def lock_for(self, name: str) -> Path:
+        return self.locks / f"{name}.lock"
+
+    @property
+    def state_lock(self) -> Path:
+        return self.locks / "state.lock"
+
+
+def records_dir(prefix: Path) -> Path:
+    return Path(prefix) / RECORDS
+
+
+def default_root() -> Path:
+    from platformdirs import user_data_dir  # lazy: start-up time matters for `venv`
+
+    return Path(user_data_dir("sitestack", appauthor=False))
+
+
+def resolve_root(cli_root: str | os.PathLike[str] | None) -> SiteRoot:
+    """--root, then SITESTACK_ROOT, then the per-user data folder."""
+    if cli_root:
+        raw = Path(cli_root)
+    elif os.environ.get("SITESTACK_ROOT"):
+        raw = Path(os.environ["SITESTACK_ROOT"])
+    else:
+        raw = default_root()
+    return SiteRoot(Path(os.path.abspath(os.path.expanduser(raw))))
