@@ -72,21 +72,30 @@ def file_lock(path: Path, *, timeout: float = -1, what: str = "") -> Iterator[No
         lock.release()
 
 
-def make_readonly(root: Path) -> None:
-    """Strip every write bit from a tree, files first, folders last (bottom-up)."""
+def make_readonly(root: Path, *, world_readable: bool = True) -> None:
+    """Strip every write bit from a tree, bottom-up; optionally make it readable by all.
+
+    world_readable adds r (and x on folders and executables), so a root umask of 077
+    cannot leave a published stack unreadable to users.
+    """
+
+    def fix(p: str, is_dir: bool) -> None:
+        st = os.lstat(p)
+        if stat.S_ISLNK(st.st_mode):
+            return
+        mode = stat.S_IMODE(st.st_mode) & ~WRITE_BITS
+        if world_readable:
+            mode |= 0o444
+            if is_dir or mode & stat.S_IXUSR:
+                mode |= 0o111
+        os.chmod(p, mode)
+
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(p, stat.S_IMODE(st.st_mode) & ~WRITE_BITS)
+            fix(os.path.join(dirpath, name), False)
         for name in dirnames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            if not stat.S_ISLNK(st.st_mode):
-                os.chmod(p, stat.S_IMODE(st.st_mode) & ~WRITE_BITS)
-    st = os.lstat(root)
-    os.chmod(root, stat.S_IMODE(st.st_mode) & ~WRITE_BITS)
+            fix(os.path.join(dirpath, name), True)
+    fix(str(root), True)
 
 
 def make_writable(root: Path) -> None:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,11 +134,17 @@ def patchelf_bin() -> str:
     return found
 
 
-def _ignore(src: str, names: list[str]) -> set[str]:
-    # Keep plain .pyc (valid because copy2 keeps mtimes); drop optimised variants.
-    skip = {n for n in names if n in SKIP_STDLIB}
-    skip |= {n for n in names if n.endswith((".opt-1.pyc", ".opt-2.pyc"))}
-    return skip
+def _ignore_for(shared: bool) -> Callable[[str, list[str]], set[str]]:
+    def ignore(src: str, names: list[str]) -> set[str]:
+        # Keep plain .pyc (valid because copy2 keeps mtimes); drop optimised variants.
+        skip = {n for n in names if n in SKIP_STDLIB}
+        skip |= {n for n in names if n.endswith((".opt-1.pyc", ".opt-2.pyc"))}
+        if shared and os.path.basename(src).startswith("config-"):
+            # The static libpython (~45 MB) is only for embedding; the shared one serves.
+            skip |= {n for n in names if n.startswith("libpython") and n.endswith(".a")}
+        return skip
+
+    return ignore
 
 
 def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path) -> list[str]:
@@ -166,7 +173,7 @@ def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path) -> lis
             else:
                 shutil.copy2(f, dest)
     stdlib_dest = libdir / f"python{src.xy}"
-    shutil.copytree(src.stdlib, stdlib_dest, symlinks=True, ignore=_ignore)
+    shutil.copytree(src.stdlib, stdlib_dest, symlinks=True, ignore=_ignore_for(src.shared))
     (stdlib_dest / "site-packages").mkdir(exist_ok=True)
     if src.include.is_dir():
         shutil.copytree(src.include, prefix / "include" / src.include.name, symlinks=True)

@@ -105,6 +105,10 @@ def walk(root: Path, exclude: Iterable[str] = ()) -> tuple[list[str], list[str],
 
 
 def _scan_file(path: str, needles: tuple[bytes, ...]) -> tuple[str, int, int, str | None]:
+    if path.endswith(".pyc"):
+        # A .pyc names its source, but the import system corrects co_filename on load,
+        # so bytecode never needs relocating.
+        needles = ()
     h = hashlib.sha256()
     st = os.lstat(path)
     found = False

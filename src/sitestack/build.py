@@ -1,0 +1,280 @@
+"""build -> smoke test -> atomic, read-only publish.
+
+Everything happens in ROOT/.sitestack/tmp/<name>-<version>-XXXX (same filesystem as
+ROOT/stacks), and the finished prefix is renamed into place in one step. Until that
+rename nothing is visible; a failed build removes its temp folder, a kill -9 leaves
+only a temp folder that the next build of the name removes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import __version__
+from .errors import BuildError, ConflictError, SmokeTestError, UsageError
+from .fsutil import atomic_write_json, atomic_write_text, file_lock, is_writable_dir, make_readonly, rmtree
+from .interpreter import SourcePython, copy_interpreter, find_python
+from .layout import SiteRoot, records_dir
+from .manifest import PREFIX_FILES, save_prefix_files, scan
+from .relocate import relocate, relocate_symlinks
+from .smoke import run_smoke_tests
+from .spec import StackSpec, check_name
+from .uvtool import index_args, uv_bin, uv_env
+
+Log = Callable[[str], None]
+
+PIP_CONF = """\
+# Written by sitestack. This stack is read-only: a bare `pip install` goes to your
+# per-version user base ($PYTHONUSERBASE) instead. For more, use `sitestack venv`.
+[install]
+user = true
+"""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    version: str
+    prefix: Path
+    python: str
+    packages: dict[str, str]
+    files: int
+    bytes: int
+    seconds: float
+    default: bool
+
+
+class BuildLog:
+    """Collects everything for .sitestack/build.log and echoes step lines to stderr."""
+
+    def __init__(self, echo: bool = True) -> None:
+        self.lines: list[str] = []
+        self.echo = echo
+        self.t0 = time.monotonic()
+
+    def step(self, msg: str) -> None:
+        line = f"[{time.monotonic() - self.t0:6.1f}s] {msg}"
+        self.lines.append(line)
+        if self.echo:
+            print(f"==> {msg}", file=sys.stderr, flush=True)
+
+    def add(self, text: str) -> None:
+        self.lines.extend(text.rstrip("\n").splitlines())
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def today() -> str:
+    return _dt.date.today().isoformat()
+
+
+def _check_root(root: SiteRoot) -> None:
+    if not is_writable_dir(root.path):
+        raise UsageError(f"site root {root.path} is not writable by this user")
+    if root.path.exists() and not root.path.is_dir():
+        raise UsageError(f"site root {root.path} is not a folder")
+
+
+def _clear_stale(root: SiteRoot, name: str) -> None:
+    # We hold the name's lock, so any temp folder of this name is from a killed build.
+    if root.tmp.is_dir():
+        for d in root.tmp.iterdir():
+            if d.name.startswith(f"{name}-"):
+                rmtree(d)
+
+
+def build(
+    spec: StackSpec,
+    root: SiteRoot,
+    *,
+    version: str | None = None,
+    make_default: bool = False,
+    log: BuildLog | None = None,
+    lock_timeout: float = -1,
+) -> BuildResult:
+    log = log or BuildLog()
+    t0 = time.monotonic()
+    version = check_name(version or today(), "--version")
+    _check_root(root)
+    if spec.conda is None:
+        source = find_python(spec.python)  # before anything is written: a bad python is bad input
+    final = root.prefix(spec.name, version)
+    root.tmp.mkdir(parents=True, exist_ok=True)
+    with file_lock(root.lock_for(spec.name), timeout=lock_timeout, what=f"stack {spec.name}"):
+        if final.exists():
+            raise ConflictError(
+                f"{spec.name}/{version} is already published at {final}; published versions "
+                "are never overwritten (choose another --version)"
+            )
+        _clear_stale(root, spec.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{version}-", dir=root.tmp))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a site stack is for everyone
+        try:
+            if spec.conda is not None:
+                from .conda import build_conda_prefix
+
+                python, py_xy, extra = build_conda_prefix(spec, tmp, final, root, log)
+            else:
+                log.step(f"copying Python {source.version} from {source.base_prefix}")
+                copy_interpreter(source, tmp, final)
+                python, py_xy, extra = source.version, source.xy, {}
+            packages = install_packages(spec, tmp, py_xy, log, skip=set(extra.get("conda_provides", [])))
+            log.step("running smoke tests")
+            results = run_smoke_tests(spec, tmp, py_xy, log)
+            finish(spec, tmp, final, root, version, python, py_xy, packages, results, log, extra)
+            log.step(f"publishing {final}")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            rmtree(tmp)
+            raise
+    from .site import Site
+
+    site = Site(root)
+    site.update_state(spec.name, lambda s: s.update(default=version) if make_default or not s["default"] else None)
+    rec = site.get(f"{spec.name}/{version}")
+    log.step(f"wrote modulefiles under {root.lmod_dir} and {root.tcl_dir}")
+    return BuildResult(
+        name=spec.name, version=version, prefix=final, python=python, packages=packages,
+        files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
+        default=site.default_version(spec.name) == version,
+    )
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _run(cmd: list[str], log: BuildLog, what: str, env: dict[str, str] | None = None) -> str:
+    log.add("$ " + " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    log.add(r.stdout + r.stderr)
+    if r.returncode != 0:
+        raise BuildError(f"{what} failed:\n{_uv_reason(r.stderr or r.stdout)}")
+    return r.stdout
+
+
+def _uv_reason(text: str) -> str:
+    """uv's explanation without its progress noise."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(("Resolved", "Prepared", "Installed", "Using"))]
+    return "\n".join("  " + ln for ln in lines[-15:])
+
+
+def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None) -> dict[str, str]:
+    """Install pip and the spec's requirements with uv; return {name: version} of everything."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    py = str(prefix / "bin" / f"python{py_xy}")
+    p = spec.packages
+    # --link-mode copy: uv's default hardlinks from its cache would tie the stack's
+    # inodes (and our chmod a-w) to the cache.
+    base = [uv_bin(), "pip", "install", "--python", py, "--link-mode", "copy",
+            *index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)]
+    env = uv_env()
+    skip = skip or set()
+    reqs = [r for r in p.requirements if canonicalize_name(Requirement(r).name) not in skip]
+    names = {canonicalize_name(Requirement(r).name) for r in p.requirements}
+    if "pip" not in names and not _has_dist(prefix, py_xy, "pip"):
+        bundled = sorted((prefix / "lib" / f"python{py_xy}" / "ensurepip" / "_bundled").glob("pip-*.whl"))
+        reqs.insert(0, str(bundled[-1]) if bundled else "pip")
+    # Packages with build options go first, each with its own environment, so their
+    # options apply to them alone; the final call then finds them already satisfied.
+    for pkg, opts in p.build.items():
+        match = [r for r in reqs if canonicalize_name(Requirement(r).name) == pkg] or [pkg]
+        cmd = base + (["--no-binary-package", pkg] if opts.no_binary else []) + match
+        log.step(f"building {pkg}" + (" from source" if opts.no_binary else ""))
+        _run(cmd, log, f"installing {pkg}", env=uv_env(dict(opts.env)))
+    if reqs:
+        log.step(f"installing {len(reqs)} requirement(s) with uv")
+        _run(base + [r for r in reqs], log, "resolving and installing packages", env=env)
+    out = _run([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
+    return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
+
+
+def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:
+    sp = prefix / "lib" / f"python{py_xy}" / "site-packages"
+    return any(sp.glob(f"{name}-*.dist-info"))
+
+
+def finish(
+    spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, version: str, python: str,
+    py_xy: str, packages: dict[str, str], results: list[dict[str, object]], log: BuildLog,
+    extra: dict[str, object],
+) -> None:
+    """Relocate to the final path, compile bytecode, write records and manifest, lock down."""
+    log.step("relocating scripts to the final prefix")
+    _m, hits = scan(tmp, [str(tmp)], exclude=())
+    rel = relocate(tmp, str(tmp), str(final), hits)
+    relocate_symlinks(tmp, str(tmp), str(final))
+    if rel.binaries:
+        log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
+    _layer_pip(tmp, py_xy)
+    if spec.conda is None:
+        atomic_write_text(tmp / "pip.conf", PIP_CONF)
+    log.step("compiling bytecode for every module")
+    compile_bytecode(tmp, final, py_xy, log)
+
+    rec_dir = records_dir(tmp)
+    rec_dir.mkdir(exist_ok=True)
+    log.step("hashing every file")
+    manifest, prefix_hits = scan(tmp, [str(final)])
+    manifest.save(rec_dir / "manifest.json")
+    save_prefix_files(rec_dir / PREFIX_FILES, str(final), prefix_hits)
+    atomic_write_text(rec_dir / "spec.toml", spec.text)
+    atomic_write_text(rec_dir / "lock.txt", "".join(f"{n}=={v}\n" for n, v in sorted(packages.items())))
+    atomic_write_json(rec_dir / "tests.json", results)
+    m = spec.module
+    atomic_write_json(rec_dir / "stack.json", {
+        "name": spec.name, "version": version, "site": spec.site, "description": spec.description,
+        "kind": "conda" if spec.conda else "pypi", "python": python, "python_xy": py_xy,
+        "prefix": str(final), "root": str(root.path), "sitestack": __version__,
+        "built": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "packages": packages, "files": len(manifest.files), "bytes": manifest.total_bytes,
+        "module": {"depends_on": list(m.depends_on), "family": m.family, "setenv": dict(m.setenv),
+                   "prepend_path": {k: list(v) for k, v in m.prepend_path.items()}, "help": m.help},
+        **extra,
+    })
+    atomic_write_text(rec_dir / "build.log", log.text())
+    log.step("making the stack read-only")
+    make_readonly(tmp)
+
+
+def _layer_pip(prefix: Path, py_xy: str) -> None:
+    """Keep a dist-info-less copy of pip that layers can run even with inheritance off."""
+    src = prefix / "lib" / f"python{py_xy}" / "site-packages" / "pip"
+    if src.is_dir():
+        shutil.copytree(src, prefix / "lib" / "sitestack-pip" / "pip", symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+
+
+def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog) -> None:
+    """Compile every .py (stdlib too): a read-only prefix can never cache bytecode later."""
+    py = str(prefix / "bin" / f"python{py_xy}")
+    env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONPYCACHEPREFIX")}
+    env["PYTHONNOUSERSITE"] = "1"
+    targets = [str(prefix / "lib" / f"python{py_xy}"), str(prefix / "lib" / "sitestack-pip")]
+    cmd = [py, "-E", "-s", "-m", "compileall", "-q", "-j", "0", "-s", str(prefix), "-p", str(final),
+           *[t for t in targets if os.path.isdir(t)]]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    log.add(r.stdout + r.stderr)
+    # compileall exits 1 when any file fails (e.g. templates with py2 syntax): keep going,
+    # but fail if it crashed outright.
+    if r.returncode not in (0, 1):
+        raise BuildError(f"compiling bytecode failed: {r.stderr.strip()[-500:]}")

@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("modulefiles", help="rewrite every modulefile from the stacks' records")
+    p.add_argument("name", nargs="?", help="only this stack")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..layout import resolve_root
+    from ..site import Site
+
+    site = Site(resolve_root(args.root))
+    written = site.write_modulefiles(args.name)
+    print(f"wrote {len(written)} modulefiles under {site.root.lmod_dir} and {site.root.tcl_dir}")
+    return 0
