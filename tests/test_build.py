@@ -1,0 +1,259 @@
+"""Building and publishing a stack: self-contained, compiled, recorded, atomic, read-only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sitestack.interpreter import copy_interpreter, find_python, patchelf_bin
+from sitestack.layout import SiteRoot
+from sitestack.manifest import Manifest, verify
+from sitestack.site import Site, StackRecord
+from tests.conftest import run_cli, spec_text
+from tests.helpers import users
+
+
+def clean(env_extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "PYTHON"))}
+    env.update(env_extra or {})
+    return env
+
+
+def test_layout_and_records(stack: StackRecord) -> None:
+    p = stack.prefix
+    assert (p / "bin" / "python3.11").is_file() and os.readlink(p / "bin" / "python3") == "python3.11"
+    rpath = subprocess.run([patchelf_bin(), "--print-rpath", str(p / "bin" / "python3.11")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert rpath == "$ORIGIN/../lib"
+    assert (p / "lib" / "libpython3.11.so.1.0").is_file()
+    stdlib = p / "lib" / "python3.11"
+    assert not (stdlib / "test").exists(), "the stdlib test suite is not copied"
+    assert (stdlib / "os.py").is_file() and (p / "include" / "python3.11" / "Python.h").is_file()
+    assert list(stdlib.glob("config-3.11*/Makefile")), "sysconfig config data is kept for C builds"
+    sp = stack.site_packages
+    assert {d.name.split("-")[0] for d in sp.glob("*.dist-info")} >= {"pip", "shadowme", "tinyapp", "basepkg", "onlyold"}
+    rec = p / ".sitestack"
+    for name in ("stack.json", "spec.toml", "lock.txt", "manifest.json", "prefix-files.json", "build.log", "tests.json"):
+        assert (rec / name).is_file(), name
+    lock = dict(line.split("==") for line in (rec / "lock.txt").read_text().split())
+    assert lock == stack.packages and lock["shadowme"] == "1.0" and "pip" in lock
+    tests = json.loads((rec / "tests.json").read_text())
+    assert {"import shadowme", "import tinyapp"} <= {t["test"] for t in tests} and all(t["ok"] for t in tests)
+    assert verify(p, Manifest.load(rec / "manifest.json"), check_mode=True) == []
+
+
+def test_sysconfig_names_the_stack(stack: StackRecord) -> None:
+    out = subprocess.run(
+        [str(stack.python_exe), "-c",
+         "import sys, sysconfig; print(sys.prefix); print(sysconfig.get_config_var('LIBDIR')); "
+         "print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=True, env=clean()).stdout.split()
+    assert out == [str(stack.prefix), str(stack.prefix / "lib"), str(stack.site_packages)]
+
+
+def test_every_py_has_bytecode(stack: StackRecord) -> None:
+    import importlib.util
+
+    missing = []
+    for base in (stack.prefix / "lib" / "python3.11", stack.prefix / "lib" / "sitestack-pip"):
+        for py in base.rglob("*.py"):
+            pyc = Path(importlib.util.cache_from_source(str(py)))
+            if not pyc.exists():
+                missing.append(str(py.relative_to(stack.prefix)))
+    # A few stdlib files are deliberately invalid Python (lib2to3 grammar fixtures).
+    assert len(missing) <= 5, missing[:20]
+
+
+def test_no_write_bits_anywhere(stack: StackRecord) -> None:
+    writable = []
+    for dirpath, dirnames, filenames in os.walk(stack.prefix):
+        for n in dirnames + filenames + ["."]:
+            path = os.path.join(dirpath, n)
+            st = os.lstat(path)
+            if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o222:
+                writable.append(path)
+            if not stat.S_ISLNK(st.st_mode) and not st.st_mode & 0o004:
+                writable.append("unreadable: " + path)
+    assert writable == []
+
+
+def test_stack_inherits_into_plain_venv(stack: StackRecord, tmp_path: Path) -> None:
+    env = clean()
+    subprocess.run([str(stack.python_exe), "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(tmp_path / "v")], check=True, env=env)
+    out = subprocess.run([str(tmp_path / "v" / "bin" / "python"), "-c",
+                          "import shadowme, sys; print(shadowme.__file__); print(sys.prefix)"],
+                         capture_output=True, text=True, check=True, env=env).stdout.split()
+    assert out[0].startswith(str(stack.site_packages)) and out[1] == str(tmp_path / "v")
+
+
+def test_survives_removal_of_source_interpreter(workdir: Path, wheelhouse: Path) -> None:
+    """Build from a throwaway CPython, delete it, and the stack still runs and installs."""
+    from sitestack.build import BuildLog, build
+    from sitestack.fsutil import rmtree
+    from sitestack.spec import parse_spec
+
+    throwaway = workdir / "throwaway-python"
+    copy_interpreter(find_python(sys.executable), throwaway, throwaway)
+    root = SiteRoot(workdir / "site-throwaway")
+    text = spec_text("solo", ["tinyapp"], wheelhouse).replace(sys.executable, str(throwaway / "bin" / "python3.11"))
+    build(parse_spec(text), root, version="1.0", log=BuildLog(echo=False))
+    rmtree(throwaway)
+    rec = Site(root).get("solo/1.0")
+    env = clean()
+    r = subprocess.run([str(rec.python_exe), "-c", "import ssl, sqlite3, ctypes, tinyapp, sys; print(sys.prefix)"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.strip() == str(rec.prefix), r.stderr
+    r = subprocess.run([str(rec.prefix / "bin" / "tinyapp")], capture_output=True, text=True, env=env)
+    assert r.stdout.strip() == "tinyapp 1.0"
+    r = subprocess.run([str(rec.prefix / "bin" / "pip"), "--version"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and str(rec.prefix) in r.stdout
+
+
+def _state(root: SiteRoot) -> str:
+    return root.state_file.read_text() if root.state_file.exists() else ""
+
+
+def test_failed_smoke_test_publishes_nothing(stack: StackRecord, site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("conda", ["tinyapp"], wheelhouse,
+                              commands=["echo the-output-of-the-test; exit 3"]))
+    before = _state(site_root)
+    mods_before = sorted(p.name for p in (site_root.lmod_dir / "conda").iterdir())
+    r = run_cli("build", str(spec), "--root", str(site_root.path), "--version", "2099-01-01", "--default")
+    assert r.returncode == 4, r.stderr
+    assert "exit 3" in r.stderr and "the-output-of-the-test" in r.stderr
+    assert not (site_root.stacks / "conda" / "2099-01-01").exists()
+    assert _state(site_root) == before
+    assert sorted(p.name for p in (site_root.lmod_dir / "conda").iterdir()) == mods_before
+    assert not any(site_root.tmp.iterdir()), "temp build folders are removed"
+    assert Site(site_root).default_version("conda") == stack.version
+
+
+def test_failed_import_publishes_nothing(site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("impfail", ["tinyapp"], wheelhouse, imports=["no_such_module_xyz"]))
+    r = run_cli("build", str(spec), "--root", str(site_root.path), "--version", "1")
+    assert r.returncode == 4 and "import no_such_module_xyz" in r.stderr and "ModuleNotFoundError" in r.stderr
+    assert not (site_root.stacks / "impfail" / "1").exists()
+
+
+def test_unresolvable_package_is_named(tmp_path: Path, wheelhouse: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("x", ["no-such-package-abc"], wheelhouse))
+    r = run_cli("build", str(spec), "--root", str(tmp_path / "root"), "--version", "1")
+    assert r.returncode == 3 and "no-such-package-abc" in r.stderr, r.stderr
+    assert not (tmp_path / "root" / "stacks" / "x" / "1").exists()
+
+
+def test_existing_version_is_never_overwritten(stack: StackRecord, site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("conda", ["tinyapp"], wheelhouse))
+    manifest = (stack.records / "manifest.json").read_bytes()
+    r = run_cli("build", str(spec), "--root", str(site_root.path), "--version", stack.version)
+    assert r.returncode == 5 and "already published" in r.stderr
+    assert (stack.records / "manifest.json").read_bytes() == manifest
+
+
+def test_concurrent_build_refused_or_serialised(site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    from sitestack.fsutil import file_lock
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("locked", ["tinyapp"], wheelhouse))
+    args = ["build", str(spec), "--root", str(site_root.path)]
+    with file_lock(site_root.lock_for("locked")):
+        r = run_cli(*args, "--version", "1", "--no-wait")
+        assert r.returncode == 5 and "locked" in r.stderr
+        waiting = subprocess.Popen([sys.executable, "-m", "sitestack", *args, "--version", "2"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(1.5)
+        assert waiting.poll() is None, "the second build waits for the lock"
+        assert not (site_root.stacks / "locked" / "2").exists()
+    _out, err = waiting.communicate(timeout=300)
+    assert waiting.returncode == 0, err
+    assert (site_root.stacks / "locked" / "2" / ".sitestack" / "stack.json").is_file()
+
+
+def test_kill_9_mid_build_leaves_no_version(site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("killed", ["tinyapp"], wheelhouse, commands=["sleep 120"]))
+    proc = subprocess.Popen([sys.executable, "-m", "sitestack", "build", str(spec), "--root",
+                             str(site_root.path), "--version", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        tmps = [d for d in site_root.tmp.iterdir() if d.name.startswith("killed-")] if site_root.tmp.exists() else []
+        if tmps and list((tmps[0] / "lib" / "python3.11" / "site-packages").glob("tinyapp*")):
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("build never reached the smoke tests")
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (site_root.stacks / "killed" / "1").exists()
+    assert not (site_root.lmod_dir / "killed").exists()
+    assert "killed" not in Site(site_root).names()
+    # The next build of the name clears the stale temp folder and succeeds.
+    spec.write_text(spec_text("killed", ["tinyapp"], wheelhouse))
+    run_cli("build", str(spec), "--root", str(site_root.path), "--version", "1", check=True)
+    assert not [d for d in site_root.tmp.iterdir() if d.name.startswith("killed-")]
+
+
+@pytest.fixture(scope="module")
+def user() -> users.TestUser:
+    return users.ensure_user()
+
+
+def test_user_cannot_change_stack_and_pip_is_clear(stack: StackRecord, wheelhouse: Path, user: users.TestUser) -> None:
+    manifest = Manifest.load(stack.records / "manifest.json")
+    r = users.run_as(user, ["touch", str(stack.site_packages / "evil.py")])
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    r = users.run_as(user, ["rm", "-f", str(stack.site_packages / "shadowme" / "__init__.py")])
+    assert r.returncode != 0
+    pip = [str(stack.prefix / "bin" / "pip"), "install", "--no-index", "--find-links", str(wheelhouse)]
+    # Forcing an install into the stack fails with pip's permission message.
+    r = users.run_as(user, [*pip, "--no-user", "--ignore-installed", "userpkg"])
+    assert r.returncode != 0
+    assert "Permission denied" in r.stderr or "not writeable" in r.stderr, r.stderr
+    # A bare `pip install` goes to the per-version user base, never into the stack.
+    ub = users.make_user_dir(user) / "ub"
+    r = users.run_as(user, [*pip, "userpkg"], env={"PYTHONUSERBASE": str(ub)})
+    assert r.returncode == 0, r.stderr
+    assert list(ub.glob("lib/python3.11/site-packages/userpkg/__init__.py"))
+    assert (ub / "bin" / "userpkg-hello").exists()
+    assert not list(stack.site_packages.glob("userpkg*"))
+    assert verify(stack.prefix, manifest, check_mode=True) == []
+
+
+def test_root_bare_pip_install_goes_to_user_base(stack: StackRecord, wheelhouse: Path, tmp_path: Path) -> None:
+    env = clean({"PYTHONUSERBASE": str(tmp_path / "ub"), "HOME": str(tmp_path)})
+    r = subprocess.run([str(stack.prefix / "bin" / "pip"), "install", "--no-index", "--find-links",
+                        str(wheelhouse), "userpkg"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert list((tmp_path / "ub").glob("lib/python3.11/site-packages/userpkg"))
+    assert not list(stack.site_packages.glob("userpkg*"))
+
+
+def test_root_not_writable_is_bad_input(stack: StackRecord, wheelhouse: Path, user: users.TestUser,
+                                        user_sitestack: dict[str, str], workdir: Path) -> None:
+    spec = workdir / "user-spec.toml"
+    spec.write_text(spec_text("x", ["tinyapp"], wheelhouse).replace(sys.executable, str(stack.python_exe)))
+    spec.chmod(0o644)
+    target = workdir / "root-owned"
+    target.mkdir(exist_ok=True)
+    r = users.run_as(user, [str(stack.python_exe), "-m", "sitestack", "build", str(spec), "--root",
+                            str(target / "site"), "--version", "1"],
+                     env={"PYTHONPATH": user_sitestack["PYTHONPATH"],
+                          "PATH": f"{user_sitestack['PATH']}:/usr/bin:/bin"})
+    assert r.returncode == 2, r.stderr
+    assert "not writable" in r.stderr and "Traceback" not in r.stderr
+    assert not (target / "site").exists()
