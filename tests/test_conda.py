@@ -13,6 +13,9 @@ import pytest
 
 pytest.importorskip("rattler")
 
+from sitestack import conda  # noqa: E402
+from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # noqa: E402
+from sitestack.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import (  # noqa: E402
     PLACEHOLDER,
     make_channel,
@@ -20,10 +23,6 @@ from tests.helpers.condachannel import (  # noqa: E402
     reindex,
     write_package,
 )
-
-from sitestack import conda  # noqa: E402
-from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # noqa: E402
-from sitestack.spec import CondaSpec  # noqa: E402
 
 ALL = ("python 3.11.*", "pyhello", "binpfx")
 

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
 from tests.helpers import modules, users
 from tests.helpers.wheels import make_wheel, make_wheelhouse
 

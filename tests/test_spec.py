@@ -69,6 +69,8 @@ BAD = [
     ('[stack]\nname="a"\n[module]\nsetenv={"1BAD"="x"}\n', "module.setenv.1BAD", "not a valid environment variable"),
     ('[stack]\nname="a"\n[tests]\nimports=["x", 2]\n', "tests.imports[1]", "must be a string"),
     ('[stack]\nname="a"\n[conda]\nchannels=[]\npackages=["python"]\n', "conda.channels", "at least one"),
+    ('[stack]\nname="a"\n[module]\nsetenv={X="a\\nb"}\n', "module.setenv.X", "line break"),
+    ('[stack]\nname="a"\n[module]\nprepend_path={P=["/a\\nb"]}\n', "module.prepend_path.P[0]", "line break"),
     ("[stack\nname='a'\n", "(toml)", "not valid TOML"),
 ]
 

@@ -21,9 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__
-from .errors import BuildError, ConflictError, SmokeTestError, UsageError
-from .fsutil import atomic_write_json, atomic_write_text, file_lock, is_writable_dir, make_readonly, rmtree
-from .interpreter import SourcePython, copy_interpreter, find_python
+from .errors import BuildError, ConflictError, UsageError
+from .fsutil import (
+    atomic_write_json,
+    atomic_write_text,
+    file_lock,
+    is_writable_dir,
+    make_readonly,
+    rmtree,
+)
+from .interpreter import copy_interpreter, find_python
 from .layout import SiteRoot, records_dir
 from .manifest import PREFIX_FILES, save_prefix_files, scan
 from .relocate import relocate, relocate_symlinks

@@ -102,6 +102,7 @@ class CondaResult:
                 "platform": self.platform,
                 "packages": [r.to_json() for r in self.records],
                 "lock": f".sitestack/{LOCK_NAME}",
+                "python_dists": dict(sorted(self.provided_versions.items())),
             },
             "conda_provides": sorted(self.provides),
         }

@@ -105,10 +105,8 @@ def _typecheck(table: Mapping[str, Any], section: str, src: str | None) -> None:
             near = ", ".join(sorted(allowed))
             raise SpecError(f"{section}.{key}", f"unknown key (allowed: {near})", source=src)
         want = allowed[key]
-        if isinstance(value, bool) and want is not bool:
-            ok = False
-        else:
-            ok = isinstance(value, want)
+        # TOML booleans are ints to Python; only a bool may stand where a bool is wanted.
+        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
         if not ok:
             name = _TYPE_NAMES.get(want, "a number") if isinstance(want, type) else "a number"
             raise SpecError(f"{section}.{key}", f"must be {name}, not {type(value).__name__}", source=src)
@@ -127,7 +125,15 @@ def _str_map(values: dict[str, Any], key: str, src: str | None) -> dict[str, str
             raise SpecError(f"{key}.{k}", "is not a valid environment variable name", source=src)
         if not isinstance(v, str):
             raise SpecError(f"{key}.{k}", f"must be a string, not {type(v).__name__}", source=src)
+        _no_line_breaks(v, f"{key}.{k}", src)
     return dict(values)
+
+
+def _no_line_breaks(value: str, key: str, src: str | None) -> None:
+    # Lmod 8.6 emits a newline in a value unquoted to the shell, which would run the rest
+    # of the value as a command. Refuse it rather than write a dangerous modulefile.
+    if any(c in value for c in "\n\r\0"):
+        raise SpecError(key, "must not contain a line break or NUL (module systems cannot pass it safely)", source=src)
 
 
 def _requirements(values: list[Any], key: str, src: str | None) -> tuple[str, ...]:
@@ -218,6 +224,8 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         if not isinstance(paths, list):
             raise SpecError(key, "must be a string or a list of strings", source=src)
         prepend[var] = _strings(paths, key, src)
+        for i, path in enumerate(prepend[var]):
+            _no_line_breaks(path, f"{key}[{i}]", src)
     module = ModuleSpec(
         depends_on=_strings(m.get("depends_on", []), "module.depends_on", src),
         family=m.get("family", "python"),

@@ -22,7 +22,9 @@ def q(s: str) -> str:
         elif o < 32 or o == 127:
             out.append(f"\\x{o:02x}")
         elif o > 0xFFFF:
-            out.append(f"\\U{o:08x}")
+            # Tcl 8.6 strings are UTF-16 inside: \U escapes are lost, surrogate pairs work.
+            o -= 0x10000
+            out.append(f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}")
         elif o > 127:
             out.append(f"\\u{o:04x}")
         else:
