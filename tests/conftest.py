@@ -178,3 +178,13 @@ def user_sitestack(workdir: Path) -> dict[str, str]:
     for p in [tools, *tools.rglob("*")]:
         p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
     return {"PYTHONPATH": str(site_dir), "PATH": str(bin_dir)}
+
+
+@pytest.fixture(scope="session")
+def conda_channel(workdir: Path) -> Path:
+    """A local conda channel of real packages (see tests/helpers/condachannel.py)."""
+    pytest.importorskip("rattler")
+    from tests.helpers.condachannel import make_channel
+
+    base = workdir / "conda"
+    return make_channel(base / "channel", "3.11", python_cache=base / "pycache")

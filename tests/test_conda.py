@@ -18,7 +18,6 @@ from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # n
 from sitestack.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import (  # noqa: E402
     PLACEHOLDER,
-    make_channel,
     pyhello_package,
     reindex,
     write_package,
@@ -28,9 +27,8 @@ ALL = ("python 3.11.*", "pyhello", "binpfx")
 
 
 @pytest.fixture(scope="session")
-def channel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("condachannel")
-    return make_channel(base / "channel", "3.11", python_cache=base / "pycache")
+def channel(conda_channel: Path) -> Path:
+    return conda_channel
 
 
 @pytest.fixture(scope="session")

@@ -109,11 +109,16 @@ def build(
     make_default: bool = False,
     log: BuildLog | None = None,
     lock_timeout: float = -1,
+    from_lock: Path | None = None,
 ) -> BuildResult:
+    """Build `spec` into ROOT/stacks/NAME/VERSION. `from_lock` rebuilds an exact set:
+    a conda lock (rattler/pixi format) for conda stacks, a lock.txt for PyPI stacks."""
     log = log or BuildLog()
     t0 = time.monotonic()
     version = check_name(version or today(), "--version")
     _check_root(root)
+    if from_lock is not None and spec.conda is None:
+        spec = _pin_to_lock(spec, Path(from_lock))
     if spec.conda is None:
         source = find_python(spec.python)  # before anything is written: a bad python is bad input
     final = root.prefix(spec.name, version)
@@ -129,14 +134,12 @@ def build(
         os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a site stack is for everyone
         try:
             if spec.conda is not None:
-                from .conda import build_conda_prefix
-
-                python, py_xy, extra = build_conda_prefix(spec, tmp, final, root, log)
+                python, py_xy, extra, packages = _build_conda(spec, tmp, final, root, log, from_lock)
             else:
                 log.step(f"copying Python {source.version} from {source.base_prefix}")
                 copy_interpreter(source, tmp, final)
                 python, py_xy, extra = source.version, source.xy, {}
-            packages = install_packages(spec, tmp, py_xy, log, skip=set(extra.get("conda_provides", [])))
+                packages = install_packages(spec, tmp, py_xy, log)
             log.step("running smoke tests")
             results = run_smoke_tests(spec, tmp, py_xy, log)
             finish(spec, tmp, final, root, version, python, py_xy, packages, results, log, extra)
@@ -158,6 +161,44 @@ def build(
         files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
         default=site.default_version(spec.name) == version,
     )
+
+
+def _pin_to_lock(spec: StackSpec, lock: Path) -> StackSpec:
+    """A PyPI stack rebuilt from a lock.txt installs exactly those name==version pins."""
+    from dataclasses import replace
+
+    try:
+        pins = [ln.strip() for ln in lock.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    except OSError as e:
+        raise UsageError(f"cannot read lock file {lock}: {e}") from None
+    if not all("==" in p for p in pins):
+        raise UsageError(f"{lock} is not a lock.txt of name==version lines")
+    return replace(spec, packages=replace(spec.packages, requirements=tuple(pins)))
+
+
+def _build_conda(
+    spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, log: BuildLog, from_lock: Path | None,
+) -> tuple[str, str, dict[str, object], dict[str, str]]:
+    """conda packages by rattler, then the [packages] PyPI layer by uv, never over conda's files."""
+    from dataclasses import replace
+
+    from . import conda
+
+    python, py_xy, extra = conda.build_conda_prefix(spec, tmp, final, root, log, from_lock=from_lock)
+    info = extra["conda"]
+    assert isinstance(info, dict)
+    if from_lock is not None:
+        pins = conda.read_lock(Path(from_lock))[1]
+        spec = replace(spec, packages=replace(spec.packages, requirements=tuple(f"{n}=={v}" for n, v in sorted(pins.items()))))
+    conflicts = conda.pypi_conflicts(spec.packages.requirements, info["python_dists"])
+    if conflicts:
+        raise BuildError("PyPI requirements conflict with what conda packages provide:\n  " + "\n  ".join(conflicts))
+    provides = set(extra.get("conda_provides", []))  # type: ignore[call-overload]
+    snap = conda.snapshot_conda_files(tmp)
+    packages = install_packages(spec, tmp, py_xy, log, skip=provides)
+    conda.check_conda_files(tmp, snap)  # uv must never have written over a conda file
+    conda.add_pypi_to_lock(records_dir(tmp) / conda.LOCK_NAME, packages, provides=provides)
+    return python, py_xy, extra, packages
 
 
 def _fsync_dir(path: Path) -> None:
@@ -197,10 +238,17 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
     env = uv_env()
     skip = skip or set()
     reqs = [r for r in p.requirements if canonicalize_name(Requirement(r).name) not in skip]
-    names = {canonicalize_name(Requirement(r).name) for r in p.requirements}
-    if "pip" not in names and not _has_dist(prefix, py_xy, "pip"):
-        bundled = sorted((prefix / "lib" / f"python{py_xy}" / "ensurepip" / "_bundled").glob("pip-*.whl"))
-        reqs.insert(0, str(bundled[-1]) if bundled else "pip")
+    bundled = sorted((prefix / "lib" / f"python{py_xy}" / "ensurepip" / "_bundled").glob("pip-*.whl"))
+    pip_reqs = [r for r in reqs if canonicalize_name(Requirement(r).name) == "pip"]
+    if bundled:
+        # The stdlib's own pip wheel serves offline, also for a lock that pins that version.
+        bundled_version = bundled[-1].name.split("-")[1]
+        if not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
+            reqs.insert(0, str(bundled[-1]))
+        elif pip_reqs and all(Requirement(r).specifier.contains(bundled_version) for r in pip_reqs):
+            reqs = [str(bundled[-1]) if r in pip_reqs else r for r in reqs]
+    elif not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
+        reqs.insert(0, "pip")
     # Packages with build options go first, each with its own environment, so their
     # options apply to them alone; the final call then finds them already satisfied.
     for pkg, opts in p.build.items():
@@ -233,8 +281,7 @@ def finish(
     if rel.binaries:
         log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
     _layer_pip(tmp, py_xy)
-    if spec.conda is None:
-        atomic_write_text(tmp / "pip.conf", PIP_CONF)
+    atomic_write_text(tmp / "pip.conf", PIP_CONF)
     log.step("compiling bytecode for every module")
     compile_bytecode(tmp, final, py_xy, log)
 

@@ -198,6 +198,11 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
             "depends_on_stack": used in ("thin", "hardlink"),
         })
         _publish(tmp, dest)
+    except OSError as ex:
+        rmtree(tmp)
+        where = f": {ex.filename}" if ex.filename else ""
+        raise ConflictError(f"cloning {rec.ref} failed, nothing was left at {dest}: "
+                            f"{ex.strerror or ex}{where}") from ex
     except BaseException:
         rmtree(tmp)
         raise

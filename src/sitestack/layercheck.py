@@ -152,14 +152,14 @@ def probe(layer: Layer, env: dict[str, str] | None = None) -> View:
     user_site = data.get("user_site")
     dists: list[Dist] = []
     stack_dists: list[Dist] = []
-    for e in data["entries"]:
-        where = _where(e["path"], layer.path, rec.prefix if rec else None, user_site)
-        for d in e["dists"]:
+    for ent in data["entries"]:
+        where = _where(ent["path"], layer.path, rec.prefix if rec else None, user_site)
+        for d in ent["dists"]:
             dist = Dist(canonicalize_name(d["name"]), d["name"], d["version"], tuple(d["requires"]),
-                        d.get("requires_python"), e["path"], where)
-            if e["on_path"]:
+                        d.get("requires_python"), ent["path"], where)
+            if ent["on_path"]:
                 dists.append(dist)
-            if stack_sp is not None and os.path.realpath(e["path"]) == os.path.realpath(stack_sp):
+            if stack_sp is not None and os.path.realpath(ent["path"]) == os.path.realpath(stack_sp):
                 stack_dists.append(dist)
     return View(layer.path, stack_sp, user_site, dict(data["env"]), tuple(dists), tuple(stack_dists))
 
@@ -209,7 +209,7 @@ def check(view: View) -> list[Problem]:
                 if py_version and not SpecifierSet(dist.requires_python).contains(py_version, prereleases=True):
                     problems.append(Problem(dist.display, dist.version, dist.where, "python",
                                             dist.requires_python, py_version, None,
-                                            _fix(view, f"{dist.display}", None, False)))
+                                            f"{view.layer / 'bin' / 'python'} -m pip install --upgrade {dist.display}"))
             except InvalidSpecifier:
                 pass
         for raw in dist.requires:

@@ -21,7 +21,7 @@ import stat
 import subprocess
 import tarfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -249,7 +249,7 @@ def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
                 ti.size, ti.mode, ti.mtime = st.st_size, entry.mode, st.st_mtime
                 with open(path, "rb") as f:
                     r = _HashingReader(f)
-                    tf.addfile(ti, r)  # type: ignore[arg-type]
+                    tf.addfile(ti, r)
                 if r.h.hexdigest() != entry.sha256 or r.n != entry.size:
                     raise VerifyError(f"{path} changed since its manifest was written; "
                                       "run `sitestack verify`")
@@ -264,7 +264,7 @@ def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
         if fmt == "tar.zst":
             with open(tmp, "wb") as raw:
                 zw = _compressor(level).stream_writer(raw, closefd=False)
-                write_tar(zw, header, parts)  # type: ignore[arg-type]
+                write_tar(zw, header, parts)
                 zw.close()
         elif fmt == "squashfs":
             _write_squashfs(tmp, header, parts)
@@ -296,7 +296,7 @@ def _write_squashfs(out: Path, header: Header, parts: list[Part]) -> None:
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None
     try:
-        write_tar(proc.stdin, header, parts)  # type: ignore[arg-type]
+        write_tar(proc.stdin, header, parts)
         proc.stdin.close()
     except BrokenPipeError:
         pass
@@ -334,7 +334,7 @@ def stream_chunks(target: str, root: SiteRoot, layer: str | None, chunk: int,
         sink = _Sink()
         try:
             zw = _compressor(level).stream_writer(sink, closefd=False)
-            write_tar(zw, header, parts)  # type: ignore[arg-type]
+            write_tar(zw, header, parts)
             zw.close()
             if sink.buf:
                 q.put(bytes(sink.buf))

@@ -9,7 +9,7 @@ def register(sub: Any) -> None:
     p.add_argument("spec", help="stack spec (TOML)")
     p.add_argument("--version", dest="stack_version", help="version to publish (default: today, YYYY-MM-DD)")
     p.add_argument("--default", action="store_true", help="make it the default version")
-    p.add_argument("--from-lock", help="rebuild exactly the set recorded in a lock file (conda stacks)")
+    p.add_argument("--from-lock", help="rebuild exactly the set in a lock file: .sitestack/conda.lock or .sitestack/lock.txt")
     p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting when another build of this name runs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
@@ -17,6 +17,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
+    from pathlib import Path
 
     from ..build import build
     from ..layout import resolve_root
@@ -24,12 +25,9 @@ def run(args: argparse.Namespace) -> int:
     from ..spec import load_spec
 
     spec = load_spec(args.spec)
-    if args.from_lock:
-        from ..conda import apply_lock
-
-        spec = apply_lock(spec, args.from_lock)
     res = build(spec, resolve_root(args.root), version=args.stack_version, make_default=args.default,
-                lock_timeout=0 if args.no_wait else -1)
+                lock_timeout=0 if args.no_wait else -1,
+                from_lock=Path(args.from_lock) if args.from_lock else None)
     if args.json:
         emit_json(asdict(res))
     else:

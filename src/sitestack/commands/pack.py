@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("pack", help="pack a stack, clone or layer (with its stack) into one archive")
+    p.add_argument("target", metavar="TARGET", help="NAME[/VERSION], a clone path, or a layer path")
+    p.add_argument("-o", "--output", required=True, help="archive file to write")
+    p.add_argument("--format", dest="fmt", choices=("tar.zst", "squashfs"), default=None,
+                   help="default: from the file name (.sqfs/.squashfs), else tar.zst")
+    p.add_argument("--layer", help="a layer to pack together with TARGET's stack")
+    p.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from ..layout import resolve_root
+    from ..output import emit_json, human_bytes
+    from ..pack import pack
+
+    fmt = args.fmt or ("squashfs" if args.output.endswith((".sqfs", ".squashfs")) else "tar.zst")
+    header = pack(args.target, resolve_root(args.root), args.output, fmt=fmt, layer=args.layer,
+                  level=args.level)
+    size = os.path.getsize(args.output)
+    if args.json:
+        emit_json({"archive": os.path.abspath(args.output), "format": fmt, "size": size,
+                   "id": header.dirname, **header.to_json()})
+    else:
+        print(f"packed {header.name}/{header.version} ({header.kind}, {header.files} files, "
+              f"{human_bytes(header.bytes)}) into {args.output} ({human_bytes(size)}, {fmt}); "
+              f"id {header.dirname}")
+    return 0

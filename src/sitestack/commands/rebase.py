@@ -1,0 +1,42 @@
+"""sitestack rebase PATH NAME/VERSION: move a layer onto another stack, atomically."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("rebase", help="rebuild a layer on another stack, keeping its own packages")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("ref", metavar="NAME[/VERSION]")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
+                   help="where to find the layer's packages (default: the new stack's spec)")
+    p.add_argument("--index-url")
+    p.add_argument("--no-index", action="store_true")
+    p.add_argument("--allow-missing-stack", action="store_true",
+                   help="rebase even though the layer's old stack was deleted")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..rebase import IndexOptions, rebase
+
+    res = rebase(args.path, args.ref, root=args.root,
+                 index=IndexOptions(tuple(args.find_links), args.index_url, args.no_index),
+                 allow_missing_stack=args.allow_missing_stack)
+    if args.json:
+        from ..output import emit_json
+
+        emit_json({"path": str(res.path), "old_stack": res.old_stack, "new_stack": res.new_stack,
+                   "changes": [{"name": c.name, "old": c.old, "new": c.new, "action": c.action}
+                               for c in res.changes]})
+        return 0
+    print(f"{res.path}: {res.old_stack} -> {res.new_stack}")
+    words = {"kept": "kept", "changed": "changed", "from-stack": "now from the stack", "added": "added"}
+    for c in res.changes:
+        print(f"  {c.name}: {c.old or '-'} -> {c.new or '-'}  ({words[c.action]})")
+    if not res.changes:
+        print("  (the layer had no packages of its own)")
+    return 0

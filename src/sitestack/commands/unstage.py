@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("unstage", help="remove what `sitestack stage` put under DIR/sitestack")
+    p.add_argument("--to", required=True, help="the folder given to stage --to")
+    p.add_argument("--id", dest="ident", help="remove only this staged copy (NAME-VERSION-HASH)")
+    p.add_argument("--node", help="node name for a {node} in --to (default: this host)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..output import emit_json
+    from ..stage import unstage
+
+    res = unstage(args.to, args.node, args.ident)
+    if args.json:
+        emit_json({"removed": list(res.removed), "kept": list(res.kept)})
+    else:
+        for p in res.removed:
+            print(f"removed {p}")
+        for p in res.kept:
+            print(f"left alone (not made by sitestack stage): {p}")
+    return 0

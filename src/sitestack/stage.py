@@ -1,0 +1,474 @@
+"""Stage a stack (and a layer) onto node-local storage under MPI, checksummed and atomic.
+
+Rank 0 alone reads the shared filesystem (the stack, or a packed archive) and broadcasts
+the archive in chunks to one leader per node. Each leader extracts into a temp folder,
+relocates to DIR/sitestack/<name>-<version>-<hash>, checks every sha256, writes a marker
+and renames the folder into place. The leaders' results are gathered on every rank, so
+every rank exits with the same code and prints the same activate path.
+
+Test seam (documented in docs/scaling.md, test-only): SITESTACK_STAGE_NODE_MAP="0:a,1:a,2:b"
+names each rank's node instead of MPI_COMM_TYPE_SHARED; `{node}` in --to becomes that name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConflictError, SitestackError, ToolMissingError, UsageError, VerifyError
+from .fsutil import atomic_write_json, atomic_write_text, file_lock, make_readonly, rmtree
+from .layout import SiteRoot
+from .manifest import verify
+from .pack import Header, Unpacked, read_header, stream_chunks, unpack_squashfs, unpack_tar
+
+ENV_NODE_MAP = "SITESTACK_STAGE_NODE_MAP"
+STAGE_DIR = "sitestack"
+META = ".sitestack-stage"
+MARKER = "verified.json"
+DEFAULT_CHUNK = 64 << 20  # far below MPI's 2 GiB count limit, and bounded memory per rank
+
+
+class StageError(SitestackError):
+    """Staging failed somewhere; carries the exit code every rank returns."""
+
+    def __init__(self, message: str, code: int = 6, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.exit_code = code
+
+
+@dataclass(frozen=True)
+class NodeResult:
+    node: str
+    host: str
+    status: str  # "staged" | "reused" | "failed"
+    path: str
+    error: str = ""
+    code: int = 0
+
+
+@dataclass(frozen=True)
+class StageResult:
+    id: str
+    activate: str
+    path: str
+    node: str
+    status: str  # this rank's node: "staged" | "reused"
+    nodes: tuple[NodeResult, ...]
+    ranks: int
+    bytes: int
+    files: int
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["nodes"] = [asdict(n) for n in self.nodes]
+        return d
+
+
+# --- MPI plumbing -----------------------------------------------------------------------------
+
+def _launched_ranks() -> int:
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
+        with contextlib.suppress(ValueError):
+            if int(os.environ.get(var, "0")) > 1:
+                return int(os.environ[var])
+    return 1
+
+
+def load_mpi(use_mpi: bool = True) -> Any:
+    """mpi4py's MPI module, or None for a local stage (no mpi4py and not under mpiexec)."""
+    if not use_mpi:
+        return None
+    try:
+        from mpi4py import MPI
+    except ImportError:
+        if _launched_ranks() > 1:
+            raise ToolMissingError("this runs under mpiexec, but mpi4py is not installed",
+                                   hint="pip install 'sitestack[mpi]' (or mpi4py)") from None
+        return None
+    return MPI
+
+
+def parse_node_map(text: str, size: int) -> dict[int, str]:
+    table: dict[int, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        r, sep, name = item.partition(":")
+        if not sep or not r.strip().isdigit() or not name.strip() or "/" in name:
+            raise UsageError(f"{ENV_NODE_MAP}: bad entry {item!r} (want RANK:NODE)")
+        table[int(r)] = name.strip()
+    missing = [r for r in range(size) if r not in table]
+    if missing:
+        raise UsageError(f"{ENV_NODE_MAP} names no node for rank(s) {missing}")
+    return table
+
+
+@dataclass
+class Nodes:
+    name: str
+    leader: bool
+    leaders: Any  # communicator of node leaders (None when not a leader or without MPI)
+
+
+def split_nodes(mpi: Any, world: Any) -> Nodes:
+    rank = world.rank if world is not None else 0
+    mapping = os.environ.get(ENV_NODE_MAP)
+    if world is None:
+        name = parse_node_map(mapping, 1)[0] if mapping else socket.gethostname()
+        return Nodes(name, True, None)
+    if mapping:
+        table = parse_node_map(mapping, world.size)
+        name = table[rank]
+        node = world.Split(sorted(set(table.values())).index(name), rank)
+    else:
+        node = world.Split_type(mpi.COMM_TYPE_SHARED, key=rank)
+        name = mpi.Get_processor_name()
+    leader = node.rank == 0  # key=rank: world rank 0 leads its node
+    node.Free()
+    leaders = world.Split(0 if leader else mpi.UNDEFINED, rank)
+    return Nodes(name, leader, leaders if leader else None)
+
+
+class Channel:
+    """Chunks from rank 0's source, broadcast over `comm` (or read directly without MPI)."""
+
+    def __init__(self, mpi: Any, comm: Any, source: Iterator[bytes] | None) -> None:
+        self.mpi, self.comm, self.source = mpi, comm, source
+        self.root = comm is None or comm.rank == 0
+        self.done = False
+        self.bytes = 0
+
+    def next(self) -> bytes | bytearray:
+        if self.done:
+            return b""
+        data: bytes | bytearray = b""
+        info: tuple[int, str] = (0, "")
+        if self.root:
+            assert self.source is not None
+            try:
+                data = next(self.source, b"")
+                info = (len(data), "")
+            except (SitestackError, OSError) as e:
+                info = (-1, f"rank 0 could not read the source: {e}")
+        if self.comm is not None:
+            info = self.comm.bcast(info, root=0)
+        if info[0] <= 0:
+            self.done = True
+            if info[0] < 0:
+                raise StageError(info[1], 2)
+            return b""
+        if self.comm is not None:
+            buf = bytearray(data) if self.root else bytearray(info[0])
+            self.comm.Bcast([buf, self.mpi.BYTE], root=0)
+            data = buf
+        self.bytes += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Keep taking part in the broadcast after a local failure, so no one hangs."""
+        with contextlib.suppress(SitestackError):
+            while self.next():
+                pass
+
+
+class ChannelReader(io.RawIOBase):
+    def __init__(self, ch: Channel) -> None:
+        self.ch, self.buf, self.pos = ch, memoryview(b""), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        if self.pos >= len(self.buf):
+            self.buf, self.pos = memoryview(self.ch.next()), 0
+            if not len(self.buf):
+                return 0
+        n = min(len(b), len(self.buf) - self.pos)
+        b[:n] = self.buf[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+# --- one node ---------------------------------------------------------------------------------
+
+def base_dir(to: str, node: str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(to.replace("{node}", node)))) / STAGE_DIR
+
+
+def is_verified(final: Path, header: Header) -> bool:
+    try:
+        data = json.loads((final / META / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(data.get("content_hash") == header.content_hash)
+
+
+def _failure(nodes: Nodes, path: Path, e: BaseException) -> NodeResult:
+    host = socket.gethostname()
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        msg, code = f"disk full in {path.parent}: {e.strerror}", ConflictError.exit_code
+    elif isinstance(e, SitestackError):
+        msg, code = str(e), e.exit_code
+    elif isinstance(e, OSError):
+        msg, code = f"{e.strerror or e} ({e.filename or path})", ConflictError.exit_code
+    else:
+        msg, code = f"{type(e).__name__}: {e}", 1
+    return NodeResult(nodes.name, host, "failed", str(path), msg, code)
+
+
+def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
+    """Relocate an extracted tree to `final`, check it against its manifests, mark it."""
+    from .relocate import relocate, relocate_symlinks
+
+    h = u.header
+    new = {role: str(final / role) for role in h.prefixes}
+    # Longest old prefix first, in case one prefix contains the other.
+    pairs = sorted(((old, new[r]) for r, old in h.prefixes.items()), key=lambda p: -len(p[0]))
+    warnings: list[str] = []
+    for role in h.prefixes:
+        root = tmp / role
+        changed: set[str] = set()
+        if role == "stack" and (root / "conda-meta").is_dir():
+            from .conda import relocate_conda
+
+            changed |= set(relocate_conda(root, h.prefixes["stack"], new["stack"]))
+            changed |= {f"conda-meta/{p.name}" for p in (root / "conda-meta").glob("*.json")}
+        for old, nw in pairs:
+            r = relocate(root, old, nw, u.hits.get(role, []))
+            changed |= set(r.rewritten)
+            warnings += [f"{role}/{b}" for b in r.binaries]
+            changed |= set(relocate_symlinks(root, old, nw))
+        changed |= _recompile(tmp, root, final / role, h.python_xy, changed, u.manifests[role].files)
+        problems = verify(root, u.manifests[role], skip=changed, exclude=())
+        if problems:
+            p = problems[0]
+            raise VerifyError(f"staged copy does not match its manifest: {role}/{p.path} "
+                              f"({p.problem}) and {len(problems) - 1} more")
+    meta = tmp / META
+    meta.mkdir()
+    atomic_write_json(meta / "header.json", h.to_json())
+    atomic_write_text(tmp / "activate", activate_script(final, "layer" in h.prefixes))
+    atomic_write_json(meta / MARKER, {  # written last: its presence means "verified"
+        "content_hash": h.content_hash, "files": h.files, "bytes": h.bytes,
+        "host": socket.gethostname(), "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "binaries_naming_old_prefix": warnings})
+    make_readonly(tmp)
+
+
+def _recompile(tmp: Path, root: Path, final_root: Path, xy: str, changed: set[str],
+               files: dict[str, Any]) -> set[str]:
+    """Rewritten .py files would make their .pyc stale: compile them again (same Python)."""
+    tag = f"cpython-{xy.replace('.', '')}"
+    todo, pycs = [], set()
+    for rel in sorted(changed):
+        if not rel.endswith(".py"):
+            continue
+        d, name = os.path.split(rel)
+        mine = {p for p in files if p.startswith(os.path.join(d, "__pycache__", name[:-3] + f".{tag}"))}
+        if mine:
+            todo.append(str(root / rel))
+            pycs |= mine
+    if todo:
+        py = tmp / "stack" / "bin" / f"python{xy}"
+        r = subprocess.run([str(py), "-E", "-s", "-m", "compileall", "-q", "-f",
+                            "-s", str(root), "-p", str(final_root), *todo],
+                           capture_output=True, text=True, env={"PATH": os.defpath})
+        if r.returncode != 0:
+            raise StageError(f"recompiling relocated modules failed: {r.stdout[-300:]}", 3)
+    return pycs
+
+
+def activate_script(final: Path, layer: bool) -> str:
+    bins = f"{final}/layer/bin:{final}/stack/bin" if layer else f"{final}/stack/bin"
+    lines = [
+        "# Written by `sitestack stage`. Source it: . " + str(final / "activate"),
+        f'export PATH="{bins}${{PATH:+:$PATH}}"',
+        "export PYTHONNOUSERSITE=1  # the staged copy only: no user site-packages",
+        f'export SITESTACK_STAGED="{final}"',
+        f'export SITESTACK_PREFIX="{final}/stack"',
+        "unset PYTHONHOME",
+    ]
+    if layer:
+        lines.append(f'export VIRTUAL_ENV="{final}/layer"')
+    lines.append("hash -r 2>/dev/null || true")
+    return "\n".join(lines) + "\n"
+
+
+def _prepare_node(nodes: Nodes, to: str, header: Header, extra_bytes: int
+                  ) -> tuple[str, Path, contextlib.ExitStack]:
+    """('have' | 'need' | 'failed:...', final path, held lock) for this node."""
+    base = base_dir(to, nodes.name)
+    final = base / header.dirname
+    stack = contextlib.ExitStack()
+    base.mkdir(parents=True, exist_ok=True)
+    stack.enter_context(file_lock(base / ".locks" / f"{header.dirname}.lock", what=str(final)))
+    if is_verified(final, header):
+        return "have", final, stack
+    for old in base.glob(f".tmp-{header.dirname}-*"):
+        rmtree(old)  # we hold the lock: these are from a killed stage
+    st = os.statvfs(base)
+    free, need = st.f_bavail * st.f_frsize, header.bytes + extra_bytes
+    if free < need:
+        raise OSError(errno.ENOSPC, f"need {need >> 20} MiB, {free >> 20} MiB free", str(base))
+    return "need", final, stack
+
+
+def _extract(ch: Channel, fmt: str, tmp: Path) -> Unpacked:
+    if fmt == "tar.zst":
+        return unpack_tar(ChannelReader(ch), tmp)  # type: ignore[arg-type]
+    image = tmp / ".image.sqfs"
+    with open(image, "wb") as f:
+        while chunk := ch.next():
+            f.write(chunk)
+    try:
+        return unpack_squashfs(image, tmp)
+    finally:
+        image.unlink()
+
+
+def _lead(mpi: Any, nodes: Nodes, to: str, header: Header, fmt: str,
+          source: Iterator[bytes] | None, archive_bytes: int) -> NodeResult:
+    host = socket.gethostname()
+    final = base_dir(to, nodes.name) / header.dirname
+    state, lock = "failed", contextlib.ExitStack()
+    failure: NodeResult | None = None
+    try:
+        state, final, lock = _prepare_node(nodes, to, header, archive_bytes if fmt == "squashfs" else 0)
+    except Exception as e:
+        failure = _failure(nodes, final, e)
+    with lock:
+        comm = nodes.leaders
+        is_root = comm is None or comm.rank == 0
+        if comm is None and state != "need":
+            return failure or NodeResult(nodes.name, host, "reused", str(final))
+        if comm is not None:  # only leaders that need the bytes (and rank 0) take part
+            if not comm.allreduce(1 if state == "need" else 0):
+                return failure or NodeResult(nodes.name, host, "reused", str(final))
+            comm = comm.Split(0 if state == "need" or is_root else mpi.UNDEFINED, comm.rank)
+            if comm == mpi.COMM_NULL:
+                return failure or NodeResult(nodes.name, host, "reused", str(final))
+        ch = Channel(mpi, comm, source if is_root else None)
+        try:
+            if state != "need":
+                return failure or NodeResult(nodes.name, host, "reused", str(final))
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{header.dirname}-", dir=final.parent))
+            try:
+                u = _extract(ch, fmt, tmp)
+                if u.header.content_hash != header.content_hash:
+                    raise VerifyError("archive content does not match its header")
+                finish_copy(tmp, final, u)
+                os.rename(tmp, final)
+            except BaseException:
+                rmtree(tmp)
+                raise
+            return NodeResult(nodes.name, host, "staged", str(final))
+        except Exception as e:
+            return _failure(nodes, final, e)
+        finally:
+            ch.drain()
+            if comm is not None and comm is not nodes.leaders:
+                comm.Free()
+
+
+# --- the whole job ----------------------------------------------------------------------------
+
+def _prepare_source(target: str | None, layer: str | None, archive: str | None, root: SiteRoot,
+                    chunk: int) -> tuple[Header, str, Iterator[bytes], int]:
+    if archive:
+        path = Path(archive)
+        if not path.is_file():
+            raise UsageError(f"archive {archive} does not exist")
+        fmt, header = read_header(path)
+        size = path.stat().st_size
+
+        def read() -> Iterator[bytes]:
+            with open(path, "rb") as f:
+                while data := f.read(chunk):
+                    yield data
+
+        return header, fmt, read(), size
+    if not target:
+        raise UsageError("give a TARGET (stack, clone or layer) or --archive")
+    header, chunks = stream_chunks(target, root, layer, chunk)
+    return header, "tar.zst", chunks, 0
+
+
+def stage(target: str | None, *, to: str, root: SiteRoot, layer: str | None = None,
+          archive: str | None = None, chunk: int = DEFAULT_CHUNK, use_mpi: bool = True,
+          quiet: bool = False) -> StageResult:
+    t0 = time.monotonic()
+    mpi = load_mpi(use_mpi)
+    world = mpi.COMM_WORLD if mpi is not None else None
+    rank = world.rank if world is not None else 0
+    msg: tuple[Any, ...] = ()
+    source: Iterator[bytes] | None = None
+    if rank == 0:
+        try:
+            header, fmt, source, size = _prepare_source(target, layer, archive, root, chunk)
+            msg = ("ok", header.to_json(), fmt, size)
+        except SitestackError as e:
+            msg = ("error", e.exit_code, str(e), e.hint)
+        except OSError as e:
+            msg = ("error", 2, f"cannot read {e.filename or target}: {e.strerror}", None)
+    if world is not None:
+        msg = world.bcast(msg, root=0)
+    if msg[0] == "error":
+        raise StageError(msg[2], msg[1], msg[3])
+    header, fmt, size = Header.from_json(msg[1]), msg[2], msg[3]
+    nodes = split_nodes(mpi, world)
+    if rank == 0 and not quiet:
+        print(f"sitestack: staging {header.name}/{header.version} ({header.kind}, {header.files} "
+              f"files, {header.bytes >> 20} MiB) to {to}", file=sys.stderr, flush=True)
+    mine = _lead(mpi, nodes, to, header, fmt, source, size) if nodes.leader else None
+    results = world.allgather(mine) if world is not None else [mine]
+    if world is not None:
+        world.Barrier()
+    done = tuple(r for r in results if r is not None)
+    failed = [r for r in done if r.status == "failed"]
+    if failed:
+        what = "; ".join(f"node {r.node} (host {r.host}): {r.error}" for r in failed)
+        raise StageError(f"staging failed on {len(failed)} of {len(done)} node(s): {what}",
+                         failed[0].code)
+    final = base_dir(to, nodes.name) / header.dirname
+    status = next((r.status for r in done if r.node == nodes.name), "staged")
+    return StageResult(header.dirname, str(final / "activate"), str(final), nodes.name, status,
+                       done, world.size if world is not None else 1, header.bytes, header.files,
+                       round(time.monotonic() - t0, 3))
+
+
+@dataclass(frozen=True)
+class UnstageResult:
+    removed: tuple[str, ...]
+    kept: tuple[str, ...]
+
+
+def unstage(to: str, node: str | None = None, ident: str | None = None) -> UnstageResult:
+    """Remove what stage put under DIR/sitestack (all of it, or one id); nothing else."""
+    base = base_dir(to, node or socket.gethostname())
+    removed, kept = [], []
+    if not base.is_dir():
+        return UnstageResult((), ())
+    for entry in sorted(base.iterdir()):
+        ours = (entry / META).is_dir() or entry.name.startswith(".tmp-") or entry.name == ".locks"
+        if ident and entry.name != ident and not entry.name.startswith(f".tmp-{ident}-"):
+            continue
+        if ours:
+            with contextlib.suppress(FileNotFoundError):  # another rank on this node was faster
+                rmtree(entry)
+            removed.append(str(entry))
+        else:
+            kept.append(str(entry))
+    with contextlib.suppress(OSError):
+        base.rmdir()
+    return UnstageResult(tuple(removed), tuple(kept))
