@@ -19,7 +19,7 @@ import pytest
 
 import sitestack
 from sitestack.layout import SiteRoot
-from sitestack.manifest import Manifest, verify
+from sitestack.manifest import Manifest, verify, walk
 from sitestack.site import StackRecord
 from tests.conftest import make_builder, run_cli
 from tests.helpers import modules, users
@@ -109,7 +109,11 @@ def test_clone_each_mode_as_root(mode: str, stack: StackRecord, site_root: SiteR
     dest = workdir / f"root-clone-{mode}"
     data = clone_json(stack.ref, "--root", str(site_root.path), "--prefix", str(dest), "--mode", mode)
     assert data["mode"] == ("hardlink" if mode == "auto" else mode)  # ext4, same fs, root owns all
-    assert data["files"] == stack.files - 1  # pip.conf stays behind
+    manifest = Manifest.load(stack.records / "manifest.json")
+    files, links, _dirs = walk(dest, exclude=(".sitestack",))
+    # Every file and link of the stack but pip.conf, plus bin/activate.
+    assert len(files) + len(links) == len(manifest.files) + len(manifest.symlinks) - 1 + 1
+    assert data["files"] + data["symlinks"] == len(manifest.files) + len(manifest.symlinks) - 1
     stack_unchanged(stack)
     probe = "lib/python3.11/site-packages/shadowme/__init__.py"
     a, b = os.lstat(stack.prefix / probe), os.lstat(dest / probe)
@@ -209,7 +213,7 @@ def test_personal_modulefile(system: str, stack: StackRecord, site_root: SiteRoo
     assert data["modulefiles"] == [str(mdir / "myconda.lua"), str(mdir / "myconda")]
     snap = modules.env_snapshot_script()
     r = modules.run_module_script(system, f"module use {mdir}\n{snap}\nmodule load myconda\n{snap}\n"
-                                  "python3 -c 'import sys; print(sys.prefix)'\n"
+                                  "python3 -c 'import sys; print(\"PREFIX=\" + sys.prefix)'\n"
                                   f"module unload myconda\n{snap}\n")
     assert r.returncode == 0, r.stderr
     before, loaded, after = (modules.strip_module_internals(s) for s in modules.parse_snapshots(r.stdout))
@@ -217,7 +221,7 @@ def test_personal_modulefile(system: str, stack: StackRecord, site_root: SiteRoo
     assert loaded["SITESTACK_CLONE"] == str(dest)
     assert loaded["PYTHONUSERBASE"].endswith(data["user_base"].removeprefix("$HOME"))  # type: ignore[union-attr]
     assert loaded["PATH"].split(":")[:2] == [loaded["PYTHONUSERBASE"] + "/bin", f"{dest}/bin"]
-    assert f"\n{dest}\n" in r.stdout
+    assert f"PREFIX={dest}\n" in r.stdout
     r = run_cli("clone", stack.ref, "--root", str(site_root.path), "--prefix", str(workdir / "modclone-x"),
                 "--module", "myconda", "--module-dir", str(mdir))
     assert r.returncode == 5 and "modulefile" in r.stderr and not (workdir / "modclone-x").exists()

@@ -32,7 +32,7 @@ from .fsutil import (
 )
 from .interpreter import copy_interpreter, find_python
 from .layout import SiteRoot, records_dir
-from .manifest import PREFIX_FILES, save_prefix_files, scan
+from .manifest import PREFIX_FILES, refresh, save_prefix_files, scan
 from .relocate import relocate, relocate_symlinks
 from .smoke import run_smoke_tests
 from .spec import StackSpec, check_name
@@ -274,21 +274,27 @@ def finish(
     extra: dict[str, object],
 ) -> None:
     """Relocate to the final path, compile bytecode, write records and manifest, lock down."""
-    log.step("relocating scripts to the final prefix")
-    _m, hits = scan(tmp, [str(tmp)], exclude=())
+    log.step("hashing every file and relocating scripts to the final prefix")
+    # One read of every byte: hash it, and find files that name the temp or the final prefix.
+    manifest, hits = scan(tmp, [str(tmp), str(final)])
+    # File times come from a coarse kernel clock that can lag time_ns() by a tick: a margin
+    # makes sure every later write counts as "since"; at worst a few files are read twice.
+    t_scan = time.time_ns() - 2_000_000_000
     rel = relocate(tmp, str(tmp), str(final), hits)
     relocate_symlinks(tmp, str(tmp), str(final))
     if rel.binaries:
         log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
-    _layer_pip(tmp, py_xy)
-    atomic_write_text(tmp / "pip.conf", PIP_CONF)
     log.step("compiling bytecode for every module")
     compile_bytecode(tmp, final, py_xy, log)
+    _layer_pip(tmp, py_xy)  # after compiling, so its bytecode is copied, not compiled twice
+    atomic_write_text(tmp / "pip.conf", PIP_CONF)
+    # Only what changed since the scan is read again: relocated files, new .pyc, pip copy.
+    seen = {h.path for h in hits}
+    hits += [h for h in refresh(tmp, manifest, t_scan, [str(final)]) if h.path not in seen]
+    prefix_hits = [h for h in hits if h.path in manifest.files and h.path not in rel.binaries]
 
     rec_dir = records_dir(tmp)
     rec_dir.mkdir(exist_ok=True)
-    log.step("hashing every file")
-    manifest, prefix_hits = scan(tmp, [str(final)])
     manifest.save(rec_dir / "manifest.json")
     save_prefix_files(rec_dir / PREFIX_FILES, str(final), prefix_hits)
     atomic_write_text(rec_dir / "spec.toml", spec.text)
@@ -314,8 +320,8 @@ def _layer_pip(prefix: Path, py_xy: str) -> None:
     """Keep a dist-info-less copy of pip that layers can run even with inheritance off."""
     src = prefix / "lib" / f"python{py_xy}" / "site-packages" / "pip"
     if src.is_dir():
-        shutil.copytree(src, prefix / "lib" / "sitestack-pip" / "pip", symlinks=True,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        # copy2 keeps mtimes, so the copied .pyc stay valid for the copied sources.
+        shutil.copytree(src, prefix / "lib" / "sitestack-pip" / "pip", symlinks=True)
 
 
 def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog) -> None:
@@ -323,7 +329,7 @@ def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog) -> No
     py = str(prefix / "bin" / f"python{py_xy}")
     env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONPYCACHEPREFIX")}
     env["PYTHONNOUSERSITE"] = "1"
-    targets = [str(prefix / "lib" / f"python{py_xy}"), str(prefix / "lib" / "sitestack-pip")]
+    targets = [str(prefix / "lib" / f"python{py_xy}")]
     cmd = [py, "-E", "-s", "-m", "compileall", "-q", "-j", "0", "-s", str(prefix), "-p", str(final),
            *[t for t in targets if os.path.isdir(t)]]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)

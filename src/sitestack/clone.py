@@ -124,7 +124,7 @@ def _choose_mode(requested: str, probe_file: Path, scratch: Path) -> tuple[str, 
             raise UsageError(f"cannot clone with --mode {requested}: {why}",
                              hint="use --mode auto (picks what works) or --mode copy")
         return requested, []
-    reasons = []
+    reasons: list[str] = []
     for mode in ("reflink", "hardlink"):
         why = probe(mode, probe_file, scratch)
         if why is None:
@@ -185,7 +185,8 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
             reasons.append(f"{a.fallbacks} file(s) could not be shared with {used} and were copied")
         _symlinks(tree, tmp, old_prefix, str(dest))
         relocated, binaries = _relocate(rec, tmp, old_prefix, str(dest), hits)
-        _recompile(tmp, str(dest), [h.path for h in hits if h.path.endswith(".py")], rec.python_xy)
+        compiled = _recompile(tmp, str(dest), [h.path for h in hits if h.path.endswith(".py")],
+                              rec.python_xy)
         user_base = "$HOME/" + clone_user_base(dest)
         act = tmp / "bin" / "activate"
         act.write_text(activate_script(dest, clone_user_base(dest), rec), encoding="utf-8")
@@ -210,7 +211,7 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         write_modulefiles(mod_paths, dest, clone_user_base(dest), rec)
     return CloneResult(
         source=rec.ref, source_prefix=rec.prefix, prefix=dest, mode=used, requested_mode=mode,
-        fallback=tuple(reasons), files=len(tree.files) - len(stale & {e.rel for e in tree.files}),
+        fallback=tuple(reasons), files=a.shared + a.copied + b.copied + compiled,
         shared=a.shared, copied=a.copied + b.copied, symlinks=len(tree.links), bytes=a.bytes + b.bytes,
         relocated=relocated, binaries=binaries, seconds=time.monotonic() - t0,
         activate=dest / "bin" / "activate", user_base=user_base, modulefiles=tuple(mod_paths),
@@ -246,21 +247,24 @@ def _relocate(rec: StackRecord, tmp: Path, old: str, new: str,
     return r.rewritten, r.binaries
 
 
-def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str) -> None:
+def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str) -> int:
     """Bytecode for rewritten .py files, when our interpreter makes the same bytecode."""
     if f"{sys.version_info[0]}.{sys.version_info[1]}" != py_xy or sys.implementation.name != "cpython":
-        return  # the clone's python writes it on first import (the clone is writable)
+        return 0  # the clone's python writes it on first import (the clone is writable)
     import importlib.util
     import py_compile
 
+    done = 0
     for rel in rels:
         src = tmp / rel
         if src.is_file():
             try:
                 py_compile.compile(str(src), cfile=importlib.util.cache_from_source(str(src)),
                                    dfile=f"{final}/{rel}", doraise=True)
+                done += 1
             except (py_compile.PyCompileError, OSError):
                 pass  # left to the import system
+    return done
 
 
 def _publish(tmp: Path, dest: Path) -> None:

@@ -153,6 +153,40 @@ def scan(
     return manifest, hits
 
 
+def refresh(
+    root: Path,
+    manifest: Manifest,
+    since_ns: int,
+    prefixes: Iterable[str | bytes] = (),
+    *,
+    exclude: Iterable[str] = (".sitestack",),
+) -> list[PrefixHit]:
+    """Bring `manifest` up to date after changes made since `since_ns`.
+
+    Files that are new or whose mtime is not older than `since_ns` are hashed again; files
+    that are gone are dropped. A metadata walk plus hashing only what changed costs far
+    less than reading every byte twice. Returns prefix hits among the re-read files.
+    """
+    root = Path(root)
+    needles = tuple(p.encode() if isinstance(p, str) else p for p in prefixes)
+    files, links, dirs = walk(root, exclude)
+    todo = [rel for rel in files
+            if rel not in manifest.files or os.lstat(root / rel).st_mtime_ns >= since_ns]
+    for gone in set(manifest.files) - set(files):
+        del manifest.files[gone]
+    manifest.symlinks = {rel: os.readlink(root / rel) for rel in links}
+    manifest.dirs = dirs
+    hits: list[PrefixHit] = []
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        for rel, (digest, size, mode, hit) in zip(
+            todo, pool.map(lambda r: _scan_file(str(root / r), needles), todo), strict=True
+        ):
+            manifest.files[rel] = FileEntry(digest, size, mode)
+            if hit:
+                hits.append(PrefixHit(rel, hit))
+    return hits
+
+
 def save_prefix_files(path: Path, prefix: str, hits: list[PrefixHit]) -> None:
     from .fsutil import atomic_write_json
 

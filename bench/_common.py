@@ -1,0 +1,40 @@
+"""Shared helpers for the benchmarks: timing, clean environments, printing ratios."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The machine's environment without pip/uv/Python settings that would skew a run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "PYTHON", "VIRTUAL_ENV"))}
+    env.update(extra)
+    return env
+
+
+def timed(cmd: Sequence[str] | str, *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
+          shell: bool = False) -> float:
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, env=env or clean_env(), cwd=cwd, shell=shell, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if r.returncode != 0:
+        sys.exit(f"benchmark step failed: {cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return took
+
+
+def median_of(n: int, cmd: Sequence[str] | str, **kw: object) -> float:
+    return statistics.median(timed(cmd, **kw) for _ in range(n))  # type: ignore[arg-type]
+
+
+def report(title: str, rows: list[tuple[str, float]], base: str) -> None:
+    ref = dict(rows)[base]
+    print(f"\n{title}")
+    width = max(len(n) for n, _ in rows)
+    for name, secs in rows:
+        print(f"  {name:<{width}}  {secs:8.3f} s   {secs / ref:6.2f}x {base}")

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The README's first command: install sitestack, build and publish examples/conda.toml
+# (numpy + pip from PyPI) into ./demo-site, then load it with Lmod and extend it the
+# three ways a user would: a layered venv, `pip install --user`, and a clone.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$PWD/demo-site"
+PY=${PYTHON:-python3}
+
+echo "==> installing sitestack"
+"$PY" -m pip install -q -e . 2>&1 | grep -v "Running pip as the 'root' user" || true
+SITESTACK="$("$PY" -c 'import sys, os; print(os.path.join(os.path.dirname(sys.executable), "sitestack"))')"
+
+LMOD_INIT=/usr/share/lmod/lmod/init/bash
+if [ ! -f "$LMOD_INIT" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing Lmod (apt-get install lmod)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lmod >/dev/null
+  else
+    echo "Lmod is not installed; ask your admin for 'lmod' (Debian/Ubuntu package)" >&2
+    exit 1
+  fi
+fi
+
+if [ ! -d "$ROOT/stacks/conda/2022-07-19" ]; then
+  echo "==> sitestack build examples/conda.toml --root $ROOT --version 2022-07-19 --default"
+  "$SITESTACK" build examples/conda.toml --root "$ROOT" --version 2022-07-19 --default
+else
+  echo "==> $ROOT already holds conda/2022-07-19 (published stacks never change; rm -rf $ROOT to rebuild)"
+fi
+"$SITESTACK" list --root "$ROOT"
+
+# A user's shell: Lmod, a private HOME inside the demo folder, nothing else.
+mkdir -p "$ROOT/home"
+rm -rf "$ROOT/home/my_env" "$ROOT/home/my_layer" "$ROOT/home/my_clone"
+env -i HOME="$ROOT/home" USER="${USER:-root}" LANG=C.UTF-8 PATH="$(dirname "$SITESTACK"):/usr/local/bin:/usr/bin:/bin" \
+    SITESTACK="$SITESTACK" ROOT="$ROOT" LMOD_INIT="$LMOD_INIT" \
+    bash --noprofile --norc -euo pipefail -c '
+source "$LMOD_INIT"
+show() { printf "\n\$ %s\n" "$*"; "$@"; }
+path_before="$PATH"
+show module use "$ROOT/modulefiles"
+show module load conda
+show which python3 pip
+show python -c "import numpy, sys; print(\"numpy\", numpy.__version__, \"from\", sys.prefix)"
+show echo "PYTHONUSERBASE=$PYTHONUSERBASE"
+show python -m venv --system-site-packages "$HOME/my_env"
+show "$HOME/my_env/bin/python" -c "import numpy; print(\"my_env inherits numpy\", numpy.__version__)"
+if "$SITESTACK" venv --help >/dev/null 2>&1; then
+  show "$SITESTACK" venv "$HOME/my_layer"
+  show "$HOME/my_layer/bin/python" -c "import numpy; print(\"sitestack layer inherits numpy\", numpy.__version__)"
+fi
+if "$SITESTACK" clone --help >/dev/null 2>&1; then
+  show "$SITESTACK" clone conda/2022-07-19 --prefix "$HOME/my_clone"
+  show "$HOME/my_clone/bin/python" -c "import sys, numpy; print(\"clone at\", sys.prefix)"
+fi
+show pip install -q --user cowsay
+show which cowsay
+show cowsay -t "installed with pip --user into $PYTHONUSERBASE"
+show module unload conda
+show module unuse "$ROOT/modulefiles"
+if [ "$PATH" = "$path_before" ]; then echo; echo "PATH after unload is exactly as before"; else echo "PATH differs after unload" >&2; exit 1; fi
+'
+echo
+echo "==> done. Try it yourself:  source $LMOD_INIT; module use $ROOT/modulefiles; module load conda"

@@ -1,0 +1,176 @@
+"""doctor on problems made for real, and rebase across stack versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from sitestack.fsutil import rmtree
+from sitestack.layout import SiteRoot
+from sitestack.site import StackRecord
+from tests.conftest import make_builder, run_cli
+from tests.helpers.wheels import make_wheel
+from tests.test_overlay import clean_env, layer_sp, make_layer, pyrun, sh
+
+OLD_REQS = ["shadowme==1.0", "tinyapp", "basepkg==1.0", "onlyold"]
+NEW_REQS = ["shadowme==2.0", "tinyapp", "basepkg==2.0"]
+
+
+@pytest.fixture(scope="module")
+def doc_root(workdir: Path, wheelhouse: Path) -> SiteRoot:
+    """A site root of this module's own: its stacks get hidden, deprecated and deleted."""
+    root = SiteRoot(workdir / "site-doctor")
+    root.path.mkdir()
+    b = make_builder(root, wheelhouse)
+    b("conda", "2021-01-01", OLD_REQS)
+    b("conda", "2022-01-01", OLD_REQS)
+    b("conda", "2023-01-01", NEW_REQS, default=True)
+    return root
+
+
+def doctor(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dict[str, str]]]:
+    r = run_cli("doctor", "--json", *args, env=env or clean_env())
+    assert r.returncode in (0, 1), r.stderr
+    data = json.loads(r.stdout)
+    assert data["ok"] == (r.returncode == 0)
+    return r.returncode, data["findings"]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for n in sorted(dirnames + filenames):
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            if os.path.islink(p):
+                out[rel] = "->" + os.readlink(p)
+            elif os.path.isfile(p):
+                out[rel] = hashlib.sha256(Path(p).read_bytes()).hexdigest() + oct(os.stat(p).st_mode)
+            else:
+                out[rel] = "dir" + oct(os.stat(p).st_mode)
+    return out
+
+
+def test_doctor_hidden_and_deprecated_stack(doc_root: SiteRoot, tmp_path: Path) -> None:
+    layer = make_layer(tmp_path / "L", doc_root.path, "--stack", "conda/2021-01-01")
+    assert doctor(str(layer))[0] == 0
+    run_cli("hide", "conda/2021-01-01", "--root", str(doc_root.path), env=clean_env(), check=True)
+    run_cli("deprecate", "conda/2021-01-01", "-m", "moving to 2023", "--root", str(doc_root.path),
+            env=clean_env(), check=True)
+    code, found = doctor(env=clean_env(VIRTUAL_ENV=str(layer)))  # the active layer by default
+    assert code == 1
+    assert [f["kind"] for f in found] == ["stack-hidden", "stack-deprecated"]
+    assert "moving to 2023" in found[1]["message"]
+    assert found[0]["fix"] == f"sitestack rebase {layer} conda/2023-01-01"
+    sh(found[0]["fix"].replace("sitestack", f"{shlex.quote(os.sys.executable)} -m sitestack", 1), env=clean_env())
+    assert doctor(str(layer)) == (0, [])
+    assert "sitestack-stack = conda/2023-01-01" in (layer / "pyvenv.cfg").read_text()
+
+
+def test_doctor_deleted_stack_copy(doc_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    layer = make_layer(tmp_path / "L", doc_root.path, "--stack", "conda/2022-01-01")
+    sh(f"{layer}/bin/python -m pip install -q --no-index --find-links {wheelhouse} layerpkg")
+    rmtree(doc_root.prefix("conda", "2022-01-01"))
+    code, found = doctor(str(layer))
+    assert code == 1
+    assert [f["kind"] for f in found] == ["stack-missing", "home-missing"]
+    fix = found[0]["fix"]
+    assert fix == f"sitestack rebase {layer} conda/2023-01-01 --allow-missing-stack"
+    r = run_cli("rebase", str(layer), "conda/2023-01-01", env=clean_env())  # refused without the flag
+    assert r.returncode == 2 and "both stacks must exist" in r.stderr
+    run_cli(*shlex.split(fix)[1:], env=clean_env(), check=True)
+    assert doctor(str(layer)) == (0, [])
+    assert pyrun(layer, "import layerpkg, shadowme; print(shadowme.__version__)").stdout.strip() == "2.0"
+
+
+def test_doctor_shell_userbase(stack: StackRecord, wheelhouse: Path, tmp_path: Path) -> None:
+    ub = tmp_path / "ub"
+    base = clean_env(PYTHONUSERBASE=str(ub))
+    sh(f"{stack.python_exe} -m pip install -q --no-index --find-links {wheelhouse} -I --no-deps shadowme==2.0",
+       env=base)
+    loaded = clean_env(PYTHONUSERBASE=str(ub), SITESTACK_STACK=stack.ref, SITESTACK_PREFIX=str(stack.prefix),
+                       PATH=f"{stack.prefix}/bin:{os.environ['PATH']}")
+    code, found = doctor(env=loaded)
+    assert code == 1
+    assert [f["kind"] for f in found] == ["userbase-bin-not-on-path", "userbase-shadows-stack"]
+    assert found[0]["fix"] == f'export PATH={ub}/bin:"$PATH"'
+    sh(found[1]["fix"], env=loaded)  # the exact uninstall command
+    assert not list(ub.glob("lib/python*/site-packages/shadowme*"))
+    loaded["PATH"] = f"{ub}/bin:{loaded['PATH']}"
+    assert doctor(env=loaded) == (0, [])
+
+
+def test_doctor_two_stacks_on_path(stack: StackRecord, build_stack) -> None:
+    newer = build_stack("conda", "2024-04-29", NEW_REQS)
+    env = clean_env(SITESTACK_PREFIX=str(newer.prefix), SITESTACK_STACK=newer.ref,
+                    PATH=f"{stack.prefix}/bin:{newer.prefix}/bin:/usr/bin:/bin")
+    code, found = doctor(env=env)
+    assert code == 1 and [f["kind"] for f in found] == ["two-stacks-on-path"]
+    assert found[0]["fix"] == f"export PATH={newer.prefix}/bin:/usr/bin:/bin"  # keeps the loaded one
+
+
+def test_doctor_broken_layer(stack: StackRecord, site_root, wheelhouse: Path, tmp_path: Path) -> None:
+    layer = make_layer(tmp_path / "L", site_root.path)
+    sh(f"{layer}/bin/python -m pip install -q --no-index --find-links {wheelhouse} --no-deps needsnew")
+    code, found = doctor(str(layer))
+    assert code == 1 and [f["kind"] for f in found] == ["broken-requirement"]
+    assert found[0]["fix"] == f"{layer}/bin/python -m pip install 'shadowme>=2'"
+
+
+def test_rebase_moves_only_the_layers_own(stack: StackRecord, build_stack, site_root, wheelhouse: Path,
+                                          tmp_path: Path) -> None:
+    newer = build_stack("conda", "2024-04-29", NEW_REQS)
+    wh = tmp_path / "wh"
+    make_wheel(wh, "plugin", "1.0", requires=["basepkg<2"])
+    make_wheel(wh, "plugin", "2.0", requires=["basepkg>=2"])
+    layer = make_layer(tmp_path / "L", site_root.path)
+    idx = f"--no-index --find-links {wheelhouse} --find-links {wh}"
+    sh(f"{layer}/bin/python -m pip install -q {idx} needsnew layerpkg plugin==1.0")
+    assert sorted(p.name for p in layer_sp(layer).glob("*.dist-info")) == [
+        "layerpkg-1.0.dist-info", "needsnew-1.0.dist-info", "plugin-1.0.dist-info", "shadowme-2.0.dist-info"]
+    r = run_cli("rebase", str(layer), newer.ref, "--find-links", str(wheelhouse), "--find-links", str(wh),
+                "--no-index", "--json", env=clean_env(), check=True)
+    changes = {c["name"]: (c["old"], c["new"], c["action"]) for c in json.loads(r.stdout)["changes"]}
+    assert changes == {
+        "layerpkg": ("1.0", "1.0", "kept"),
+        "needsnew": ("1.0", "1.0", "kept"),
+        "plugin": ("1.0", "2.0", "changed"),  # 1.0 needs basepkg<2: the new stack has 2.0
+        "shadowme": ("2.0", "2.0", "from-stack"),
+    }
+    cfg = (layer / "pyvenv.cfg").read_text()
+    assert f"home = {newer.prefix / 'bin'}" in cfg and f"sitestack-stack = {newer.ref}" in cfg
+    assert str(tmp_path / ".L") not in cfg
+    assert sorted(p.name for p in layer_sp(layer).glob("*.dist-info")) == [
+        "layerpkg-1.0.dist-info", "needsnew-1.0.dist-info", "plugin-2.0.dist-info"]
+    r = pyrun(layer, "import sys, shadowme, plugin, needsnew; print(sys.prefix, shadowme.__file__)")
+    assert r.stdout.split() == [str(layer), f"{newer.site_packages}/shadowme/__init__.py"], r.stderr
+    assert run_cli("check", str(layer), env=clean_env()).returncode == 0
+    # The layer's pip still runs from the new stack, with the final path in its shebang.
+    assert (layer / "bin" / "pip").read_text().startswith(f"#!{layer}/bin/python\n")
+    sh(f"{layer}/bin/pip --version")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".L.") and "lock" not in p.name) == []
+
+
+def test_failed_rebase_leaves_the_layer_byte_identical(stack: StackRecord, build_stack, site_root,
+                                                       wheelhouse: Path, tmp_path: Path) -> None:
+    newer = build_stack("conda", "2024-04-29", NEW_REQS)
+    layer = make_layer(tmp_path / "L", site_root.path)
+    # onlyold 1.0 (needs basepkg<2) cannot sit on a stack that fixes basepkg 2.0.
+    sh(f"{layer}/bin/python -m pip install -q --no-index --find-links {wheelhouse} -I --no-deps onlyold")
+    before = tree_digest(layer)
+    r = run_cli("rebase", str(layer), newer.ref, env=clean_env())
+    assert r.returncode == 3, r.stderr
+    assert "do not resolve" in r.stderr
+    assert tree_digest(layer) == before
+    assert [p.name for p in tmp_path.iterdir() if ".rebase-" in p.name] == []
+    # Bad input: unknown target stack, and a folder that is no venv.
+    r = run_cli("rebase", str(layer), "conda/1999-01-01", env=clean_env())
+    assert r.returncode == 2 and "no stack conda/1999-01-01" in r.stderr
+    r = run_cli("rebase", str(tmp_path), newer.ref, env=clean_env())
+    assert r.returncode == 2 and "is not a venv" in r.stderr
+    assert tree_digest(layer) == before
