@@ -20,7 +20,6 @@ import contextlib
 import os
 import re
 import shlex
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,8 +239,6 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
 def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
              user_site: bool = False, prompt: str | None = None) -> bool:
     """Write a layer into `tmp` whose files name `final`. Returns whether pip was wired."""
-    from .relocate import fix_shebang
-
     xy = rec.python_xy
     bindir = tmp / "bin"
     sp = tmp / "lib" / f"python{xy}" / "site-packages"
@@ -263,7 +260,11 @@ def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
         # Appended after the layer's own site-packages: a pip the user installs wins.
         _write(sp / PIP_PTH, f"{layer_pip}\n")
     if has_pip:
-        script = fix_shebang(f"#!{final / 'bin' / 'python'}\n{PIP_SCRIPT}".encode()).decode()
+        script = f"#!{final / 'bin' / 'python'}\n{PIP_SCRIPT}"
+        if len(script.partition("\n")[0]) > 127:  # too long for the kernel: the sh trick
+            from .relocate import fix_shebang
+
+            script = fix_shebang(script.encode()).decode()
         for name in ("pip", "pip3", f"pip{xy}"):
             _write(bindir / name, script, 0o755)
     return has_pip
@@ -278,9 +279,10 @@ def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: boo
     if os.path.lexists(final) and not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
         raise ConflictError(f"{final} already exists; choose another path or remove it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.new-", dir=final.parent))
+    # Not tempfile.mkdtemp: importing tempfile alone costs more than making the layer.
+    tmp = final.parent / f".{final.name}.new-{os.getpid()}-{os.urandom(4).hex()}"
+    os.mkdir(tmp, 0o777)  # the umask applies, as for any folder the user makes
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
         pip = populate(tmp, final, rec, inherit=inherit, user_site=user_site, prompt=prompt)
         os.rename(tmp, final)  # replaces an empty folder too; never a non-empty one
     except OSError as e:
@@ -296,12 +298,6 @@ def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: boo
         rmtree(tmp)
         raise
     return Created(final, rec.ref, rec.prefix, inherit, user_site, pip)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def set_inherit(path: str | os.PathLike[str], on: bool) -> tuple[Layer, bool]:

@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
                   level=args.level)
     size = os.path.getsize(args.output)
     if args.json:
-        emit_json({"archive": os.path.abspath(args.output), "format": fmt, "size": size,
-                   "id": header.dirname, **header.to_json()})
+        emit_json({**header.to_json(), "archive": os.path.abspath(args.output), "format": fmt,
+                   "size": size, "id": header.dirname})
     else:
         print(f"packed {header.name}/{header.version} ({header.kind}, {header.files} files, "
               f"{human_bytes(header.bytes)}) into {args.output} ({human_bytes(size)}, {fmt}); "

@@ -1,0 +1,243 @@
+"""sitestack pack: archive contents, formats, and the safety checks of unpacking."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from sitestack.errors import VerifyError
+from sitestack.manifest import Manifest
+from sitestack.pack import META, read_header, unpack_squashfs, unpack_tar
+from sitestack.site import StackRecord
+from tests.conftest import run_cli
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env.update(extra)
+    return env
+
+
+def make_layer(stack: StackRecord, path: Path, wheelhouse: Path, *pkgs: str) -> Path:
+    env = clean_env()
+    subprocess.run([str(stack.python_exe), "-m", "venv", "--system-site-packages", str(path)],
+                   check=True, env=env)
+    if pkgs:
+        subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+                        "--find-links", str(wheelhouse), *pkgs], check=True, env=env)
+    return path
+
+
+@pytest.fixture(scope="session")
+def packed_layer(stack: StackRecord, wheelhouse: Path, workdir: Path) -> Path:
+    """A layer with layerpkg on the shared stack (session-wide, never changed)."""
+    return make_layer(stack, workdir / "pack-layer", wheelhouse, "layerpkg")
+
+
+@pytest.fixture(scope="session")
+def stack_archive(stack: StackRecord, site_root, workdir: Path) -> Path:  # type: ignore[no-untyped-def]
+    out = workdir / "stack.tar.zst"
+    run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
+    return out
+
+
+def _members(archive: Path) -> dict[str, tarfile.TarInfo]:
+    with open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z, \
+            tarfile.open(fileobj=z, mode="r|") as tf:
+        return {m.name: m for m in tf}
+
+
+def test_pack_stack_carries_header_manifest_and_prefix_list(stack: StackRecord, stack_archive: Path) -> None:
+    fmt, header = read_header(stack_archive)
+    assert fmt == "tar.zst"
+    assert (header.name, header.version, header.kind) == (stack.name, stack.version, "stack")
+    assert header.prefixes == {"stack": str(stack.prefix)}
+    assert header.python_xy == stack.python_xy and len(header.content_hash) == 64
+    names = _members(stack_archive)
+    assert list(names)[0] == f"{META}/header.json"  # first: readable without the rest
+    assert f"{META}/stack/manifest.json" in names and f"{META}/stack/prefix-files.json" in names
+    manifest = Manifest.load(stack.records / "manifest.json")
+    assert header.files == len(manifest.files)
+    assert {f"stack/{p}" for p in manifest.files} <= set(names)
+    assert not any(n.startswith("stack/.sitestack/") for n in names)
+    exe = names[f"stack/bin/python{stack.python_xy}"]
+    assert exe.mode & 0o111 and abs(exe.mtime - os.lstat(stack.python_exe).st_mtime) < 1e-3
+
+
+def test_unpack_tar_matches_source(stack: StackRecord, stack_archive: Path, tmp_path: Path) -> None:
+    with open(stack_archive, "rb") as f:
+        u = unpack_tar(f, tmp_path)  # type: ignore[arg-type]
+    rel = f"lib/python{stack.python_xy}/site-packages/shadowme/__init__.py"
+    assert (tmp_path / "stack" / rel).read_bytes() == (stack.prefix / rel).read_bytes()
+    assert os.readlink(tmp_path / "stack/bin/python3") == os.readlink(stack.prefix / "bin/python3")
+    assert any(h.path.endswith("bin/tinyapp") for h in u.hits["stack"])
+
+
+def test_pack_layer_packs_its_stack_too(stack: StackRecord, packed_layer: Path, site_root, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "layer.tar.zst"
+    r = run_cli("pack", str(packed_layer), "-o", str(out), "--json", "--root", str(site_root.path), check=True)
+    data = json.loads(r.stdout)
+    assert data["kind"] == "layer" and data["format"] == "tar.zst"
+    assert data["prefixes"] == {"stack": str(stack.prefix), "layer": str(packed_layer)}
+    names = _members(out)
+    assert "layer/pyvenv.cfg" in names and f"stack/bin/python{stack.python_xy}" in names
+    link = names["layer/bin/python"]
+    assert link.issym()
+    assert any(n.startswith("layer/lib/python") and n.endswith("layerpkg/__init__.py") for n in names)
+
+
+def test_pack_clone_path_is_hashed_at_pack_time(stack: StackRecord, site_root, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clone = tmp_path / "clone"
+    shutil.copytree(stack.prefix, clone, symlinks=True, ignore=shutil.ignore_patterns(".sitestack"))
+    os.chmod(clone, 0o755)
+    (clone / "lib" / f"python{stack.python_xy}" / "site-packages" / "added.py").write_text("x = 1\n")
+    out = tmp_path / "clone.tar.zst"
+    run_cli("pack", str(clone), "-o", str(out), "--root", str(site_root.path), check=True)
+    _fmt, header = read_header(out)
+    assert header.prefixes == {"stack": str(clone)}
+    assert f"stack/lib/python{stack.python_xy}/site-packages/added.py" in _members(out)
+
+
+@pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
+def test_pack_squashfs_roundtrip(stack: StackRecord, site_root, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "stack.sqfs"
+    run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
+    fmt, header = read_header(out)
+    assert fmt == "squashfs" and header.name == stack.name
+    dest = tmp_path / "x"
+    dest.mkdir()
+    unpack_squashfs(out, dest)
+    rel = f"lib/python{stack.python_xy}/site-packages/shadowme/__init__.py"
+    assert (dest / "stack" / rel).read_bytes() == (stack.prefix / rel).read_bytes()
+    assert sorted(os.listdir(dest)) == ["stack"]
+
+
+# --- crafted, hostile archives ------------------------------------------------------------------
+
+def craft(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
+          manifest: dict[str, object] | None = None, prefix: str = "/opt/orig/stack") -> Path:
+    """A tar.zst with a valid sitestack header and manifest, then `members`."""
+    header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "stack",
+              "python_xy": "3.11", "prefixes": {"stack": prefix}, "content_hash": "0" * 64,
+              "files": 1, "bytes": 1}
+    man = manifest or {"files": {}, "symlinks": {}, "dirs": []}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, obj in ((f"{META}/header.json", header), (f"{META}/stack/manifest.json", man),
+                          (f"{META}/stack/prefix-files.json", {"prefix": prefix, "files": []})):
+            blob = json.dumps(obj).encode()
+            ti = tarfile.TarInfo(name)
+            ti.size = len(blob)
+            tf.addfile(ti, io.BytesIO(blob))
+        for ti, data in members:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
+    return path
+
+
+def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    return ti, data
+
+
+def _entry(data: bytes) -> list[object]:
+    return [hashlib.sha256(data).hexdigest(), len(data), 0o644]
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    dest.mkdir(exist_ok=True)
+    with open(archive, "rb") as f:
+        unpack_tar(f, dest)  # type: ignore[arg-type]
+
+
+def test_refuses_dotdot(tmp_path: Path) -> None:
+    a = craft(tmp_path / "a.tar.zst", [_file("stack/../../escaped", b"x")],
+              {"files": {"../../escaped": _entry(b"x")}, "symlinks": {}, "dirs": []})
+    with pytest.raises(VerifyError, match=r"'\.\.'"):
+        _unpack(a, tmp_path / "d")
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_refuses_absolute_path(tmp_path: Path) -> None:
+    a = craft(tmp_path / "a.tar.zst", [_file(str(tmp_path / "abs"), b"x")])
+    with pytest.raises(VerifyError, match="absolute path"):
+        _unpack(a, tmp_path / "d")
+    assert not (tmp_path / "abs").exists()
+
+
+@pytest.mark.parametrize("target", ["../../../etc", "/etc/passwd", "/opt/orig/stackX/a"])
+def test_refuses_escaping_symlink(tmp_path: Path, target: str) -> None:
+    ti = tarfile.TarInfo("stack/link")
+    ti.type, ti.linkname = tarfile.SYMTYPE, target
+    a = craft(tmp_path / "a.tar.zst", [(ti, None)],
+              {"files": {}, "symlinks": {"link": target}, "dirs": []})
+    with pytest.raises(VerifyError, match="points outside"):
+        _unpack(a, tmp_path / "d")
+    assert not os.path.lexists(tmp_path / "d" / "stack" / "link")
+
+
+def test_allows_link_into_original_prefix(tmp_path: Path) -> None:
+    ti = tarfile.TarInfo("stack/bin/python")
+    ti.type, ti.linkname = tarfile.SYMTYPE, "/opt/orig/stack/bin/python3.11"
+    a = craft(tmp_path / "a.tar.zst", [(ti, None)],
+              {"files": {}, "symlinks": {"bin/python": ti.linkname}, "dirs": ["bin"]})
+    _unpack(a, tmp_path / "d")  # relocation maps it inside the staged copy
+    assert os.readlink(tmp_path / "d/stack/bin/python") == "/opt/orig/stack/bin/python3.11"
+
+
+def test_refuses_file_below_symlink(tmp_path: Path) -> None:
+    ti = tarfile.TarInfo("stack/lnk")
+    ti.type, ti.linkname = tarfile.SYMTYPE, "sub"
+    a = craft(tmp_path / "a.tar.zst", [(ti, None), _file("stack/lnk/f", b"x")],
+              {"files": {"lnk/f": _entry(b"x")}, "symlinks": {"lnk": "sub"}, "dirs": []})
+    with pytest.raises(VerifyError, match="below a symlink"):
+        _unpack(a, tmp_path / "d")
+
+
+@pytest.mark.parametrize("kind", [tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE])
+def test_refuses_device_files(tmp_path: Path, kind: bytes) -> None:
+    ti = tarfile.TarInfo("stack/dev")
+    ti.type, ti.devmajor, ti.devminor = kind, 1, 3
+    a = craft(tmp_path / "a.tar.zst", [(ti, None)])
+    with pytest.raises(VerifyError, match="device or special"):
+        _unpack(a, tmp_path / "d")
+    assert not os.path.lexists(tmp_path / "d" / "stack" / "dev")
+
+
+def test_refuses_sha256_mismatch(tmp_path: Path) -> None:
+    a = craft(tmp_path / "a.tar.zst", [_file("stack/f", b"evil")],
+              {"files": {"f": [hashlib.sha256(b"good").hexdigest(), 4, 0o644]}, "symlinks": {},
+               "dirs": []})
+    with pytest.raises(VerifyError, match="sha256 mismatch"):
+        _unpack(a, tmp_path / "d")
+
+
+def test_refuses_file_not_in_manifest(tmp_path: Path) -> None:
+    a = craft(tmp_path / "a.tar.zst", [_file("stack/extra", b"x")])
+    with pytest.raises(VerifyError, match="not in its manifest"):
+        _unpack(a, tmp_path / "d")
+
+
+def test_refuses_truncated_archive(tmp_path: Path) -> None:
+    a = craft(tmp_path / "a.tar.zst", [], {"files": {"f": _entry(b"x")}, "symlinks": {}, "dirs": []})
+    with pytest.raises(VerifyError, match="truncated"):
+        _unpack(a, tmp_path / "d")
+
+
+def test_pack_errors_are_one_line(tmp_path: Path, site_root) -> None:  # type: ignore[no-untyped-def]
+    r = run_cli("pack", "nosuchstack", "-o", str(tmp_path / "x.tar.zst"), "--root", str(site_root.path))
+    assert r.returncode == 2 and r.stderr.startswith("sitestack: error: no stack named")
+    assert not (tmp_path / "x.tar.zst").exists()
+    r = run_cli("pack", str(tmp_path), "-o", str(tmp_path / "x.tar.zst"), "--root", str(site_root.path))
+    assert r.returncode == 2 and "not a Python prefix" in r.stderr
