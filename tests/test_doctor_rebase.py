@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,7 @@ def test_doctor_hidden_and_deprecated_stack(doc_root: SiteRoot, tmp_path: Path) 
     assert [f["kind"] for f in found] == ["stack-hidden", "stack-deprecated"]
     assert "moving to 2023" in found[1]["message"]
     assert found[0]["fix"] == f"sitestack rebase {layer} conda/2023-01-01"
-    sh(found[0]["fix"].replace("sitestack", f"{shlex.quote(os.sys.executable)} -m sitestack", 1), env=clean_env())
+    sh(found[0]["fix"].replace("sitestack", f"{shlex.quote(sys.executable)} -m sitestack", 1), env=clean_env())
     assert doctor(str(layer)) == (0, [])
     assert "sitestack-stack = conda/2023-01-01" in (layer / "pyvenv.cfg").read_text()
 

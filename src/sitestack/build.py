@@ -286,6 +286,7 @@ def finish(
         log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
     log.step("compiling bytecode for every module")
     compile_bytecode(tmp, final, py_xy, log)
+    log.step("writing records")
     _layer_pip(tmp, py_xy)  # after compiling, so its bytecode is copied, not compiled twice
     atomic_write_text(tmp / "pip.conf", PIP_CONF)
     # Only what changed since the scan is read again: relocated files, new .pyc, pip copy.

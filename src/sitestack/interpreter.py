@@ -204,7 +204,7 @@ def _fix_rpaths(prefix: Path, src: SourcePython) -> None:
             if str(src.base_prefix) in r.stdout:
                 stale.append(str(so))
         # One patchelf call per file is unavoidable; only files that name the source pay.
-        for so in stale:
-            subprocess.run([pe, "--set-rpath", "$ORIGIN/../..", so], check=True, capture_output=True)
+        for lib in stale:
+            subprocess.run([pe, "--set-rpath", "$ORIGIN/../..", lib], check=True, capture_output=True)
     except subprocess.CalledProcessError as e:
         raise BuildError(f"patchelf failed on {e.cmd[-1]}: {e.stderr.strip() if e.stderr else e}") from None

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import VerifyError
 
@@ -52,13 +53,11 @@ class Manifest:
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, object]) -> Manifest:
-        files = data.get("files", {})
-        assert isinstance(files, dict)
+    def from_json(cls, data: dict[str, Any]) -> Manifest:
         return cls(
-            files={p: FileEntry(str(v[0]), int(v[1]), int(v[2])) for p, v in files.items()},
-            symlinks=dict(data.get("symlinks", {})),  # type: ignore[arg-type]
-            dirs=list(data.get("dirs", [])),  # type: ignore[call-overload]
+            files={p: FileEntry(str(v[0]), int(v[1]), int(v[2])) for p, v in data.get("files", {}).items()},
+            symlinks=dict(data.get("symlinks", {})),
+            dirs=list(data.get("dirs", [])),
         )
 
     def save(self, path: Path) -> None:

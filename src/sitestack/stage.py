@@ -17,6 +17,7 @@ import errno
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from typing import Any
 from .errors import ConflictError, SitestackError, ToolMissingError, UsageError, VerifyError
 from .fsutil import atomic_write_json, atomic_write_text, file_lock, make_readonly, rmtree
 from .layout import SiteRoot
-from .manifest import verify
+from .manifest import PrefixHit, verify
 from .pack import Header, Unpacked, read_header, stream_chunks, unpack_squashfs, unpack_tar
 
 ENV_NODE_MAP = "SITESTACK_STAGE_NODE_MAP"
@@ -229,12 +230,8 @@ def _failure(nodes: Nodes, path: Path, e: BaseException) -> NodeResult:
 
 def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
     """Relocate an extracted tree to `final`, check it against its manifests, mark it."""
-    from .relocate import relocate, relocate_symlinks
-
     h = u.header
-    new = {role: str(final / role) for role in h.prefixes}
-    # Longest old prefix first, in case one prefix contains the other.
-    pairs = sorted(((old, new[r]) for r, old in h.prefixes.items()), key=lambda p: -len(p[0]))
+    mapping = {old: str(final / role) for role, old in h.prefixes.items()}
     warnings: list[str] = []
     for role in h.prefixes:
         root = tmp / role
@@ -242,13 +239,12 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
         if role == "stack" and (root / "conda-meta").is_dir():
             from .conda import relocate_conda
 
-            changed |= set(relocate_conda(root, h.prefixes["stack"], new["stack"]))
+            changed |= set(relocate_conda(root, h.prefixes["stack"], mapping[h.prefixes["stack"]]))
             changed |= {f"conda-meta/{p.name}" for p in (root / "conda-meta").glob("*.json")}
-        for old, nw in pairs:
-            r = relocate(root, old, nw, u.hits.get(role, []))
-            changed |= set(r.rewritten)
-            warnings += [f"{role}/{b}" for b in r.binaries]
-            changed |= set(relocate_symlinks(root, old, nw))
+        rewritten, binaries = relocate_many(root, mapping, u.hits.get(role, []), skip=changed)
+        changed |= rewritten
+        warnings += [f"{role}/{b}" for b in binaries]
+        changed |= _relink(root, u.manifests[role].symlinks, mapping)
         changed |= _recompile(tmp, root, final / role, h.python_xy, changed, u.manifests[role].files)
         problems = verify(root, u.manifests[role], skip=changed, exclude=())
         if problems:
@@ -264,6 +260,52 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
         "host": socket.gethostname(), "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "binaries_naming_old_prefix": warnings})
     make_readonly(tmp)
+
+
+def _pattern(mapping: dict[str, str]) -> re.Pattern[bytes]:
+    # One pass over all old prefixes, longest first: replacing them one after another would
+    # rewrite a new path again when it happens to start with another old prefix.
+    olds = sorted(mapping, key=len, reverse=True)
+    return re.compile(b"|".join(re.escape(os.fsencode(o)) for o in olds))
+
+
+def relocate_many(root: Path, mapping: dict[str, str], hits: list[PrefixHit],
+                  skip: set[str] | None = None) -> tuple[set[str], list[str]]:
+    """Rewrite every listed text file from any old prefix to its new one, in one pass."""
+    from .relocate import fix_shebang, write_replacing
+
+    pat = _pattern(mapping)
+    new = {os.fsencode(o): os.fsencode(n) for o, n in mapping.items()}
+    rewritten: set[str] = set()
+    binaries: list[str] = []
+    for hit in hits:
+        path = root / hit.path
+        if hit.path in (skip or ()) or path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if not pat.search(data):
+            continue
+        if hit.kind == "binary":
+            binaries.append(hit.path)  # cannot be rewritten safely; reported in the marker
+            continue
+        updated = fix_shebang(pat.sub(lambda m: new[m.group(0)], data))
+        if updated != data:
+            write_replacing(path, updated)
+            rewritten.add(hit.path)
+    return rewritten, binaries
+
+
+def _relink(root: Path, links: dict[str, str], mapping: dict[str, str]) -> set[str]:
+    """Point absolute links into an old prefix at the staged copy."""
+    changed = set()
+    for rel, target in links.items():
+        for old in sorted(mapping, key=len, reverse=True):
+            if target == old or target.startswith(old + "/"):
+                os.unlink(root / rel)
+                os.symlink(mapping[old] + target[len(old):], root / rel)
+                changed.add(rel)
+                break
+    return changed
 
 
 def _recompile(tmp: Path, root: Path, final_root: Path, xy: str, changed: set[str],

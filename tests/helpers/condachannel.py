@@ -164,6 +164,17 @@ def files_from_dir(root: Path, placeholder: str | None = None) -> list[PkgFile]:
 
 # -- the packages ---------------------------------------------------------------------------
 
+def _compile_for_archive(stage: Path, xy: str) -> None:
+    """Ship valid stdlib bytecode, as conda-forge's python does: the archive stores every
+    file with mtime 1700000000 (see _tar), so the .pyc headers must name that mtime."""
+    import subprocess
+
+    for py in stage.rglob("*.py"):
+        os.utime(py, (1700000000, 1700000000))
+    subprocess.run([str(stage / "bin" / f"python{xy}"), "-E", "-s", "-m", "compileall", "-q", "-f", "-j", "0",
+                    str(stage / "lib" / f"python{xy}")], capture_output=True, check=False)
+
+
 def python_package(source: str | os.PathLike[str], subdir: str) -> tuple[Package, str]:
     """A `python` package from a local CPython (version request or executable path)."""
     from sitestack.interpreter import copy_interpreter, find_python
@@ -173,6 +184,7 @@ def python_package(source: str | os.PathLike[str], subdir: str) -> tuple[Package
         stage = Path(tmp) / "p"
         # Text files name the placeholder, as conda-build leaves them.
         copy_interpreter(src, stage, final_prefix=Path(PLACEHOLDER))
+        _compile_for_archive(stage, src.xy)
         files = files_from_dir(stage, PLACEHOLDER)
     # Binaries may carry the source's compiled-in prefix; that is not a placeholder.
     for f in files:

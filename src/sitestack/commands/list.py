@@ -18,7 +18,7 @@ def run(args: argparse.Namespace) -> int:
 
     site = Site(resolve_root(args.root))
     state = site.state()
-    rows = []
+    rows: list[dict[str, Any]] = []
     seen: set[tuple[int, int]] = set()  # inodes already counted by an earlier version
     for rec in site.versions(args.name):
         vs = site.version_state(rec, state)

@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     site = Site(resolve_root(args.root))
     recs = [site.get(args.ref)] if args.ref else site.versions()
-    report = []
+    report: list[dict[str, Any]] = []
     for rec in recs:
         problems = verify(rec.prefix, Manifest.load(rec.records / "manifest.json"), check_mode=True)
         writable = _writable(rec.prefix)
