@@ -4,9 +4,10 @@ Builds one stack from PyPI (numpy, scipy, pandas, matplotlib, scikit-learn) with
 `sitestack build` into a temp root, then times every method in the same run on the same
 warm page cache, and prints seconds, ratios to `cp -a`, extra disk and inodes used.
 
-    python bench/clone.py [--repeat 3] [--dir /tmp] [--xfs] [--user sstest]
+    python bench/clone.py [--repeat 3] [--dir /tmp] [--loop] [--user sstest]
 
---xfs   (root) also makes a loop-mounted XFS with reflink=1 and times reflink there
+--loop  (root) also runs on private loop-mounted ext4 and XFS (reflink=1) images: steadier
+        figures, and the only place reflink and exact extra disk (statvfs) can be measured
 --user  also times a non-owner (that user, via setpriv) cloning root's read-only stack
 Needs network (PyPI) for the build; everything after that is local.
 """
@@ -41,6 +42,37 @@ def used(path: Path) -> tuple[int, int]:
     return (st.f_blocks - st.f_bfree) * st.f_frsize, st.f_files - st.f_ffree
 
 
+def own_usage(dest: Path, stack_inodes: set[tuple[int, int]]) -> tuple[int, int]:
+    """(bytes, inodes) a copy adds, counting inodes it shares with the stack as free.
+
+    For the shared host filesystem, where statvfs also sees other people's writes.
+    Does not see shared extents (reflink): reflink is measured on a private XFS.
+    """
+    nbytes = inodes = 0
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(dest):
+        for name in dirnames + filenames + [""]:
+            st = os.lstat(os.path.join(dirpath, name)) if name else os.lstat(dirpath)
+            key = (st.st_dev, st.st_ino)
+            if name in dirnames and not os.path.islink(os.path.join(dirpath, name)):
+                continue  # folders are counted once, as dirpath
+            if key in seen or key in stack_inodes:
+                continue
+            seen.add(key)
+            inodes += 1
+            nbytes += st.st_blocks * 512
+    return nbytes, inodes
+
+
+def inode_set(root: Path) -> set[tuple[int, int]]:
+    out = set()
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            out.add((st.st_dev, st.st_ino))
+    return out
+
+
 def rm(path: Path) -> None:
     if os.path.lexists(path):
         subprocess.run(["chmod", "-R", "u+w", str(path)], check=False)
@@ -63,23 +95,29 @@ def build_stack(root: Path, python: str) -> Path:
 Method = Callable[[Path], list[str]]
 
 
-def measure(name: str, argv_for: Method, dest_dir: Path, repeat: int, results: dict[str, dict[str, float]],
+class Ctx:
+    def __init__(self, dest_dir: Path, stack: Path, private_fs: bool) -> None:
+        self.dest_dir, self.private_fs = dest_dir, private_fs
+        self.stack_inodes = set() if private_fs else inode_set(stack)
+
+
+def measure(name: str, argv_for: Method, ctx: Ctx, repeat: int, results: dict[str, dict[str, float]],
             wrap: Callable[[list[str]], list[str]] = lambda a: a, env: dict[str, str] | None = None) -> None:
     times = []
     extra = inodes = 0
     for i in range(repeat):
-        dest = dest_dir / f"{name.replace(' ', '_').replace('+', '')}-{i}"
+        dest = ctx.dest_dir / f"{''.join(c if c.isalnum() else '_' for c in name)}-{i}"
         rm(dest)
-        b0, i0 = used(dest_dir)
+        b0, i0 = used(ctx.dest_dir)  # also: no dirty pages left from the last run
         t0 = time.perf_counter()
         r = subprocess.run(wrap(argv_for(dest)), capture_output=True, text=True, env=env)
         dt = time.perf_counter() - t0
         if r.returncode != 0:
             print(f"# {name} failed: {r.stderr.strip()[-400:]}", file=sys.stderr)
             return
-        b1, i1 = used(dest_dir)
+        b1, i1 = used(ctx.dest_dir)
         times.append(dt)
-        extra, inodes = b1 - b0, i1 - i0
+        extra, inodes = (b1 - b0, i1 - i0) if ctx.private_fs else own_usage(dest, ctx.stack_inodes)
         rm(dest)
     results[name] = {"seconds": statistics.median(times), "best": min(times), "extra_bytes": extra,
                      "inodes": inodes}
@@ -114,19 +152,21 @@ def clone_argv(root: Path, mode: str, python: str = sys.executable) -> Method:
                       "--prefix", str(d), "--mode", mode]
 
 
-def run_suite(root: Path, stack: Path, work: Path, repeat: int, user: str | None, fs: str) -> None:
+def run_suite(root: Path, stack: Path, work: Path, repeat: int, user: str | None, fs: str,
+              private_fs: bool) -> None:
     rec = json.loads((stack / ".sitestack" / "stack.json").read_text())
     py = f"python{rec['python_xy']}"
     res: dict[str, dict[str, float]] = {}
-    measure("cp -a", lambda d: ["cp", "-a", str(stack), str(d)], work, repeat, res)
-    if fs == "xfs":
+    ctx = Ctx(work, stack, private_fs)
+    measure("cp -a", lambda d: ["cp", "-a", str(stack), str(d)], ctx, repeat, res)
+    if fs.startswith("xfs"):
         measure("cp -a --reflink=never", lambda d: ["cp", "-a", "--reflink=never", str(stack), str(d)],
-                work, repeat, res)
-    measure("cp -al", lambda d: ["cp", "-al", str(stack), str(d)], work, repeat, res)
+                ctx, repeat, res)
+    measure("cp -al", lambda d: ["cp", "-al", str(stack), str(d)], ctx, repeat, res)
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    for mode in (["reflink"] if fs == "xfs" else []) + ["hardlink", "copy", "thin"]:
-        measure(f"sitestack clone --mode {mode}", clone_argv(root, mode), work, repeat, res, env=env)
-    measure("uv venv + uv pip install (warm cache)", uv_method(stack, py), work, repeat, res)
+    for mode in (["reflink"] if fs.startswith("xfs") else []) + ["hardlink", "copy", "thin"]:
+        measure(f"sitestack clone --mode {mode}", clone_argv(root, mode), ctx, repeat, res, env=env)
+    measure("uv venv + uv pip install (warm cache)", uv_method(stack, py), ctx, repeat, res)
     if user:
         pw = pwd.getpwnam(user)
         uwork = Path(tempfile.mkdtemp(dir=work))
@@ -135,10 +175,11 @@ def run_suite(root: Path, stack: Path, work: Path, repeat: int, user: str | None
         wrap = lambda a: ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--", *a]  # noqa: E731
         uenv = {"PATH": "/usr/bin:/bin", "HOME": pw.pw_dir, "PYTHONPATH": str(SRC), "LANG": "C.UTF-8"}
         ures: dict[str, dict[str, float]] = {}
-        measure("cp -a", lambda d: ["cp", "-a", str(stack), str(d)], uwork, repeat, ures, wrap, uenv)
-        measure("sitestack clone (auto -> copy)", clone_argv(root, "auto", "/usr/bin/python3.11"), uwork, repeat,
+        uctx = Ctx(uwork, stack, private_fs)
+        measure("cp -a", lambda d: ["cp", "-a", str(stack), str(d)], uctx, repeat, ures, wrap, uenv)
+        measure("sitestack clone (auto -> copy)", clone_argv(root, "auto", "/usr/bin/python3.11"), uctx, repeat,
                 ures, wrap, uenv)
-        measure("sitestack clone --mode thin", clone_argv(root, "thin", "/usr/bin/python3.11"), uwork, repeat,
+        measure("sitestack clone --mode thin", clone_argv(root, "thin", "/usr/bin/python3.11"), uctx, repeat,
                 ures, wrap, uenv)
         report(ures, rec["bytes"], rec["files"], f"non-owner ({user}) on {fs}")
         rm(uwork)
@@ -150,32 +191,37 @@ def main() -> None:
     ap.add_argument("--dir", default="/tmp", help="where the temp root goes (ext4 here)")
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--xfs", action="store_true")
+    ap.add_argument("--loop", action="store_true",
+                    help="(root) also run on private loop-mounted ext4 and XFS (reflink=1) images")
     ap.add_argument("--user", default=None)
     ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     sys.path.insert(0, str(SRC))
     work = Path(tempfile.mkdtemp(prefix="sitestack-bench-", dir=a.dir))
     os.chmod(work, 0o755)
-    mnt = None
+    mounts: list[Path] = []
     try:
         root = work / "site"
         stack = build_stack(root, a.python)
         print(f"# {os.uname().release}, {os.cpu_count()} cpus; {shutil.which('cp')} "
               f"{sh(['cp', '--version']).stdout.splitlines()[0]}", file=sys.stderr)
-        run_suite(root, stack, work, a.repeat, a.user, "ext4")
-        if a.xfs:
-            img, mnt = work / "xfs.img", work / "xfs"
+        fs = sh(["stat", "-f", "-c", "%T", str(work)]).stdout.strip()
+        run_suite(root, stack, work, a.repeat, a.user, f"{fs} (host {a.dir}, shared with other work)", False)
+        for kind in (["ext4", "xfs"] if a.loop else []):
+            img, mnt = work / f"{kind}.img", work / kind
             mnt.mkdir()
+            mounts.append(mnt)
             with open(img, "wb") as f:
                 f.truncate(4 << 30)
-            sh(["mkfs.xfs", "-q", "-m", "reflink=1", str(img)])
+            sh(["mkfs.xfs", "-q", "-m", "reflink=1", str(img)] if kind == "xfs" else ["mkfs.ext4", "-q", str(img)])
             sh(["mount", "-o", "loop", str(img), str(mnt)])
-            xroot = mnt / "site"
-            run_suite(xroot, build_stack(xroot, a.python), mnt, a.repeat, None, "xfs")
+            os.chmod(mnt, 0o755)
+            lroot = mnt / "site"
+            run_suite(lroot, build_stack(lroot, a.python), mnt, a.repeat, a.user, f"{kind} (private loop mount)",
+                      True)
     finally:
-        if mnt is not None:
-            subprocess.run(["umount", "-l", str(mnt)], check=False)
+        for m in mounts:
+            subprocess.run(["umount", "-l", str(m)], check=False)
         if not a.keep:
             rm(work)
 

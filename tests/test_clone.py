@@ -363,3 +363,76 @@ def test_reflink_on_xfs(mode: str, xfs: Path, xfs_stack: tuple[SiteRoot, StackRe
     assert os.stat(dest / probe).st_ino != os.stat(rec.prefix / probe).st_ino
     stack_unchanged(rec)
     check_clone(dest, rec, wheelhouse)
+
+
+@pytest.mark.parametrize("sig", ["TERM", "KILL"])
+def test_interrupted_clone_leaves_nothing_at_path(sig: str, stack: StackRecord, site_root: SiteRoot,
+                                                  workdir: Path) -> None:
+    import signal
+    import sys
+    import time
+
+    parent = Path(tempfile.mkdtemp(dir=workdir))
+    dest = parent / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "sitestack", "clone", stack.ref, "--root", str(site_root.path),
+                             "--prefix", str(dest), "--mode", "copy", "--jobs", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Wait until the temp folder beside PATH holds the first copied files, then stop it.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        tmps = list(parent.glob(".interrupted.clone-*"))
+        if tmps and (tmps[0] / "lib/python3.11").is_dir() and any((tmps[0] / "bin").iterdir()):
+            break
+        time.sleep(0.005)
+    if proc.poll() is not None:
+        pytest.skip("the clone finished before it could be interrupted")
+    proc.send_signal(getattr(signal, f"SIG{sig}"))
+    _out, err = proc.communicate(timeout=60)
+    assert not os.path.lexists(dest)
+    left = [p.name for p in parent.iterdir()]
+    if sig == "TERM":
+        assert proc.returncode == 130 and "interrupted" in err
+        assert left == []  # cleaned up, like Ctrl-C
+    else:
+        assert proc.returncode == -9
+        assert len(left) == 1 and left[0].startswith(".interrupted.clone-")  # only the temp folder
+    stack_unchanged(stack)
+
+
+# --- a conda stack: text and binary (padded) placeholders ---------------------------------
+
+@pytest.fixture(scope="module")
+def conda_clone_stack(workdir: Path, wheelhouse: Path, request: pytest.FixtureRequest) -> StackRecord:
+    pytest.importorskip("rattler")
+    from tests.test_conda_stack import conda_spec
+
+    channel: Path = request.getfixturevalue("conda_channel")
+    root = SiteRoot(workdir / "site-conda-clone")
+    root.path.mkdir()
+    spec = workdir / "conda-clone.toml"
+    spec.write_text(conda_spec(channel, wheelhouse, ["python 3.11.*", "pyhello", "binpfx", "textpfx"], ["tinyapp"]))
+    run_cli("build", str(spec), "--root", str(root.path), "--version", "1", check=True)
+    from sitestack.site import Site
+
+    return Site(root).get("cconda/1")
+
+
+@pytest.mark.parametrize("mode", ["hardlink", "thin"])
+def test_conda_stack_clone(mode: str, conda_clone_stack: StackRecord, workdir: Path) -> None:
+    rec = conda_clone_stack
+    dest = workdir / f"cc-{mode}"
+    data = clone_json(rec.ref, "--root", str(rec.root), "--prefix", str(dest), "--mode", mode)
+    assert "bin/binpfx" in data["relocated"] and data["binaries"] == []
+    r = subprocess.run([str(dest / "bin/binpfx")], capture_output=True, text=True, env=clean())
+    assert r.returncode == 0 and str(dest) in r.stdout and str(rec.prefix) not in r.stdout, r.stdout
+    assert str(dest) in (dest / "etc/textpfx.conf").read_text()
+    r = subprocess.run([str(dest / "bin/python3.11"), "-c", "import sys, pyhello; print(sys.prefix)"],
+                       capture_output=True, text=True, env=clean())
+    assert r.stdout.strip() == str(dest), r.stderr
+    assert "CONDA_PREFIX=" in (dest / "bin/activate").read_text()
+    stack_unchanged(rec)
+    # conda binaries have room for a prefix as long as the placeholder, no more.
+    too_long = workdir / ("y" * 150) / ("y" * 150) / "cc"
+    r = run_cli("clone", rec.ref, "--root", str(rec.root), "--prefix", str(too_long))
+    assert r.returncode == 2 and "shorter path" in r.stderr
+    assert not too_long.parent.parent.exists()

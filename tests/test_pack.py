@@ -16,8 +16,9 @@ import zstandard
 
 from sitestack.errors import VerifyError
 from sitestack.manifest import Manifest
-from sitestack.pack import META, read_header, unpack_squashfs, unpack_tar
+from sitestack.pack import META
 from sitestack.site import StackRecord
+from sitestack.unpack import read_header, unpack_squashfs, unpack_tar
 from tests.conftest import run_cli
 
 

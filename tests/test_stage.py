@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.pack import read_header
 from sitestack.site import StackRecord
+from sitestack.unpack import read_header
 from tests.conftest import run_cli
 from tests.test_pack import clean_env, craft, make_layer
 

@@ -21,10 +21,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .copytree import MODES, Entry, Progress, Tree, clone_files, make_dirs, probe, scan_tree
+from .copytree import (
+    MODES,
+    Progress,
+    Tree,
+    clone_files,
+    make_dirs,
+    probe,
+    scan_tree,
+    tree_from_manifest,
+)
 from .errors import ConflictError, NotFoundError, UsageError
 from .layout import RECORDS
-from .manifest import PREFIX_FILES, PrefixHit, load_prefix_files
+from .manifest import MANIFEST, PREFIX_FILES, Manifest, PrefixHit, load_prefix_files
 from .site import Site, StackRecord
 
 CLONE_RECORD = "clone.json"
@@ -82,7 +91,9 @@ def clone_user_base(prefix: Path) -> str:
 
 
 def default_jobs() -> int:
-    return max(4, min(16, (os.cpu_count() or 2) * 4))
+    # Local disks gain little from more threads than cores (the GIL serialises the
+    # Python part); network filesystems gain from many more: --jobs 16..32.
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 def _check_dest(rec: StackRecord, dest: Path, force: bool) -> None:
@@ -138,7 +149,7 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
           progress: Progress | None = None,
           on_plan: Callable[[int, int], None] | None = None) -> CloneResult:
     """Clone `rec` to `dest`. `module` (a module name) also writes personal modulefiles."""
-    from .fsutil import atomic_write_json, rmtree
+    from .fsutil import rmtree
 
     t0 = time.monotonic()
     if mode not in MODES:
@@ -148,19 +159,24 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
     mod_paths: list[Path] = []
     if module is not None:
         mod_paths = _module_paths(module or dest.name, module_dir, force)
-    old_prefix, hits = load_prefix_files(rec.records / PREFIX_FILES)
+    old_prefix, hits = _prefix_files(rec)
     if rec.kind == "conda":
-        from .conda import check_new_prefix
+        from .conda import check_new_prefix, conda_relocation
 
-        check_new_prefix(rec.prefix, str(dest))  # before anything is written
-    tree = scan_tree(rec.prefix, SKIP_TOP)
+        reloc = conda_relocation(rec.prefix)
+        check_new_prefix(rec.prefix, str(dest), reloc)  # before anything is written
+        # conda-meta knows every file with a placeholder: copy those too, never link them.
+        known = {h.path for h in hits}
+        hits = hits + [PrefixHit(p, "text") for p in reloc.text_files if p not in known] + [
+            PrefixHit(p, "binary") for p in reloc.binary_files if p not in known]
+    tree = _plan(rec)
     if on_plan:
         on_plan(len(tree.files), tree.bytes)
     must_copy = {h.path for h in hits}
     exe = f"bin/python{rec.python_xy}"
     stale = _stale_pycs(hits, rec.python_xy)
-    shared_files = [e for e in tree.files if e.rel not in must_copy and e.rel not in stale]
-    copied_files = [e for e in tree.files if e.rel in must_copy]
+    shared_files = [f for f in tree.files if f[0] not in must_copy and f[0] not in stale]
+    copied_files = [f for f in tree.files if f[0] in must_copy]
     parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -175,8 +191,8 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         used, reasons = _choose_mode(mode, probe_file, tmp)
         if used == "thin":
             # CPython finds its prefix from the real path of its executable: a real copy.
-            copied_files += [e for e in shared_files if e.rel == exe]
-            shared_files = [e for e in shared_files if e.rel != exe]
+            copied_files += [f for f in shared_files if f[0] == exe]
+            shared_files = [f for f in shared_files if f[0] != exe]
         make_dirs(tmp, tree.dirs)
         j = jobs or default_jobs()
         a = clone_files(rec.prefix, tmp, shared_files, used, jobs=j, progress=progress)
@@ -191,13 +207,14 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         act = tmp / "bin" / "activate"
         act.write_text(activate_script(dest, clone_user_base(dest), rec), encoding="utf-8")
         (tmp / RECORDS).mkdir()
-        atomic_write_json(tmp / RECORDS / CLONE_RECORD, {
+        # Plain writes: the whole folder is published by one rename, nothing to tear.
+        (tmp / RECORDS / CLONE_RECORD).write_text(json.dumps({
             "source": rec.ref, "source_prefix": str(rec.prefix), "site": rec.site,
             "python": rec.python, "python_xy": rec.python_xy, "mode": used,
             "requested_mode": mode, "prefix": str(dest), "user_base": user_base,
             "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "depends_on_stack": used in ("thin", "hardlink"),
-        })
+            "depends_on_stack": used == "thin",
+        }, indent=2) + "\n", encoding="utf-8")
         _publish(tmp, dest)
     except OSError as ex:
         rmtree(tmp)
@@ -218,10 +235,30 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
     )
 
 
-def _probe_file(prefix: Path, files: Sequence[Entry]) -> Path:
-    for e in files:
-        if e.size:
-            return prefix / e.rel
+def _prefix_files(rec: StackRecord) -> tuple[str, list[PrefixHit]]:
+    """The build's list of files naming the prefix; a stack without one is read in full."""
+    try:
+        return load_prefix_files(rec.records / PREFIX_FILES)
+    except FileNotFoundError:
+        from .manifest import scan
+
+        _m, hits = scan(rec.prefix, [str(rec.prefix)])
+        return str(rec.prefix), hits
+
+
+def _plan(rec: StackRecord) -> Tree:
+    """What to clone: the stack's manifest (the stack as built; no walk), else a walk."""
+    try:
+        tree = tree_from_manifest(Manifest.load(rec.records / MANIFEST))
+    except FileNotFoundError:
+        tree = scan_tree(rec.prefix)
+    return tree.without(SKIP_TOP)
+
+
+def _probe_file(prefix: Path, files: Sequence[tuple[str, int]]) -> Path:
+    for rel, size in files:
+        if size:
+            return prefix / rel
     raise UsageError(f"{prefix} has no files to clone")
 
 

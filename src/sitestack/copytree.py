@@ -18,6 +18,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from .manifest import Manifest
+
 FICLONE = 0x40049409  # _IOW(0x94, 9, int): share all extents of one file with another
 MODES = ("auto", "reflink", "hardlink", "copy", "thin")
 BATCH = 64  # files per pool task: enough to amortise the pool's own overhead
@@ -30,23 +32,23 @@ Progress = Callable[[int, int], None]  # (files done, bytes done) since the last
 
 
 @dataclass(frozen=True)
-class Entry:
-    rel: str
-    size: int
-    mode: int
-    atime_ns: int
-    mtime_ns: int
-
-
-@dataclass(frozen=True)
 class Tree:
-    dirs: tuple[str, ...]  # top-down, so parents come first
-    files: tuple[Entry, ...]
+    dirs: tuple[str, ...]  # parents before children
+    files: tuple[tuple[str, int], ...]  # (rel, size)
     links: tuple[tuple[str, str], ...]  # (rel, target)
 
     @property
     def bytes(self) -> int:
-        return sum(e.size for e in self.files)
+        return sum(size for _rel, size in self.files)
+
+    def without(self, top: Iterable[str]) -> Tree:
+        skip = set(top)
+
+        def keep(rel: str) -> bool:
+            return rel.split("/", 1)[0] not in skip
+
+        return Tree(tuple(d for d in self.dirs if keep(d)), tuple(f for f in self.files if keep(f[0])),
+                    tuple(x for x in self.links if keep(x[0])))
 
 
 @dataclass(frozen=True)
@@ -57,52 +59,48 @@ class CopyCounts:
     bytes: int
 
 
-def scan_tree(root: Path, exclude: Iterable[str] = ()) -> Tree:
-    """One walk of `root` with lstat data; `exclude` names top-level entries to skip."""
-    skip = set(exclude)
+def tree_from_manifest(manifest: Manifest) -> Tree:
+    """The stack as built, from its manifest: no walk and no stat of the stack at all."""
+    return Tree(tuple(sorted(manifest.dirs)), tuple((p, e.size) for p, e in manifest.files.items()),
+                tuple(manifest.symlinks.items()))
+
+
+def scan_tree(root: Path) -> Tree:
+    """One walk of `root` (for a prefix without a manifest)."""
     dirs: list[str] = []
-    files: list[Entry] = []
+    files: list[tuple[str, int]] = []
     links: list[tuple[str, str]] = []
     stack = [("", str(root))]
     while stack:
         rel_dir, path = stack.pop()
-        subdirs = []
         with os.scandir(path) as it:
             for de in it:
-                if not rel_dir and de.name in skip:
-                    continue
                 rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
                 if de.is_symlink():
                     links.append((rel, os.readlink(de.path)))
                 elif de.is_dir(follow_symlinks=False):
-                    subdirs.append((rel, de.path))
-                else:
-                    st = de.stat(follow_symlinks=False)
-                    if stat.S_ISREG(st.st_mode):
-                        files.append(Entry(rel, st.st_size, stat.S_IMODE(st.st_mode),
-                                           st.st_atime_ns, st.st_mtime_ns))
-        subdirs.sort()
-        dirs.extend(r for r, _ in subdirs)
-        stack.extend(reversed(subdirs))
-    return Tree(tuple(dirs), tuple(files), tuple(links))
+                    dirs.append(rel)
+                    stack.append((rel, de.path))
+                elif de.is_file(follow_symlinks=False):
+                    files.append((rel, de.stat(follow_symlinks=False).st_size))
+    return Tree(tuple(sorted(dirs)), tuple(files), tuple(links))
 
 
 # --- one file -------------------------------------------------------------------------
+# Each engine puts one file at dst; copies take mode and mtimes from the open source.
 
-def _open_pair(src: str, dst: str) -> tuple[int, int]:
+def _open_pair(src: str, dst: str) -> tuple[int, int, os.stat_result]:
+    """Open src, and create dst with src's permission bits plus the owner's read/write
+    (a clone is writable; setuid/setgid bits are never carried over; umask applies)."""
     fdi = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        fdo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        st = os.fstat(fdi)
+        fdo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                      (st.st_mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR)
     except BaseException:
         os.close(fdi)
         raise
-    return fdi, fdo
-
-
-def _finish(fdo: int, e: Entry) -> None:
-    # The owner may write to a clone; setuid/setgid bits are never carried over.
-    os.fchmod(fdo, (e.mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR)
-    os.utime(fdo, ns=(e.atime_ns, e.mtime_ns))
+    return fdi, fdo, st
 
 
 def _kernel_copy(fdi: int, fdo: int, size: int) -> None:
@@ -132,38 +130,34 @@ def _kernel_copy(fdi: int, fdo: int, size: int) -> None:
         os.write(fdo, chunk)
 
 
-def copy_file(src: str, dst: str, e: Entry) -> None:
-    fdi, fdo = _open_pair(src, dst)
+def copy_file(src: str, dst: str) -> None:
+    fdi, fdo, st = _open_pair(src, dst)
     try:
-        if e.size:
-            _kernel_copy(fdi, fdo, e.size)
-        _finish(fdo, e)
+        if st.st_size:
+            _kernel_copy(fdi, fdo, st.st_size)
+        os.utime(fdo, ns=(st.st_atime_ns, st.st_mtime_ns))  # keeps .pyc valid
     finally:
         os.close(fdi)
         os.close(fdo)
 
 
-def reflink_file(src: str, dst: str, e: Entry) -> None:
-    fdi, fdo = _open_pair(src, dst)
+def reflink_file(src: str, dst: str) -> None:
+    fdi, fdo, st = _open_pair(src, dst)
     try:
-        if e.size:
+        if st.st_size:
             fcntl.ioctl(fdo, FICLONE, fdi)
-        _finish(fdo, e)
+        os.utime(fdo, ns=(st.st_atime_ns, st.st_mtime_ns))
     finally:
         os.close(fdi)
         os.close(fdo)
 
 
-def hardlink_file(src: str, dst: str, e: Entry) -> None:
+def hardlink_file(src: str, dst: str) -> None:
     os.link(src, dst, follow_symlinks=False)
 
 
-def symlink_file(src: str, dst: str, e: Entry) -> None:
-    os.symlink(src, dst)
-
-
-ENGINES: dict[str, Callable[[str, str, Entry], None]] = {
-    "reflink": reflink_file, "hardlink": hardlink_file, "copy": copy_file, "thin": symlink_file,
+ENGINES: dict[str, Callable[[str, str], None]] = {
+    "reflink": reflink_file, "hardlink": hardlink_file, "copy": copy_file, "thin": os.symlink,
 }
 
 
@@ -181,9 +175,8 @@ def probe(mode: str, src: Path, scratch: Path) -> str | None:
     if mode in ("copy", "thin"):
         return None
     target = scratch / ".sitestack-probe"
-    e = Entry("", 1, 0o644, 0, 0)
     try:
-        ENGINES[mode](str(src), str(target), e)
+        ENGINES[mode](str(src), str(target))
     except OSError as ex:
         return _why(mode, ex, src)
     finally:
@@ -206,13 +199,9 @@ def _why(mode: str, ex: OSError, src: Path) -> str:
 
 # --- many files -----------------------------------------------------------------------
 
-def _batches(files: Sequence[Entry]) -> list[Sequence[Entry]]:
-    return [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
-
-
-def clone_files(src_root: Path, dst_root: Path, files: Sequence[Entry], mode: str, *,
+def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]], mode: str, *,
                 jobs: int, progress: Progress | None = None) -> CopyCounts:
-    """Put every file of `files` under dst_root with `mode`; folders must exist already.
+    """Put every (rel, size) of `files` under dst_root with `mode`; folders must exist.
 
     A file that cannot be linked/reflinked (one odd file after a good probe) is copied.
     """
@@ -220,43 +209,42 @@ def clone_files(src_root: Path, dst_root: Path, files: Sequence[Entry], mode: st
     src_s, dst_s = str(src_root), str(dst_root)
     shares = mode != "copy"
 
-    def work(batch: Sequence[Entry]) -> tuple[int, int, int, int]:
-        shared = copied = fell = nbytes = 0
-        for e in batch:
-            s, d = f"{src_s}/{e.rel}", f"{dst_s}/{e.rel}"
+    def work(batch: Sequence[tuple[str, int]]) -> tuple[int, int, int]:
+        fell = nbytes = 0
+        for rel, size in batch:
+            s, d = f"{src_s}/{rel}", f"{dst_s}/{rel}"
             try:
-                engine(s, d, e)
-                shared += shares
-                copied += not shares
+                engine(s, d)
             except OSError as ex:
                 if not shares or ex.errno not in _FALLBACK_ERRNOS:
                     raise
                 if os.path.lexists(d):
                     os.unlink(d)
-                copy_file(s, d, e)
-                copied += 1
+                copy_file(s, d)
                 fell += 1
-            nbytes += e.size
+            nbytes += size
         if progress:
             progress(len(batch), nbytes)
-        return shared, copied, fell, nbytes
+        return len(batch), fell, nbytes
 
-    totals = [0, 0, 0, 0]
-    batches = _batches(files)
+    done = fell = nbytes = 0
+    batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
     if jobs <= 1 or len(batches) <= 1:
-        results: Iterable[tuple[int, int, int, int]] = map(work, batches)
-        for r in results:
-            totals = [a + b for a, b in zip(totals, r, strict=True)]
+        for n, f, b in map(work, batches):
+            done, fell, nbytes = done + n, fell + f, nbytes + b
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
             futures = [pool.submit(work, b) for b in batches]
             try:
-                for f in futures:
-                    totals = [a + b for a, b in zip(totals, f.result(), strict=True)]
+                for fut in futures:
+                    n, f, b = fut.result()
+                    done, fell, nbytes = done + n, fell + f, nbytes + b
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
-    return CopyCounts(*totals)
+    if shares:
+        return CopyCounts(shared=done - fell, copied=fell, fallbacks=fell, bytes=nbytes)
+    return CopyCounts(shared=0, copied=done, fallbacks=0, bytes=nbytes)
 
 
 def make_dirs(dst_root: Path, dirs: Iterable[str]) -> None:

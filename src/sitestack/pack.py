@@ -1,4 +1,4 @@
-"""Pack a stack (or a layer with its stack) into one archive; unpack it safely.
+"""Pack a stack (or a layer with its stack) into one archive (reading it: unpack.py).
 
 Archive layout (tar.zst; squashfs holds the same tree):
     .sitestack-pack/header.json              name, version, kind, prefixes, python_xy, content hash
@@ -11,6 +11,7 @@ writes it, and relocation at the destination needs nothing but the archive.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import io
@@ -21,21 +22,26 @@ import stat
 import subprocess
 import tarfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from . import __version__
 from .errors import ConflictError, ToolMissingError, UsageError, VerifyError
 from .layout import SiteRoot
-from .manifest import Manifest, PrefixHit, load_prefix_files, scan
+from .manifest import FileEntry, Manifest, PrefixHit, load_prefix_files, scan
 
 META = ".sitestack-pack"
 ROLES = ("stack", "layer")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SQUASHFS_MAGIC = b"hsqs"
 MAX_META = 256 << 20  # a manifest of a million files is ~150 MB
+READ_AHEAD_JOBS = 8  # files being read at once while packing
+READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
+READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -223,8 +229,44 @@ class _HashingReader(io.RawIOBase):
         return int(n)
 
 
+def _read_small(path: Path) -> tuple[os.stat_result, bytes | None, str]:
+    """lstat a file, and read and hash it unless it is large (then it is streamed)."""
+    st = os.lstat(path)
+    if st.st_size > READ_AHEAD_FILE or not stat.S_ISREG(st.st_mode):
+        return st, None, ""
+    with open(path, "rb") as f:
+        data = f.read()
+    return st, data, hashlib.sha256(data).hexdigest()
+
+
+def _read_ahead(fn: Callable[[Path], T], items: list[tuple[Path, int]]) -> Generator[T, None, None]:
+    """fn(path) for each (path, size), in order, run ahead by a few threads within a memory
+    budget. Reading a tree on a parallel filesystem is bound by the latency of each open and
+    stat, not by bandwidth: several requests in flight hide it."""
+    pending: collections.deque[tuple[int, Future[T]]] = collections.deque()
+    with ThreadPoolExecutor(READ_AHEAD_JOBS, thread_name_prefix="sitestack-pack") as pool:
+        try:
+            i, in_flight = 0, 0
+            while i < len(items) or pending:
+                while i < len(items) and (not pending or (
+                        in_flight + items[i][1] <= READ_AHEAD_BYTES
+                        and len(pending) < 32 * READ_AHEAD_JOBS)):
+                    cost = min(items[i][1], READ_AHEAD_FILE)
+                    pending.append((cost, pool.submit(fn, items[i][0])))
+                    in_flight += cost
+                    i += 1
+                cost, fut = pending.popleft()
+                in_flight -= cost
+                yield fut.result()
+        finally:
+            for _cost, fut in pending:
+                fut.cancel()
+
+
 def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
-    """Stream the archive as an uncompressed tar into `out`; checks each file as it reads it."""
+    """Stream the archive as an uncompressed tar into `out`; checks each file as it reads it.
+
+    The order is deterministic (sorted); files are read ahead of the writer by a few threads."""
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
         for name, blob in _meta_blobs(header, parts):
             ti = tarfile.TarInfo(name)
@@ -233,26 +275,39 @@ def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
         for p in parts:
             assert p.source is not None
             src, m = p.source, p.manifest
-            for d in sorted(m.dirs):
-                ti = tarfile.TarInfo(f"{p.role}/{d}")
-                ti.type, ti.mode = tarfile.DIRTYPE, stat.S_IMODE(os.lstat(src / d).st_mode) | 0o700
-                tf.addfile(ti)
+            dirs = sorted(m.dirs)
+            modes = _read_ahead(lambda path: os.lstat(path).st_mode, [(src / d, 0) for d in dirs])
+            with contextlib.closing(modes):
+                for d, mode in zip(dirs, modes, strict=True):
+                    ti = tarfile.TarInfo(f"{p.role}/{d}")
+                    ti.type, ti.mode = tarfile.DIRTYPE, stat.S_IMODE(mode) | 0o700
+                    tf.addfile(ti)
             for rel, target in sorted(m.symlinks.items()):
                 ti = tarfile.TarInfo(f"{p.role}/{rel}")
                 ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
                 tf.addfile(ti)
-            for rel, entry in sorted(m.files.items()):
-                path = src / rel
-                st = os.lstat(path)
-                ti = tarfile.TarInfo(f"{p.role}/{rel}")
-                # mtime matters: a .pyc is valid only while its source keeps size and mtime
-                ti.size, ti.mode, ti.mtime = st.st_size, entry.mode, st.st_mtime
-                with open(path, "rb") as f:
-                    r = _HashingReader(f)
-                    tf.addfile(ti, r)
-                if r.h.hexdigest() != entry.sha256 or r.n != entry.size:
-                    raise VerifyError(f"{path} changed since its manifest was written; "
-                                      "run `sitestack verify`")
+            files = sorted(m.files.items())
+            reads = _read_ahead(_read_small, [(src / rel, e.size) for rel, e in files])
+            with contextlib.closing(reads):
+                for (rel, entry), (st, data, digest) in zip(files, reads, strict=True):
+                    _add_file(tf, f"{p.role}/{rel}", src / rel, entry, st, data, digest)
+
+
+def _add_file(tf: tarfile.TarFile, name: str, path: Path, entry: FileEntry, st: os.stat_result,
+              data: bytes | None, digest: str) -> None:
+    ti = tarfile.TarInfo(name)
+    # mtime matters: a .pyc is valid only while its source keeps size and mtime
+    ti.size, ti.mode, ti.mtime = st.st_size, entry.mode, st.st_mtime
+    if data is not None:
+        ti.size, n = len(data), len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    else:
+        with open(path, "rb") as f:
+            r = _HashingReader(f)
+            tf.addfile(ti, r)
+        digest, n = r.h.hexdigest(), r.n
+    if digest != entry.sha256 or n != entry.size:
+        raise VerifyError(f"{path} changed since its manifest was written; run `sitestack verify`")
 
 
 def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
@@ -356,238 +411,3 @@ def stream_chunks(target: str, root: SiteRoot, layer: str | None, chunk: int,
             stop.set()
 
     return header, gen()
-
-
-# --- reading ----------------------------------------------------------------------------------
-
-def detect_format(first: bytes) -> str:
-    if first.startswith(ZSTD_MAGIC):
-        return "tar.zst"
-    if first.startswith(SQUASHFS_MAGIC):
-        return "squashfs"
-    raise VerifyError("not a sitestack archive (neither tar.zst nor squashfs)")
-
-
-def read_header(archive: Path) -> tuple[str, Header]:
-    """(format, header) of an archive file, reading only its start."""
-    with open(archive, "rb") as f:
-        fmt = detect_format(f.read(4))
-    if fmt == "squashfs":
-        r = subprocess.run(["unsquashfs", "-cat", str(archive), f"{META}/header.json"],
-                           capture_output=True)
-        if r.returncode != 0:
-            raise VerifyError(f"{archive}: cannot read its header: {r.stderr.decode()[-300:]}")
-        return fmt, Header.from_json(json.loads(r.stdout))
-    import zstandard
-
-    try:
-        with open(archive, "rb") as f, zstandard.ZstdDecompressor().stream_reader(f) as z, \
-                tarfile.open(fileobj=z, mode="r|") as tf:
-            m = tf.next()
-            if m is None or m.name != f"{META}/header.json" or not m.isreg():
-                raise VerifyError(f"{archive}: not a sitestack archive (no header first)")
-            data = tf.extractfile(m).read(MAX_META)  # type: ignore[union-attr]
-    except (zstandard.ZstdError, tarfile.TarError, EOFError) as e:
-        raise VerifyError(f"{archive}: archive is corrupt: {e}") from None
-    return fmt, Header.from_json(json.loads(data))
-
-
-@dataclass
-class Unpacked:
-    header: Header
-    manifests: dict[str, Manifest]
-    hits: dict[str, list[PrefixHit]]
-
-
-def check_link(role: str, rel: str, target: str, header: Header) -> None:
-    """Refuse a symlink that would point outside the staged tree (absolute links may name
-    an original prefix: relocation maps those inside)."""
-    if "\0" in target or not target:
-        raise VerifyError(f"unsafe archive: symlink {role}/{rel} has an empty or bad target")
-    if target.startswith("/"):
-        t = posixpath.normpath(target)
-        if not any(t == p or t.startswith(p + "/") for p in header.prefixes.values()):
-            raise VerifyError(f"unsafe archive: symlink {role}/{rel} -> {target} points outside "
-                              "the target")
-        return
-    resolved = posixpath.normpath(posixpath.join(role, posixpath.dirname(rel), target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise VerifyError(f"unsafe archive: symlink {role}/{rel} -> {target} points outside "
-                          "the target")
-
-
-def check_name(name: str) -> None:
-    if name.startswith("/") or "\0" in name:
-        raise VerifyError(f"unsafe archive: absolute path {name!r}")
-    if ".." in name.split("/"):
-        raise VerifyError(f"unsafe archive: path with '..': {name!r}")
-    if posixpath.normpath(name) != name.rstrip("/"):
-        raise VerifyError(f"unsafe archive: path is not normalized: {name!r}")
-
-
-def unpack_tar(fileobj: IO[bytes], dest: Path) -> Unpacked:
-    """Extract a sitestack tar.zst stream into dest (which must exist and be empty).
-
-    Every member is checked before it is written; every file is hashed while it is written
-    and compared with the manifest. Raises VerifyError on anything unsafe or changed.
-    """
-    import zstandard
-
-    try:
-        with zstandard.ZstdDecompressor().stream_reader(fileobj, closefd=False) as z, \
-                tarfile.open(fileobj=z, mode="r|") as tf:
-            return _unpack_members(tf, dest)
-    except (zstandard.ZstdError, tarfile.TarError, EOFError) as e:
-        raise VerifyError(f"archive is corrupt: {e}") from None
-
-
-def _unpack_members(tf: tarfile.TarFile, dest: Path) -> Unpacked:
-    header: Header | None = None
-    manifests: dict[str, Manifest] = {}
-    hits: dict[str, list[PrefixHit]] = {}
-    seen: set[str] = set()
-    links: set[str] = set()
-    dest_fd_root = str(dest)
-    for m in tf:
-        name = m.name.rstrip("/")
-        check_name(name)
-        if name in seen:
-            raise VerifyError(f"unsafe archive: {name} appears twice")
-        seen.add(name)
-        if m.ischr() or m.isblk() or m.isfifo() or m.isdev():
-            raise VerifyError(f"unsafe archive: device or special file {name}")
-        if m.islnk():
-            raise VerifyError(f"unsafe archive: hard link {name}")
-        if header is None:
-            if name != f"{META}/header.json" or not m.isreg():
-                raise VerifyError("not a sitestack archive (no header first)")
-            header = Header.from_json(json.loads(_read_member(tf, m)))
-            continue
-        role, _, rel = name.partition("/")
-        if role == META:
-            if name == META:
-                continue
-            r, _, what = rel.partition("/")
-            if r not in header.prefixes or not m.isreg():
-                raise VerifyError(f"unexpected archive member {name}")
-            data = json.loads(_read_member(tf, m))
-            if what == "manifest.json":
-                manifests[r] = Manifest.from_json(data)
-            elif what == "prefix-files.json":
-                hits[r] = [PrefixHit(e["path"], e["kind"]) for e in data["files"]]
-            continue
-        if role not in manifests:
-            raise VerifyError(f"archive member {name} comes before its manifest")
-        man = manifests[role]
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            if "/".join(parts[:i]) in links:
-                raise VerifyError(f"unsafe archive: {name} is below a symlink")
-        path = os.path.join(dest_fd_root, name)
-        if not rel:
-            if not m.isdir():
-                raise VerifyError(f"unexpected archive member {name}")
-            os.makedirs(path, 0o755, exist_ok=True)
-        elif m.isdir():
-            if rel not in man.dirs:
-                raise VerifyError(f"archive folder {name} is not in its manifest")
-            os.makedirs(path, 0o755, exist_ok=True)
-        elif m.issym():
-            if man.symlinks.get(rel) != m.linkname:
-                raise VerifyError(f"archive symlink {name} does not match its manifest")
-            check_link(role, rel, m.linkname, header)
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-            os.symlink(m.linkname, path)
-            links.add(name)
-        elif m.isreg():
-            entry = man.files.get(rel)
-            if entry is None:
-                raise VerifyError(f"archive file {name} is not in its manifest")
-            os.makedirs(os.path.dirname(path), 0o755, exist_ok=True)
-            _write_checked(tf, m, path, entry.sha256, entry.size, name)
-        else:
-            raise VerifyError(f"unsafe archive: unsupported member type for {name}")
-    if header is None:
-        raise VerifyError("archive is empty")
-    for role in header.prefixes:
-        if role not in manifests:
-            raise VerifyError(f"archive has no manifest for {role}")
-        want = {f"{role}/{p}" for p in [*manifests[role].files, *manifests[role].symlinks]}
-        missing = want - seen
-        if missing:
-            raise VerifyError(f"archive is truncated: {len(missing)} files missing, "
-                              f"e.g. {sorted(missing)[0]}")
-    return Unpacked(header, manifests, hits)
-
-
-def _read_member(tf: tarfile.TarFile, m: tarfile.TarInfo) -> bytes:
-    if m.size > MAX_META:
-        raise VerifyError(f"archive metadata {m.name} is too large")
-    f = tf.extractfile(m)
-    assert f is not None
-    return f.read()
-
-
-def _write_checked(tf: tarfile.TarFile, m: tarfile.TarInfo, path: str, sha: str, size: int,
-                   name: str) -> None:
-    src = tf.extractfile(m)
-    assert src is not None
-    h = hashlib.sha256()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        while chunk := src.read(1 << 20):
-            h.update(chunk)
-            out.write(chunk)
-    if m.size != size or h.hexdigest() != sha:
-        raise VerifyError(f"sha256 mismatch for {name}: the archive is corrupt")
-    os.chmod(path, (m.mode & 0o7777) & ~0o7000 | 0o600)  # no setuid/setgid from an archive
-    os.utime(path, (m.mtime, m.mtime))
-
-
-def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
-    """Check a squashfs image's listing, extract it, then hash every file against its manifest."""
-    import shutil
-
-    from .manifest import verify, walk
-
-    if not shutil.which("unsquashfs"):
-        raise ToolMissingError("unsquashfs (squashfs-tools) is needed for squashfs archives")
-    r = subprocess.run(["unsquashfs", "-lls", str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise VerifyError(f"squashfs image is corrupt: {r.stderr.strip()[-300:]}")
-    for line in r.stdout.splitlines():
-        if line[:1] in ("c", "b", "p", "s"):
-            raise VerifyError(f"unsafe archive: device or special file: {line.split()[-1]}")
-    out = dest / ".squashfs-root"
-    r = subprocess.run(["unsquashfs", "-no-xattrs", "-no-progress", "-quiet", "-d", str(out),
-                        str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise VerifyError(f"squashfs extraction failed: {r.stderr.strip()[-300:]}")
-    header = Header.from_json(json.loads((out / META / "header.json").read_bytes()))
-    manifests: dict[str, Manifest] = {}
-    hits: dict[str, list[PrefixHit]] = {}
-    for entry in os.listdir(out):
-        if entry != META and entry not in header.prefixes:
-            raise VerifyError(f"unexpected archive member {entry}")
-    for role in header.prefixes:
-        manifests[role] = Manifest.load(out / META / role / "manifest.json")
-        hits[role] = load_prefix_files(out / META / role / "prefix-files.json")[1]
-        root = out / role
-        files, syms, _dirs = walk(root, ())
-        for rel in files + syms:
-            st = os.lstat(root / rel)
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                raise VerifyError(f"unsafe archive: special file {role}/{rel}")
-            if stat.S_ISLNK(st.st_mode):
-                check_link(role, rel, os.readlink(root / rel), header)
-        problems = verify(root, manifests[role], exclude=())
-        if problems:
-            p = problems[0]
-            raise VerifyError(f"sha256 check failed for {role}/{p.path} ({p.problem}) and "
-                              f"{len(problems) - 1} more: the archive is corrupt")
-        os.rename(root, dest / role)
-    from .fsutil import rmtree
-
-    rmtree(out)
-    return Unpacked(header, manifests, hits)
-

@@ -1,10 +1,11 @@
 """Stage a stack (and a layer) onto node-local storage under MPI, checksummed and atomic.
 
 Rank 0 alone reads the shared filesystem (the stack, or a packed archive) and broadcasts
-the archive in chunks to one leader per node. Each leader extracts into a temp folder,
-relocates to DIR/sitestack/<name>-<version>-<hash>, checks every sha256, writes a marker
-and renames the folder into place. The leaders' results are gathered on every rank, so
-every rank exits with the same code and prints the same activate path.
+the archive in chunks to one leader per node (mpibcast.py). Each leader extracts into a temp
+folder, checking every file's sha256 against the manifest as it comes from the stream
+(unpack.py), relocates to DIR/sitestack/<name>-<version>-<hash>, writes a marker and renames
+the folder into place. The leaders' results are gathered on every rank, so every rank exits
+with the same code and prints the same activate path.
 
 Test seam (documented in docs/scaling.md, test-only): SITESTACK_STAGE_NODE_MAP="0:a,1:a,2:b"
 names each rank's node instead of MPI_COMM_TYPE_SHARED; `{node}` in --to becomes that name.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import re
@@ -28,25 +28,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ConflictError, SitestackError, ToolMissingError, UsageError, VerifyError
+from .errors import ConflictError, SitestackError, UsageError, VerifyError
 from .fsutil import atomic_write_json, atomic_write_text, file_lock, make_readonly, rmtree
 from .layout import SiteRoot
-from .manifest import PrefixHit, verify
-from .pack import Header, Unpacked, read_header, stream_chunks, unpack_squashfs, unpack_tar
+from .manifest import PrefixHit
+from .mpibcast import Channel, ChannelReader, Nodes, StageError, idle_barrier, load_mpi, split_nodes
+from .pack import Header, stream_chunks
+from .unpack import Unpacked, read_header, unpack_squashfs, unpack_tar
 
-ENV_NODE_MAP = "SITESTACK_STAGE_NODE_MAP"
 STAGE_DIR = "sitestack"
 META = ".sitestack-stage"
 MARKER = "verified.json"
 DEFAULT_CHUNK = 64 << 20  # far below MPI's 2 GiB count limit, and bounded memory per rank
-
-
-class StageError(SitestackError):
-    """Staging failed somewhere; carries the exit code every rank returns."""
-
-    def __init__(self, message: str, code: int = 6, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.exit_code = code
 
 
 @dataclass(frozen=True)
@@ -78,129 +71,6 @@ class StageResult:
         return d
 
 
-# --- MPI plumbing -----------------------------------------------------------------------------
-
-def _launched_ranks() -> int:
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
-        with contextlib.suppress(ValueError):
-            if int(os.environ.get(var, "0")) > 1:
-                return int(os.environ[var])
-    return 1
-
-
-def load_mpi(use_mpi: bool = True) -> Any:
-    """mpi4py's MPI module, or None for a local stage (no mpi4py and not under mpiexec)."""
-    if not use_mpi:
-        return None
-    try:
-        from mpi4py import MPI
-    except ImportError:
-        if _launched_ranks() > 1:
-            raise ToolMissingError("this runs under mpiexec, but mpi4py is not installed",
-                                   hint="pip install 'sitestack[mpi]' (or mpi4py)") from None
-        return None
-    return MPI
-
-
-def parse_node_map(text: str, size: int) -> dict[int, str]:
-    table: dict[int, str] = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        r, sep, name = item.partition(":")
-        if not sep or not r.strip().isdigit() or not name.strip() or "/" in name:
-            raise UsageError(f"{ENV_NODE_MAP}: bad entry {item!r} (want RANK:NODE)")
-        table[int(r)] = name.strip()
-    missing = [r for r in range(size) if r not in table]
-    if missing:
-        raise UsageError(f"{ENV_NODE_MAP} names no node for rank(s) {missing}")
-    return table
-
-
-@dataclass
-class Nodes:
-    name: str
-    leader: bool
-    leaders: Any  # communicator of node leaders (None when not a leader or without MPI)
-
-
-def split_nodes(mpi: Any, world: Any) -> Nodes:
-    rank = world.rank if world is not None else 0
-    mapping = os.environ.get(ENV_NODE_MAP)
-    if world is None:
-        name = parse_node_map(mapping, 1)[0] if mapping else socket.gethostname()
-        return Nodes(name, True, None)
-    if mapping:
-        table = parse_node_map(mapping, world.size)
-        name = table[rank]
-        node = world.Split(sorted(set(table.values())).index(name), rank)
-    else:
-        node = world.Split_type(mpi.COMM_TYPE_SHARED, key=rank)
-        name = mpi.Get_processor_name()
-    leader = node.rank == 0  # key=rank: world rank 0 leads its node
-    node.Free()
-    leaders = world.Split(0 if leader else mpi.UNDEFINED, rank)
-    return Nodes(name, leader, leaders if leader else None)
-
-
-class Channel:
-    """Chunks from rank 0's source, broadcast over `comm` (or read directly without MPI)."""
-
-    def __init__(self, mpi: Any, comm: Any, source: Iterator[bytes] | None) -> None:
-        self.mpi, self.comm, self.source = mpi, comm, source
-        self.root = comm is None or comm.rank == 0
-        self.done = False
-        self.bytes = 0
-
-    def next(self) -> bytes | bytearray:
-        if self.done:
-            return b""
-        data: bytes | bytearray = b""
-        info: tuple[int, str] = (0, "")
-        if self.root:
-            assert self.source is not None
-            try:
-                data = next(self.source, b"")
-                info = (len(data), "")
-            except (SitestackError, OSError) as e:
-                info = (-1, f"rank 0 could not read the source: {e}")
-        if self.comm is not None:
-            info = self.comm.bcast(info, root=0)
-        if info[0] <= 0:
-            self.done = True
-            if info[0] < 0:
-                raise StageError(info[1], 2)
-            return b""
-        if self.comm is not None:
-            buf = bytearray(data) if self.root else bytearray(info[0])
-            self.comm.Bcast([buf, self.mpi.BYTE], root=0)
-            data = buf
-        self.bytes += len(data)
-        return data
-
-    def drain(self) -> None:
-        """Keep taking part in the broadcast after a local failure, so no one hangs."""
-        with contextlib.suppress(SitestackError):
-            while self.next():
-                pass
-
-
-class ChannelReader(io.RawIOBase):
-    def __init__(self, ch: Channel) -> None:
-        self.ch, self.buf, self.pos = ch, memoryview(b""), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        if self.pos >= len(self.buf):
-            self.buf, self.pos = memoryview(self.ch.next()), 0
-            if not len(self.buf):
-                return 0
-        n = min(len(b), len(self.buf) - self.pos)
-        b[:n] = self.buf[self.pos : self.pos + n]
-        self.pos += n
-        return n
-
-
 # --- one node ---------------------------------------------------------------------------------
 
 def base_dir(to: str, node: str) -> Path:
@@ -229,7 +99,10 @@ def _failure(nodes: Nodes, path: Path, e: BaseException) -> NodeResult:
 
 
 def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
-    """Relocate an extracted tree to `final`, check it against its manifests, mark it."""
+    """Relocate an extracted, verified tree to `final`, and mark it.
+
+    Every file was checked against its manifest as it was extracted (unpack.py), before any
+    relocation: reading the tree back would only hash every byte a second time."""
     h = u.header
     mapping = {old: str(final / role) for role, old in h.prefixes.items()}
     warnings: list[str] = []
@@ -245,12 +118,7 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
         changed |= rewritten
         warnings += [f"{role}/{b}" for b in binaries]
         changed |= _relink(root, u.manifests[role].symlinks, mapping)
-        changed |= _recompile(tmp, root, final / role, h.python_xy, changed, u.manifests[role].files)
-        problems = verify(root, u.manifests[role], skip=changed, exclude=())
-        if problems:
-            p = problems[0]
-            raise VerifyError(f"staged copy does not match its manifest: {role}/{p.path} "
-                              f"({p.problem}) and {len(problems) - 1} more")
+        _recompile(tmp, root, final / role, h.python_xy, changed, u.manifests[role].files)
     meta = tmp / META
     meta.mkdir()
     atomic_write_json(meta / "header.json", h.to_json())
@@ -473,9 +341,9 @@ def stage(target: str | None, *, to: str, root: SiteRoot, layer: str | None = No
         print(f"sitestack: staging {header.name}/{header.version} ({header.kind}, {header.files} "
               f"files, {header.bytes >> 20} MiB) to {to}", file=sys.stderr, flush=True)
     mine = _lead(mpi, nodes, to, header, fmt, source, size) if nodes.leader else None
-    results = world.allgather(mine) if world is not None else [mine]
     if world is not None:
-        world.Barrier()
+        idle_barrier(world)
+    results = world.allgather(mine) if world is not None else [mine]
     done = tuple(r for r in results if r is not None)
     failed = [r for r in done if r.status == "failed"]
     if failed:

@@ -16,7 +16,7 @@ def register(sub: Any) -> None:
                    help="the stack to clone (default: the loaded one, $SITESTACK_PREFIX)")
     p.add_argument("--prefix", required=True, help="where the clone goes (must not exist)")
     p.add_argument("--mode", default="auto", choices=["auto", "reflink", "hardlink", "copy", "thin"])
-    p.add_argument("--jobs", "-j", type=int, default=None, help="parallel workers (default: 4x cores, 4..16)")
+    p.add_argument("--jobs", "-j", type=int, default=None, help="parallel workers (default: one per core, at most 8)")
     p.add_argument("--force", action="store_true", help="replace an earlier clone (or modulefile) at the same path")
     p.add_argument("--module", nargs="?", const="", default=None, metavar="NAME",
                    help="also write personal modulefiles NAME (default: the folder name) to --module-dir")

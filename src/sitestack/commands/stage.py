@@ -23,8 +23,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..errors import SitestackError, UsageError
     from ..layout import resolve_root
+    from ..mpibcast import load_mpi
     from ..output import emit_json
-    from ..stage import DEFAULT_CHUNK, load_mpi, stage
+    from ..stage import DEFAULT_CHUNK, stage
 
     chunk = args.chunk_size or DEFAULT_CHUNK
     if not 0 < chunk < (1 << 31):
