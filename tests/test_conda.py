@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("rattler")
 
-from sitestack import conda  # noqa: E402
+from sitestack import conda, condalock, condaprefix  # noqa: E402
 from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # noqa: E402
 from sitestack.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import (  # noqa: E402
@@ -167,13 +167,13 @@ def test_lock_round_trip_and_rebuild(channel: Path, tmp_path: Path) -> None:
     r = conda.solve_and_install(_spec(channel, "python 3.11.*", "pyhello 1.*"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     lock = tmp_path / "b" / ".sitestack" / conda.LOCK_NAME
-    conda.write_lock(lock, r, {"pyhello": "1.0"})  # conda-provided: left out
-    conda.add_pypi_to_lock(lock, {"six": "1.16.0"}, provides=r.provides)
+    condalock.write_lock(lock, r, {"pyhello": "1.0"})  # conda-provided: left out
+    condalock.add_pypi_to_lock(lock, {"six": "1.16.0"}, provides=r.provides)
     text = lock.read_text()
     assert text.startswith("# sitestack conda lock:") and "version:" in text
     for rec in r.records:
         assert rec.sha256 in text
-    records, pins = conda.read_lock(lock)
+    records, pins = condalock.read_lock(lock)
     assert records == r.records
     assert pins == {"six": "1.16.0"}
     # A rebuild from the lock installs exactly that set, even though a solve would pick 2.0.
@@ -185,10 +185,10 @@ def test_lock_round_trip_and_rebuild(channel: Path, tmp_path: Path) -> None:
 
 def test_read_lock_errors(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="does not exist"):
-        conda.read_lock(tmp_path / "nope.lock")
+        condalock.read_lock(tmp_path / "nope.lock")
     (tmp_path / "junk.lock").write_text("not: [a lock")
     with pytest.raises(UsageError, match="not a conda lock file"):
-        conda.read_lock(tmp_path / "junk.lock")
+        condalock.read_lock(tmp_path / "junk.lock")
 
 
 def test_two_installs_share_inodes_through_the_cache(channel: Path, tmp_path: Path) -> None:
@@ -233,7 +233,7 @@ def test_relocate_clone_rewrites_text_binary_and_meta(
     new = tmp_path / ("a-much-longer-clone-path-than-the-original-stack-prefix-" + "x" * 60)
     assert len(str(new)) > len(str(final))
     _clone(build, new)
-    changed = conda.relocate_conda(new, str(final), str(new))
+    changed = condaprefix.relocate_conda(new, str(final), str(new))
     assert "bin/binpfx" in changed and "etc/textpfx.conf" in changed and "bin/pyhello" in changed
     assert subprocess.run([str(new / "bin/binpfx")], capture_output=True, text=True).stdout == f"{new}\n"
     assert subprocess.run([str(new / "bin/binpfx"), "d"], capture_output=True, text=True).stdout == f"{new}/share/binpfx\n"
@@ -246,7 +246,7 @@ def test_relocate_clone_rewrites_text_binary_and_meta(
     # ... and back again, shorter: a clone of a clone.
     back = tmp_path / "c"
     _clone(new, back)
-    conda.relocate_conda(back, str(new), str(back))
+    condaprefix.relocate_conda(back, str(new), str(back))
     assert subprocess.run([str(back / "bin/binpfx")], capture_output=True, text=True).stdout == f"{back}\n"
 
 
@@ -254,7 +254,7 @@ def test_relocate_too_long_prefix_writes_nothing(
     installed: tuple[Path, Path, conda.CondaResult], tmp_path: Path,
 ) -> None:
     build, final, _r = installed
-    reloc = conda.conda_relocation(build)
+    reloc = condaprefix.conda_relocation(build)
     assert reloc.binary_files == ("bin/binpfx",)
     assert reloc.shortest_placeholder == len(PLACEHOLDER)
     assert "etc/textpfx.conf" in reloc.text_files and "bin/pyhello" in reloc.text_files
@@ -263,32 +263,32 @@ def test_relocate_too_long_prefix_writes_nothing(
     too_long = "/" + "y" * (len(PLACEHOLDER) + 5)
     snap = {p: (clone / p).read_bytes() for p in ("bin/binpfx", "etc/textpfx.conf")}
     with pytest.raises(UsageError, match="choose a shorter path"):
-        conda.check_new_prefix(build, too_long)
+        condaprefix.check_new_prefix(build, too_long)
     with pytest.raises(UsageError, match="bin/binpfx"):
-        conda.relocate_conda(clone, str(final), too_long)
+        condaprefix.relocate_conda(clone, str(final), too_long)
     assert {p: (clone / p).read_bytes() for p in snap} == snap
 
 
 def test_replace_in_padding() -> None:
     data = b"AA/old/x\0\0\0\0\0\0BB/old\0\0\0\0CC"
-    assert conda.replace_in_padding(data, b"/old", b"/n") == b"AA/n/x\0\0\0\0\0\0\0\0BB/n\0\0\0\0\0\0CC"
-    grown = conda.replace_in_padding(data, b"/old", b"/longer")
+    assert condaprefix.replace_in_padding(data, b"/old", b"/n") == b"AA/n/x\0\0\0\0\0\0\0\0BB/n\0\0\0\0\0\0CC"
+    grown = condaprefix.replace_in_padding(data, b"/old", b"/longer")
     assert grown == b"AA/longer/x\0\0\0BB/longer\0CC"  # grew into the padding
     with pytest.raises(UsageError):
-        conda.replace_in_padding(data, b"/old", b"/much-longer-than-room")
+        condaprefix.replace_in_padding(data, b"/old", b"/much-longer-than-room")
     with pytest.raises(UsageError):  # the byte after the terminator is not padding
-        conda.replace_in_padding(b"/old\0X", b"/old", b"/old2")
+        condaprefix.replace_in_padding(b"/old\0X", b"/old", b"/old2")
 
 
 def test_check_conda_files_catches_overwrites(channel: Path, tmp_path: Path) -> None:
     conda.solve_and_install(_spec(channel, *ALL), tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
-    snap = conda.snapshot_conda_files(tmp_path / "b")
-    conda.check_conda_files(tmp_path / "b", snap)  # untouched: fine
+    snap = condaprefix.snapshot_conda_files(tmp_path / "b")
+    condaprefix.check_conda_files(tmp_path / "b", snap)  # untouched: fine
     init = tmp_path / "b/lib/python3.11/site-packages/pyhello/__init__.py"
     init.unlink()  # never write through a hardlink into the cache
     init.write_text("# replaced by a pypi wheel\n")
     with pytest.raises(BuildError, match="conda package pyhello"):
-        conda.check_conda_files(tmp_path / "b", snap)
+        condaprefix.check_conda_files(tmp_path / "b", snap)
 
 
 def test_pypi_conflicts() -> None:

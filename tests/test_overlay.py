@@ -37,7 +37,10 @@ def sh(script: str, env: dict[str, str] | None = None, check: bool = True) -> su
 
 
 def make_layer(path: Path, root: Path, *args: str) -> Path:
-    run_cli("venv", str(path), "--root", str(root), *args, env=clean_env(), check=True)
+    # The shared root holds several stack names (other tests add theirs), so name ours;
+    # the fallback to a root's only stack is tested in tests/test_site.py.
+    stack = () if "--stack" in args else ("--stack", "conda")
+    run_cli("venv", str(path), "--root", str(root), *stack, *args, env=clean_env(), check=True)
     return path
 
 
@@ -223,7 +226,7 @@ def test_bad_input_is_one_line_exit_2(stack: StackRecord, site_root, tmp_path: P
     assert "no stack" in bad("venv", str(tmp_path / "x"), "--stack", "nosuch", "--root", str(site_root.path))
     assert "no stack" in bad("venv", str(tmp_path / "x"), "--stack", "conda/1999-01-01", "--root", str(site_root.path))
     assert not (tmp_path / "x").exists()
-    assert "already exists" in bad("venv", str(layer), "--root", str(site_root.path), code=5)
+    assert "already exists" in bad("venv", str(layer), "--stack", "conda", "--root", str(site_root.path), code=5)
     foreign = tmp_path / "foreign"
     sh(f"{users.DEBIAN_PYTHON} -m venv --without-pip {foreign}")
     fcfg = _cfg(foreign)

@@ -242,3 +242,74 @@ def test_pack_errors_are_one_line(tmp_path: Path, site_root) -> None:  # type: i
     assert not (tmp_path / "x.tar.zst").exists()
     r = run_cli("pack", str(tmp_path), "-o", str(tmp_path / "x.tar.zst"), "--root", str(site_root.path))
     assert r.returncode == 2 and "not a Python prefix" in r.stderr
+
+
+# --- the streaming tar reader -------------------------------------------------------------------
+
+def _with_meta(tmp: Path, body: list[tuple[tarfile.TarInfo, bytes | None]],
+               manifest: dict[str, object]) -> bytes:
+    a = craft(tmp / "meta.tar.zst", body, manifest)
+    return zstandard.ZstdDecompressor().decompress(a.read_bytes(), max_output_size=1 << 30)
+
+
+def test_refuses_corrupt_tar_header(tmp_path: Path) -> None:
+    data = bytearray(_with_meta(tmp_path, [_file("stack/f", b"x")],
+                                {"files": {"f": _entry(b"x")}, "symlinks": {}, "dirs": []}))
+    i = data.rfind(b"stack/f\0")  # the file's own ustar header
+    data[i] = ord("S")
+    a = tmp_path / "a.tar.zst"
+    a.write_bytes(zstandard.ZstdCompressor().compress(bytes(data)))
+    with pytest.raises(VerifyError, match="bad tar header checksum"):
+        _unpack(a, tmp_path / "d")
+
+
+def test_refuses_stream_cut_inside_a_file(tmp_path: Path) -> None:
+    blob = os.urandom(5000)
+    data = _with_meta(tmp_path, [_file("stack/f", blob)],
+                      {"files": {"f": _entry(blob)}, "symlinks": {}, "dirs": []})
+    a = tmp_path / "a.tar.zst"
+    a.write_bytes(zstandard.ZstdCompressor().compress(data[: data.find(blob) + 2000]))
+    with pytest.raises(VerifyError, match="truncated"):
+        _unpack(a, tmp_path / "d")
+
+
+def test_refuses_long_dotdot_name_from_pax(tmp_path: Path) -> None:
+    name = "stack/" + "a" * 120 + "/../../../escaped"  # > 100 bytes: the path is a pax record
+    a = craft(tmp_path / "a.tar.zst", [_file(name, b"x")],
+              {"files": {name[6:]: _entry(b"x")}, "symlinks": {}, "dirs": []})
+    with pytest.raises(VerifyError, match=r"'\.\.'"):
+        _unpack(a, tmp_path / "d")
+    assert not list(tmp_path.rglob("escaped"))
+
+
+def test_refuses_hard_link(tmp_path: Path) -> None:
+    ti = tarfile.TarInfo("stack/hl")
+    ti.type, ti.linkname = tarfile.LNKTYPE, "stack/f"
+    a = craft(tmp_path / "a.tar.zst", [_file("stack/f", b"x"), (ti, None)],
+              {"files": {"f": _entry(b"x"), "hl": _entry(b"x")}, "symlinks": {}, "dirs": []})
+    with pytest.raises(VerifyError, match="hard link"):
+        _unpack(a, tmp_path / "d")
+
+
+def test_large_files_are_streamed_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sitestack.unpack
+
+    monkeypatch.setattr(sitestack.unpack, "BIG_FILE", 1000)  # every file below goes the big way
+    blob = os.urandom(4321)
+    man = {"files": {"big": _entry(blob)}, "symlinks": {}, "dirs": []}
+    _unpack(craft(tmp_path / "ok.tar.zst", [_file("stack/big", blob)], man), tmp_path / "ok")
+    assert (tmp_path / "ok" / "stack" / "big").read_bytes() == blob
+    bad = bytes([blob[0] ^ 1]) + blob[1:]
+    with pytest.raises(VerifyError, match="sha256 mismatch"):
+        _unpack(craft(tmp_path / "bad.tar.zst", [_file("stack/big", bad)], man), tmp_path / "bad")
+
+
+def test_mismatch_after_many_files_is_raised_and_nothing_is_left_running(tmp_path: Path) -> None:
+    files = {f"d/f{i}": os.urandom(100 + i) for i in range(300)}
+    man = {"files": {k: _entry(v) for k, v in files.items()}, "symlinks": {}, "dirs": ["d"]}
+    evil = dict(files)
+    evil["d/f150"] = b"\0" * len(files["d/f150"])
+    members = [_file(f"stack/{k}", v) for k, v in sorted(evil.items())]
+    with pytest.raises(VerifyError, match="sha256 mismatch for stack/d/f150"):
+        _unpack(craft(tmp_path / "a.tar.zst", members, man), tmp_path / "d")
+    assert not (tmp_path / "d" / "stack" / "d" / "f150").exists()  # checked before it is written

@@ -138,3 +138,13 @@ def test_cpython_own_tests_pass_on_relocated_interpreter(root: tuple[SiteRoot, B
                          capture_output=True, text=True, env=env, cwd=workdir, timeout=600)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
     assert "SUCCESS" in res.stdout
+
+
+def test_venv_falls_back_to_the_roots_default(root: tuple[SiteRoot, BuildStack], tmp_path: Path) -> None:
+    r, _ = root
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SITESTACK_", "VIRTUAL_ENV"))}
+    res = run_cli("venv", str(tmp_path / "L"), "--root", str(r.path), "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    default = Site(r).default_version("conda")
+    assert json.loads(res.stdout)["stack"] == f"conda/{default}"
+    assert f"sitestack-stack = conda/{default}" in (tmp_path / "L" / "pyvenv.cfg").read_text()

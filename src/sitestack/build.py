@@ -182,22 +182,22 @@ def _build_conda(
     """conda packages by rattler, then the [packages] PyPI layer by uv, never over conda's files."""
     from dataclasses import replace
 
-    from . import conda
+    from . import conda, condalock, condaprefix
 
     python, py_xy, extra = conda.build_conda_prefix(spec, tmp, final, root, log, from_lock=from_lock)
     info = extra["conda"]
     assert isinstance(info, dict)
     if from_lock is not None:
-        pins = conda.read_lock(Path(from_lock))[1]
+        pins = condalock.read_lock(Path(from_lock))[1]
         spec = replace(spec, packages=replace(spec.packages, requirements=tuple(f"{n}=={v}" for n, v in sorted(pins.items()))))
     conflicts = conda.pypi_conflicts(spec.packages.requirements, info["python_dists"])
     if conflicts:
         raise BuildError("PyPI requirements conflict with what conda packages provide:\n  " + "\n  ".join(conflicts))
     provides = set(extra.get("conda_provides", []))  # type: ignore[call-overload]
-    snap = conda.snapshot_conda_files(tmp)
+    snap = condaprefix.snapshot_conda_files(tmp)
     packages = install_packages(spec, tmp, py_xy, log, skip=provides)
-    conda.check_conda_files(tmp, snap)  # uv must never have written over a conda file
-    conda.add_pypi_to_lock(records_dir(tmp) / conda.LOCK_NAME, packages, provides=provides)
+    condaprefix.check_conda_files(tmp, snap)  # uv must never have written over a conda file
+    condalock.add_pypi_to_lock(records_dir(tmp) / conda.LOCK_NAME, packages, provides=provides)
     return python, py_xy, extra, packages
 
 

@@ -161,7 +161,7 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         mod_paths = _module_paths(module or dest.name, module_dir, force)
     old_prefix, hits = _prefix_files(rec)
     if rec.kind == "conda":
-        from .conda import check_new_prefix, conda_relocation
+        from .condaprefix import check_new_prefix, conda_relocation
 
         reloc = conda_relocation(rec.prefix)
         check_new_prefix(rec.prefix, str(dest), reloc)  # before anything is written
@@ -273,7 +273,7 @@ def _symlinks(tree: Tree, tmp: Path, old: str, new: str) -> None:
 def _relocate(rec: StackRecord, tmp: Path, old: str, new: str,
               hits: list[PrefixHit]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if rec.kind == "conda":
-        from .conda import relocate_conda
+        from .condaprefix import relocate_conda
 
         changed = relocate_conda(tmp, old, new)
         left = tuple(h.path for h in hits if h.kind == "binary" and h.path not in set(changed))

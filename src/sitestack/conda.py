@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
-import os
-import re
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import BuildError, SpecError, ToolMissingError, UsageError, VerifyError
+from .errors import BuildError, SpecError, ToolMissingError, VerifyError
 
 if TYPE_CHECKING:
     from .layout import SiteRoot
@@ -345,160 +342,13 @@ def install_from_lock(
     lock_path: Path, build_prefix: Path, final_prefix: Path, cache_dir: Path, log: LogLike = None,
 ) -> tuple[CondaResult, dict[str, str]]:
     """Rebuild exactly the locked set (no solve). Returns the result and the PyPI pins."""
-    repodata, pins, channels, specs = _read_lock(Path(lock_path))
+    from .condalock import read_lock_full
+
+    repodata, pins, channels, specs = read_lock_full(Path(lock_path))
     _say(log, f"installing {len(repodata)} locked conda package(s) from {lock_path}")
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     _install(repodata, Path(build_prefix), Path(final_prefix), Path(cache_dir), None)
     return _result(repodata, Path(build_prefix), channels, specs), pins
-
-
-# -- lock file -----------------------------------------------------------------------------
-
-def _lock_channel(url: str) -> Any:
-    rattler = _rattler()
-    if "://" not in url:
-        url = Path(url).resolve().as_uri()
-    return rattler.LockChannel(url.rstrip("/") + "/")
-
-
-def write_lock(path: Path, result: CondaResult, pypi_pins: Mapping[str, str] | None = None) -> None:
-    """Write rattler's LockFile (pixi.lock format): every conda URL + hash, then PyPI pins.
-
-    `pypi_pins` maps a name to a version or to a URL/location; a bare version is stored with
-    the location https://pypi.org/project/NAME/VERSION/. Conda-provided names are left out.
-    """
-    if not result.repodata:
-        raise BuildError("internal: a CondaResult without repodata records cannot be locked")
-    _write_lock(Path(path), result.repodata, result.channels, result.specs, pypi_pins or {},
-                set(result.provides))
-
-
-def _write_lock(
-    path: Path, repodata: Sequence[Any], channels: Sequence[str], specs: Sequence[str],
-    pypi_pins: Mapping[str, str], provides: set[str],
-) -> None:
-    rattler = _rattler()
-    plat = rattler.LockPlatform(str(rattler.Subdir.current()))
-    lock = rattler.LockFile([plat])
-    lock.set_channels(ENVIRONMENT, [_lock_channel(c) for c in channels])
-    for r in repodata:
-        lock.add_conda_package(ENVIRONMENT, plat, r)
-    for name, value in sorted(pypi_pins.items()):
-        if name in provides:
-            continue
-        version, location = _pin(name, value)
-        lock.add_pypi_package(ENVIRONMENT, plat, name, version, location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    lock.to_path(tmp)
-    # The specs are not part of the format; a comment line keeps them for `--from-lock`.
-    header = "# sitestack conda lock: specs = " + json.dumps(list(specs)) + "\n"
-    tmp.write_text(header + tmp.read_text(encoding="utf-8"), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _pin(name: str, value: str) -> tuple[str, str]:
-    if "://" in value or value.startswith("/"):
-        m = re.search(r"-(\d[^-]*)-", Path(urllib.parse.urlparse(value).path).name)
-        return (m.group(1) if m else "0"), value
-    return value, f"https://pypi.org/project/{name}/{value}/"
-
-
-def add_pypi_to_lock(path: Path, pypi_pins: Mapping[str, str], provides: Iterable[str] = ()) -> None:
-    """Add the PyPI layer's pins to a lock written before the layer was installed.
-
-    rattler refuses to modify a LockFile read from disk, so the lock is written anew from
-    its conda records, its existing pins and the new ones.
-    """
-    repodata, pins, channels, specs = _read_lock(Path(path))
-    skip = set(provides)
-    pins.update({k: v for k, v in pypi_pins.items() if k not in skip})
-    _write_lock(Path(path), repodata, channels, specs, pins, skip)
-
-
-def _header(path: Path) -> str:
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-    return first if first.startswith("# sitestack conda lock:") else ""
-
-
-def _read_lock(path: Path) -> tuple[list[Any], dict[str, str], tuple[str, ...], tuple[str, ...]]:
-    rattler = _rattler()
-    if not path.is_file():
-        raise UsageError(f"lock file {path} does not exist")
-    try:
-        lock = rattler.LockFile.from_path(path)
-    except Exception as e:
-        raise UsageError(f"{path} is not a conda lock file: {_first_lines(str(e), 3).strip()}") from None
-    env = lock.environment(ENVIRONMENT) or lock.default_environment()
-    if env is None:
-        raise UsageError(f"{path} has no '{ENVIRONMENT}' environment")
-    here = str(rattler.Subdir.current())
-    plat = next((p for p in env.platforms() if p.name == here), None)
-    if plat is None:
-        names = ", ".join(p.name for p in env.platforms())
-        raise UsageError(f"{path} locks {names}, not this machine's platform {here}")
-    repodata = env.conda_repodata_records_for_platform(plat) or []
-    pins = {p.name: p.version for p in env.pypi_packages_for_platform(plat) or []}
-    channels = tuple(str(c.url) if hasattr(c, "url") else str(c) for c in env.channels())
-    specs: tuple[str, ...] = ()
-    if h := _header(path):
-        try:
-            specs = tuple(json.loads(h.split("=", 1)[1]))
-        except (ValueError, IndexError):
-            specs = ()
-    return repodata, pins, channels, specs
-
-
-def read_lock(path: Path) -> tuple[tuple[CondaRecord, ...], dict[str, str]]:
-    """(conda records, {pypi name: version}) of a lock written by write_lock."""
-    repodata, pins, _channels, _specs = _read_lock(Path(path))
-    return to_records(repodata), pins
-
-
-# -- guarding the hardlinked cache against in-place writes ------------------------------------
-
-def conda_files(prefix: Path) -> dict[str, str]:
-    """{relative path: package name} of every file conda-meta says a package installed."""
-    out: dict[str, str] = {}
-    for rec in _meta_records(prefix):
-        for p in rec[1].get("paths_data", {}).get("paths", []):
-            out[p["_path"]] = str(rec[1].get("name", ""))
-    return out
-
-
-def snapshot_conda_files(prefix: Path) -> dict[str, tuple[int, int, int]]:
-    """(inode, size, mtime_ns) of every conda-installed file; compare with check_conda_files."""
-    snap: dict[str, tuple[int, int, int]] = {}
-    for rel in conda_files(prefix):
-        try:
-            st = os.lstat(Path(prefix) / rel)
-        except OSError:
-            continue
-        snap[rel] = (st.st_ino, st.st_size, st.st_mtime_ns)
-    return snap
-
-
-def check_conda_files(prefix: Path, snapshot: Mapping[str, tuple[int, int, int]]) -> None:
-    """Raise BuildError if a later step (the PyPI layer) removed, replaced or edited conda files."""
-    owners = conda_files(prefix)
-    changed: dict[str, list[str]] = {}
-    for rel, (ino, size, mtime) in snapshot.items():
-        try:
-            st = os.lstat(Path(prefix) / rel)
-        except OSError:
-            changed.setdefault(owners.get(rel, "?"), []).append(f"{rel} (removed)")
-            continue
-        if (st.st_ino, st.st_size, st.st_mtime_ns) != (ino, size, mtime):
-            how = "edited in place" if st.st_ino == ino else "replaced"
-            changed.setdefault(owners.get(rel, "?"), []).append(f"{rel} ({how})")
-    if changed:
-        lines = [f"  conda package {pkg}: " + ", ".join(files[:5]) + (" ..." if len(files) > 5 else "")
-                 for pkg, files in sorted(changed.items())]
-        raise BuildError(
-            "the PyPI layer overwrote files installed by conda packages:\n" + "\n".join(lines),
-            hint="drop the conflicting requirement from [packages] or from [conda] packages",
-        )
 
 
 def pypi_conflicts(requirements: Iterable[str], provided: Mapping[str, str]) -> list[str]:
@@ -513,154 +363,6 @@ def pypi_conflicts(requirements: Iterable[str], provided: Mapping[str, str]) -> 
         if name in provided and r.specifier and not r.specifier.contains(provided[name], prereleases=True):
             out.append(f"{req} (conda installed {name} {provided[name]})")
     return out
-
-
-# -- relocation ----------------------------------------------------------------------------
-
-class CondaRelocation(NamedTuple):
-    text_files: tuple[str, ...]  # text placeholders and python entry points (shebangs)
-    binary_files: tuple[str, ...]  # binary placeholders, rewritten in their NUL padding
-    shortest_placeholder: int | None  # the longest prefix every binary file can take; None: no limit
-    placeholders: Mapping[str, int]  # {binary file: its placeholder length}
-
-
-def _meta_records(prefix: Path) -> list[tuple[Path, dict[str, Any]]]:
-    meta = Path(prefix) / "conda-meta"
-    out = []
-    for f in sorted(meta.glob("*.json")) if meta.is_dir() else []:
-        try:
-            out.append((f, json.loads(f.read_text(encoding="utf-8"))))
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def is_conda_prefix(prefix: Path) -> bool:
-    return (Path(prefix) / "conda-meta").is_dir()
-
-
-def conda_relocation(prefix: Path) -> CondaRelocation:
-    text: list[str] = []
-    binary: dict[str, int] = {}
-    for _f, rec in _meta_records(prefix):
-        for p in rec.get("paths_data", {}).get("paths", []):
-            path = p["_path"]
-            ph = p.get("prefix_placeholder")
-            if ph and p.get("file_mode") == "binary":
-                binary[path] = min(binary.get(path, 1 << 30), len(ph.encode()))
-            elif ph or p.get("path_type") == "unix_python_entry_point":
-                text.append(path)
-    shortest = min(binary.values()) if binary else None
-    return CondaRelocation(tuple(sorted(set(text))), tuple(sorted(binary)), shortest, binary)
-
-
-def check_new_prefix(prefix: Path, new_prefix: str, reloc: CondaRelocation | None = None) -> None:
-    """Raise UsageError if `new_prefix` does not fit a binary placeholder. Call before writing."""
-    reloc = reloc or conda_relocation(prefix)
-    n = len(os.fsencode(str(new_prefix)))
-    if reloc.shortest_placeholder is not None and n > reloc.shortest_placeholder:
-        worst = sorted(p for p, ln in reloc.placeholders.items() if ln < n)
-        raise UsageError(
-            f"the path {new_prefix} is {n} bytes, but conda packages in this stack have binary "
-            f"files with room for a prefix of at most {reloc.shortest_placeholder} bytes "
-            f"({', '.join(worst[:3])}{' ...' if len(worst) > 3 else ''}); choose a shorter path"
-        )
-
-
-def replace_in_padding(data: bytes, old: bytes, new: bytes) -> bytes:
-    """Replace `old` with `new` in NUL-terminated strings, keeping the file's length.
-
-    A shorter `new` is padded with NULs (as conda does). A longer one grows into the NUL
-    padding conda left after the string's terminator when it installed a shorter prefix
-    than the placeholder; if that room is not all NUL, nothing is changed and UsageError
-    is raised.
-    """
-    out = bytearray()
-    pos = 0
-    while (i := data.find(old, pos)) >= 0:
-        end = data.find(b"\0", i)
-        if end < 0:
-            end = len(data)
-        s = data[i:end]
-        r = s.replace(old, new)
-        if len(r) <= len(s):
-            out += data[pos:i] + r + b"\0" * (len(s) - len(r))
-            pos = end
-        else:
-            grow = len(r) - len(s)
-            room = data[end : end + grow + 1]
-            if len(room) < grow + 1 or room.strip(b"\0"):
-                raise UsageError(
-                    f"no room for a {len(new)}-byte prefix in a binary string "
-                    f"(needs {grow} more padding bytes)"
-                )
-            out += data[pos:i] + r
-            pos = end + grow
-    out += data[pos:]
-    assert len(out) == len(data)
-    return bytes(out)
-
-
-def relocate_conda(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
-    """Rewrite a copied conda prefix at `root` from old_prefix to new_prefix.
-
-    Checks every binary first (nothing is written if one has no room), then rewrites
-    text files and binaries as new inodes (never in place: they may be hardlinks into the
-    package cache or the source stack), then updates conda-meta so it stays valid.
-    Returns the relative paths rewritten.
-    """
-    from .relocate import rewrite_file, write_replacing
-
-    root = Path(root)
-    reloc = conda_relocation(root)
-    check_new_prefix(root, new_prefix, reloc)
-    o, n = os.fsencode(old_prefix), os.fsencode(new_prefix)
-    for rel in reloc.binary_files:
-        p = root / rel
-        if p.is_file() and not p.is_symlink():
-            replace_in_padding(p.read_bytes(), o, n)  # dry run: raises before any write
-    changed: list[str] = []
-    for rel in reloc.text_files:
-        p = root / rel
-        if p.is_file() and not p.is_symlink() and rewrite_file(p, old_prefix, new_prefix):
-            changed.append(rel)
-    for rel in reloc.binary_files:
-        p = root / rel
-        if not p.is_file() or p.is_symlink():
-            continue
-        data = p.read_bytes()
-        if o in data:
-            write_replacing(p, replace_in_padding(data, o, n))
-            changed.append(rel)
-    rewrite_conda_meta(root, changed)
-    return changed
-
-
-def rewrite_conda_meta(root: Path, changed: Iterable[str]) -> None:
-    """Refresh sha256_in_prefix (and size) in conda-meta for files rewritten by a relocation.
-
-    conda-meta names no prefix itself (paths are relative; prefix_placeholder is the
-    package's build placeholder), so only the per-file hashes change with the prefix.
-    """
-    from .fsutil import atomic_write_bytes
-
-    root = Path(root)
-    todo = set(changed)
-    if not todo:
-        return
-    for f, rec in _meta_records(root):
-        dirty = False
-        for p in rec.get("paths_data", {}).get("paths", []):
-            if p["_path"] in todo:
-                data = (root / p["_path"]).read_bytes()
-                p["sha256_in_prefix"] = hashlib.sha256(data).hexdigest()
-                if p.get("file_mode") != "binary" and "prefix_placeholder" not in p:
-                    p["size_in_bytes"] = len(data)
-                dirty = True
-        if dirty:
-            mode = f.stat().st_mode & 0o777
-            atomic_write_bytes(f, (json.dumps(rec, indent=2) + "\n").encode(), mode | 0o200)
-            os.chmod(f, mode)
 
 
 # -- the build's entry point ---------------------------------------------------------------
@@ -690,5 +392,7 @@ def build_conda_prefix(
                                    repodata_cache=root.meta / REPODATA)
     rec = records_dir(tmp)
     rec.mkdir(parents=True, exist_ok=True)
+    from .condalock import write_lock
+
     write_lock(rec / LOCK_NAME, result)
     return result.python_version, result.python_xy, result.stack_json()

@@ -41,6 +41,7 @@ MAX_META = 256 << 20  # a manifest of a million files is ~150 MB
 READ_AHEAD_JOBS = 8  # files being read at once while packing
 READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
 READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
+STREAM_LEVEL = 1  # packing on the fly for stage: compression speed is on the critical path
 T = TypeVar("T")
 
 
@@ -267,7 +268,8 @@ def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
     """Stream the archive as an uncompressed tar into `out`; checks each file as it reads it.
 
     The order is deterministic (sorted); files are read ahead of the writer by a few threads."""
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tf:
+    buffered = _Buffer(out)  # the compressor gets 1 MiB at a time, not 10 KiB records
+    with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
         for name, blob in _meta_blobs(header, parts):
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode = len(blob), 0o644
@@ -291,6 +293,23 @@ def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
             with contextlib.closing(reads):
                 for (rel, entry), (st, data, digest) in zip(files, reads, strict=True):
                     _add_file(tf, f"{p.role}/{rel}", src / rel, entry, st, data, digest)
+    buffered.flush()
+
+
+class _Buffer:
+    def __init__(self, out: IO[bytes], size: int = 1 << 20) -> None:
+        self.out, self.size, self.buf = out, size, bytearray()
+
+    def write(self, b: bytes) -> int:
+        self.buf += b
+        if len(self.buf) >= self.size:
+            self.flush()
+        return len(b)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write(self.buf)
+            self.buf = bytearray()
 
 
 def _add_file(tf: tarfile.TarFile, name: str, path: Path, entry: FileEntry, st: os.stat_result,
@@ -363,7 +382,7 @@ def _write_squashfs(out: Path, header: Header, parts: list[Part]) -> None:
 
 
 def stream_chunks(target: str, root: SiteRoot, layer: str | None, chunk: int,
-                  level: int = 3) -> tuple[Header, Iterator[bytes]]:
+                  level: int = STREAM_LEVEL) -> tuple[Header, Iterator[bytes]]:
     """Resolve now; then yield the tar.zst in chunks, produced by a thread as they are read."""
     import queue
 

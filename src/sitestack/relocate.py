@@ -132,8 +132,10 @@ def relocate(
         if os.path.islink(path) or not path.is_file():
             continue
         if hit.kind == "binary":
+            data = path.read_bytes()
+            if o not in data:
+                continue  # a hit for another prefix (build: the final one), nothing to do
             if hit.path in padded:
-                data = path.read_bytes()
                 write_replacing(path, replace_padded(data, o, n))
                 acc.rewritten.append(hit.path)
             else:

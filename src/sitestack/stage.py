@@ -110,7 +110,7 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
         root = tmp / role
         changed: set[str] = set()
         if role == "stack" and (root / "conda-meta").is_dir():
-            from .conda import relocate_conda
+            from .condaprefix import relocate_conda
 
             changed |= set(relocate_conda(root, h.prefixes["stack"], mapping[h.prefixes["stack"]]))
             changed |= {f"conda-meta/{p.name}" for p in (root / "conda-meta").glob("*.json")}
