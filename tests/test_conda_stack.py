@@ -120,3 +120,24 @@ def test_pypi_conflict_with_conda_is_reported(conda_root: SiteRoot, conda_channe
     r = run_cli("build", str(spec), "--root", str(conda_root.path), "--version", "conflict")
     assert r.returncode == 3 and "pyhello" in r.stderr, r.stderr
     assert not (conda_root.stacks / "cconda" / "conflict").exists()
+
+
+def test_stage_of_conda_stack_rewrites_placeholders(conda_stack: StackRecord, conda_root: SiteRoot,
+                                                    tmp_path: Path) -> None:
+    to = tmp_path / "node-local"
+    r = run_cli("stage", conda_stack.ref, "--root", str(conda_root.path), "--to", str(to), "--no-mpi", "--json")
+    assert r.returncode == 0, r.stderr
+    staged = Path(json.loads(r.stdout)["path"]) / "stack"
+    out = subprocess.run([str(staged / "bin" / "binpfx")], capture_output=True, text=True, check=True).stdout
+    assert str(staged) in out and str(conda_stack.prefix) not in out, "binary placeholder names the staged copy"
+    assert str(conda_stack.prefix).encode() not in (staged / "bin" / "binpfx").read_bytes()
+    r = subprocess.run([str(staged / "bin" / "python3.11"), "-c", "import sys, pyhello; print(sys.prefix); print(pyhello.__file__)"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split() == [str(staged), str(staged / "lib/python3.11/site-packages/pyhello/__init__.py")]
+    # conda-meta stays valid: every recorded sha256_in_prefix matches the rewritten file.
+    import hashlib
+
+    for meta in (staged / "conda-meta").glob("*.json"):
+        for p in json.loads(meta.read_text()).get("paths_data", {}).get("paths", []):
+            if p.get("sha256_in_prefix") and not os.path.islink(staged / p["_path"]):
+                assert hashlib.sha256((staged / p["_path"]).read_bytes()).hexdigest() == p["sha256_in_prefix"], p["_path"]

@@ -110,8 +110,14 @@ def test_verify_detects_tampering(root: tuple[SiteRoot, BuildStack], workdir: Pa
 def test_root_from_environment(root: tuple[SiteRoot, BuildStack]) -> None:
     r, _ = root
     env = dict(os.environ, SITESTACK_ROOT=str(r.path))
+    env.pop("SITESTACK_STACK_ROOT", None)
     res = run_cli("list", "--json", env=env)
     assert res.returncode == 0 and len(json.loads(res.stdout)) == 2
+    # With a stack module loaded (and no SITESTACK_ROOT), its site is the root.
+    env.pop("SITESTACK_ROOT")
+    env["SITESTACK_STACK_ROOT"] = str(r.path)
+    res = run_cli("list", "--json", env=env)
+    assert res.returncode == 0 and {x["version"] for x in json.loads(res.stdout)} == {"2022-07-19", "2024-04-29"}
 
 
 def test_cpython_own_tests_pass_on_relocated_interpreter(root: tuple[SiteRoot, BuildStack], workdir: Path) -> None:

@@ -73,11 +73,14 @@ def default_root() -> Path:
 
 
 def resolve_root(cli_root: str | os.PathLike[str] | None) -> SiteRoot:
-    """--root, then SITESTACK_ROOT, then the per-user data folder."""
+    """--root, then SITESTACK_ROOT, then the root of the loaded module, then a per-user folder."""
     if cli_root:
         raw = Path(cli_root)
     elif os.environ.get("SITESTACK_ROOT"):
         raw = Path(os.environ["SITESTACK_ROOT"])
+    elif os.environ.get("SITESTACK_STACK_ROOT"):
+        # Set by a loaded stack module: a user who ran `module load conda` means that site.
+        raw = Path(os.environ["SITESTACK_STACK_ROOT"])
     else:
         raw = default_root()
     return SiteRoot(Path(os.path.abspath(os.path.expanduser(raw))))

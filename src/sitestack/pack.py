@@ -37,7 +37,6 @@ META = ".sitestack-pack"
 ROLES = ("stack", "layer")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SQUASHFS_MAGIC = b"hsqs"
-MAX_META = 256 << 20  # a manifest of a million files is ~150 MB
 READ_AHEAD_JOBS = 8  # files being read at once while packing
 READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
 READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
