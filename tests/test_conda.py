@@ -15,6 +15,7 @@ pytest.importorskip("rattler")
 
 from sitestack import conda, condalock, condaprefix  # noqa: E402
 from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # noqa: E402
+from sitestack.relocate import replace_padded  # noqa: E402
 from sitestack.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import (  # noqa: E402
     PLACEHOLDER,
@@ -269,15 +270,15 @@ def test_relocate_too_long_prefix_writes_nothing(
     assert {p: (clone / p).read_bytes() for p in snap} == snap
 
 
-def test_replace_in_padding() -> None:
+def test_replace_padded() -> None:
     data = b"AA/old/x\0\0\0\0\0\0BB/old\0\0\0\0CC"
-    assert condaprefix.replace_in_padding(data, b"/old", b"/n") == b"AA/n/x\0\0\0\0\0\0\0\0BB/n\0\0\0\0\0\0CC"
-    grown = condaprefix.replace_in_padding(data, b"/old", b"/longer")
+    assert replace_padded(data, b"/old", b"/n") == b"AA/n/x\0\0\0\0\0\0\0\0BB/n\0\0\0\0\0\0CC"
+    grown = replace_padded(data, b"/old", b"/longer")
     assert grown == b"AA/longer/x\0\0\0BB/longer\0CC"  # grew into the padding
     with pytest.raises(UsageError):
-        condaprefix.replace_in_padding(data, b"/old", b"/much-longer-than-room")
+        replace_padded(data, b"/old", b"/much-longer-than-room")
     with pytest.raises(UsageError):  # the byte after the terminator is not padding
-        condaprefix.replace_in_padding(b"/old\0X", b"/old", b"/old2")
+        replace_padded(b"/old\0X", b"/old", b"/old2")
 
 
 def test_check_conda_files_catches_overwrites(channel: Path, tmp_path: Path) -> None:

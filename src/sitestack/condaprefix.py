@@ -113,40 +113,6 @@ def check_new_prefix(prefix: Path, new_prefix: str, reloc: CondaRelocation | Non
         )
 
 
-def replace_in_padding(data: bytes, old: bytes, new: bytes) -> bytes:
-    """Replace `old` with `new` in NUL-terminated strings, keeping the file's length.
-
-    A shorter `new` is padded with NULs (as conda does). A longer one grows into the NUL
-    padding conda left after the string's terminator when it installed a shorter prefix
-    than the placeholder; if that room is not all NUL, nothing is changed and UsageError
-    is raised.
-    """
-    out = bytearray()
-    pos = 0
-    while (i := data.find(old, pos)) >= 0:
-        end = data.find(b"\0", i)
-        if end < 0:
-            end = len(data)
-        s = data[i:end]
-        r = s.replace(old, new)
-        if len(r) <= len(s):
-            out += data[pos:i] + r + b"\0" * (len(s) - len(r))
-            pos = end
-        else:
-            grow = len(r) - len(s)
-            room = data[end : end + grow + 1]
-            if len(room) < grow + 1 or room.strip(b"\0"):
-                raise UsageError(
-                    f"no room for a {len(new)}-byte prefix in a binary string "
-                    f"(needs {grow} more padding bytes)"
-                )
-            out += data[pos:i] + r
-            pos = end + grow
-    out += data[pos:]
-    assert len(out) == len(data)
-    return bytes(out)
-
-
 def relocate_conda(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
     """Rewrite a copied conda prefix at `root` from old_prefix to new_prefix.
 
@@ -155,7 +121,7 @@ def relocate_conda(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
     package cache or the source stack), then updates conda-meta so it stays valid.
     Returns the relative paths rewritten.
     """
-    from .relocate import rewrite_file, write_replacing
+    from .relocate import replace_padded, rewrite_file, write_replacing
 
     root = Path(root)
     reloc = conda_relocation(root)
@@ -164,7 +130,7 @@ def relocate_conda(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
     for rel in reloc.binary_files:
         p = root / rel
         if p.is_file() and not p.is_symlink():
-            replace_in_padding(p.read_bytes(), o, n)  # dry run: raises before any write
+            replace_padded(p.read_bytes(), o, n)  # dry run: raises before any write
     changed: list[str] = []
     for rel in reloc.text_files:
         p = root / rel
@@ -176,7 +142,7 @@ def relocate_conda(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
             continue
         data = p.read_bytes()
         if o in data:
-            write_replacing(p, replace_in_padding(data, o, n))
+            write_replacing(p, replace_padded(data, o, n))
             changed.append(rel)
     rewrite_conda_meta(root, changed)
     return changed

@@ -54,16 +54,13 @@ def _shquote(b: bytes) -> bytes:
 
 
 def replace_padded(data: bytes, old: bytes, new: bytes) -> bytes:
-    """Replace `old` inside NUL-terminated strings, padding with NULs as conda does.
+    """Replace `old` with `new` in NUL-terminated strings, keeping the file's length (conda's way).
 
-    The binary keeps its length: each C string that contains `old` is rewritten with
-    `new` and then padded with NULs up to its former terminator.
+    A shorter `new` is padded with NULs (as conda does). A longer one grows into the NUL
+    padding conda left after the string's terminator when it installed a shorter prefix
+    than the placeholder; if that room is not all NUL, nothing is changed and UsageError
+    is raised.
     """
-    if len(new) > len(old):
-        raise UsageError(
-            f"new prefix is {len(new)} bytes, longer than the {len(old)}-byte placeholder "
-            "a binary file carries; choose a shorter path"
-        )
     out = bytearray()
     pos = 0
     while (i := data.find(old, pos)) >= 0:
@@ -71,9 +68,20 @@ def replace_padded(data: bytes, old: bytes, new: bytes) -> bytes:
         if end < 0:
             end = len(data)
         s = data[i:end]
-        replaced = s.replace(old, new)
-        out += data[pos:i] + replaced + b"\0" * (len(s) - len(replaced))
-        pos = end
+        r = s.replace(old, new)
+        if len(r) <= len(s):
+            out += data[pos:i] + r + b"\0" * (len(s) - len(r))
+            pos = end
+        else:
+            grow = len(r) - len(s)
+            room = data[end : end + grow + 1]
+            if len(room) < grow + 1 or room.strip(b"\0"):
+                raise UsageError(
+                    f"no room for a {len(new)}-byte prefix in a binary string "
+                    f"(needs {grow} more padding bytes)"
+                )
+            out += data[pos:i] + r
+            pos = end + grow
     out += data[pos:]
     assert len(out) == len(data)
     return bytes(out)
