@@ -134,17 +134,32 @@ def patchelf_bin() -> str:
     return found
 
 
-def _ignore_for(shared: bool) -> Callable[[str, list[str]], set[str]]:
-    def ignore(src: str, names: list[str]) -> set[str]:
-        # Keep plain .pyc (valid because copy2 keeps mtimes); drop optimised variants.
-        skip = {n for n in names if n in SKIP_STDLIB}
-        skip |= {n for n in names if n.endswith((".opt-1.pyc", ".opt-2.pyc"))}
-        if shared and os.path.basename(src).startswith("config-"):
-            # The static libpython (~45 MB) is only for embedding; the shared one serves.
-            skip |= {n for n in names if n.startswith("libpython") and n.endswith(".a")}
-        return skip
+def _keep_for(shared: bool) -> Callable[[str], bool]:
+    def keep(rel: str) -> bool:
+        parts = rel.split("/")
+        if SKIP_STDLIB.intersection(parts):
+            return False
+        name = parts[-1]
+        # Keep plain .pyc (valid because the copy keeps mtimes); drop optimised variants.
+        if name.endswith((".opt-1.pyc", ".opt-2.pyc")):
+            return False
+        # The static libpython (~45 MB) is only for embedding; the shared one serves.
+        return not (shared and parts[0].startswith("config-") and name.startswith("libpython") and name.endswith(".a"))
 
-    return ignore
+    return keep
+
+
+def _copy_stdlib(src: Path, dest: Path, keep: Callable[[str], bool]) -> None:
+    """A filtered, parallel copy (thousands of small files: threads overlap the syscalls)."""
+    from .copytree import clone_files, make_dirs, scan_tree
+
+    tree = scan_tree(src)
+    dest.mkdir(parents=True)
+    make_dirs(dest, [d for d in tree.dirs if keep(d)])
+    clone_files(src, dest, [f for f in tree.files if keep(f[0])], "copy", jobs=4)
+    for rel, target in tree.links:
+        if keep(rel):
+            os.symlink(target, dest / rel)
 
 
 def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path) -> list[str]:
@@ -173,7 +188,7 @@ def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path) -> lis
             else:
                 shutil.copy2(f, dest)
     stdlib_dest = libdir / f"python{src.xy}"
-    shutil.copytree(src.stdlib, stdlib_dest, symlinks=True, ignore=_ignore_for(src.shared))
+    _copy_stdlib(src.stdlib, stdlib_dest, _keep_for(src.shared))
     (stdlib_dest / "site-packages").mkdir(exist_ok=True)
     if src.include.is_dir():
         shutil.copytree(src.include, prefix / "include" / src.include.name, symlinks=True)
