@@ -396,6 +396,11 @@ def test_interrupted_clone_leaves_nothing_at_path(sig: str, stack: StackRecord, 
     else:
         assert proc.returncode == -9
         assert len(left) == 1 and left[0].startswith(".interrupted.clone-")  # only the temp folder
+        # The next clone to that path removes the dead process's temp folder.
+        r = subprocess.run([sys.executable, "-m", "sitestack", "clone", stack.ref, "--root", str(site_root.path),
+                            "--prefix", str(dest), "--mode", "copy"], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        assert sorted(p.name for p in parent.iterdir()) == ["interrupted"]
     stack_unchanged(stack)
 
 

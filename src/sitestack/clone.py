@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import shlex
+import socket
 import sys
 import tempfile
 import time
@@ -184,7 +185,8 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         raise ConflictError(f"cannot create {parent}: {ex.strerror}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConflictError(f"{parent} is not writable by you")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.clone-", dir=parent))
+    _clear_stale_temps(parent, dest.name)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.clone-{_HOST}-{os.getpid()}-", dir=parent))
     try:
         os.chmod(tmp, 0o755)
         probe_file = _probe_file(rec.prefix, shared_files)
@@ -302,6 +304,30 @@ def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str) -> int:
             except (py_compile.PyCompileError, OSError):
                 pass  # left to the import system
     return done
+
+
+_HOST = socket.gethostname().replace("-", "_")
+
+
+def _clear_stale_temps(parent: Path, name: str) -> None:
+    """Remove temp folders of clones to this path killed (kill -9) on this host.
+
+    The name carries host and pid; a folder whose process is gone is garbage. Folders of
+    live processes, and of other hosts (a shared home), are left alone.
+    """
+    from .fsutil import rmtree
+
+    for d in parent.glob(f".{name}.clone-{_HOST}-*-*"):
+        try:
+            pid = int(d.name[len(f".{name}.clone-{_HOST}-"):].split("-", 1)[0])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            rmtree(d)
+        except PermissionError:
+            pass  # alive, another user's
 
 
 def _publish(tmp: Path, dest: Path) -> None:
