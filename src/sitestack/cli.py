@@ -35,7 +35,7 @@ def _command_module(argv: list[str]) -> str | None:
 def parser(only: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sitestack", description="Dated, read-only Python stacks for shared machines.")
     p.add_argument("--version", action="version", version=f"sitestack {__version__}")
-    p.add_argument("--root", help="site root (default: $SITESTACK_ROOT, then a per-user data folder)")
+    p.add_argument("--root", help="site root (default: $SITESTACK_ROOT, then the loaded stack module's root, then a per-user data folder)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     names = [only] if only else sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
     for mod in names:
