@@ -283,3 +283,19 @@ def test_mpi_bad_target_same_error_everywhere(site_root, scratch: Path) -> None:
     for r in ranks:
         assert r.rc == 2 and "no stack named 'nosuchstack'" in r.err, r.err
     assert not (scratch / "sitestack").exists()
+
+
+@pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
+def test_mpi_stage_from_squashfs_archive(stack: StackRecord, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    sqfs = scratch / "stack.sqfs"
+    run_cli("pack", stack.ref, "-o", str(sqfs), "--root", str(site_root.path), check=True)
+    ranks = mpirun(STAGE, scratch, mpi_env(site_root.path), "--archive", str(sqfs),
+                   "--to", str(scratch / "{node}"), "--json")
+    assert [r.rc for r in ranks] == [0, 0, 0, 0], [r.err for r in ranks]
+    finals = {Path(json.loads(r.out)["path"]) for r in ranks}
+    assert {f.parent.parent.name for f in finals} == {"nodeA", "nodeB"}
+    for final in finals:
+        out = subprocess.run([str(final / "stack" / "bin" / "python3"), "-c",
+                              "import sys, shadowme; print(sys.prefix, shadowme.__file__)"],
+                             capture_output=True, text=True, check=True).stdout.split()
+        assert out[0] == str(final / "stack") and out[1].startswith(out[0] + "/")
