@@ -139,7 +139,7 @@ def build(
                 log.step(f"copying Python {source.version} from {source.base_prefix}")
                 copy_interpreter(source, tmp, final)
                 python, py_xy, extra = source.version, source.xy, {}
-                packages = install_packages(spec, tmp, py_xy, log)
+                packages = install_packages(spec, tmp, py_xy, log, root=root)
             log.step("running smoke tests")
             results = run_smoke_tests(spec, tmp, py_xy, log)
             finish(spec, tmp, final, root, version, python, py_xy, packages, results, log, extra)
@@ -224,8 +224,14 @@ def _uv_reason(text: str) -> str:
     return "\n".join("  " + ln for ln in lines[-15:])
 
 
-def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None) -> dict[str, str]:
-    """Install pip and the spec's requirements with uv; return {name: version} of everything."""
+def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
+                     root: SiteRoot | None = None) -> dict[str, str]:
+    """Install pip and the spec's requirements with uv; return {name: version} of everything.
+
+    With a site root (and no per-package build options, no conda layer underneath), the set
+    is resolved once and every distribution comes from the site's compiled package cache
+    (pkgcache.py), hardlinked; otherwise uv installs straight into the prefix.
+    """
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
 
@@ -249,10 +255,20 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
             reqs = [str(bundled[-1]) if r in pip_reqs else r for r in reqs]
     elif not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
         reqs.insert(0, "pip")
+    if root is not None and not p.build and not skip and reqs:
+        from . import pkgcache
+
+        index = index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)
+        log.step(f"resolving {len(reqs)} requirement(s) with uv")
+        pins = pkgcache.resolve(reqs, py, index, log)
+        entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log)
+        linked, copied = pkgcache.link(entries, prefix)
+        log.step(f"linked {len(pins)} distribution(s) from the site cache ({linked} files shared, {copied} copied)")
+        reqs = []
     # Packages with build options go first, each with its own environment, so their
     # options apply to them alone; the final call then finds them already satisfied.
     for pkg, opts in p.build.items():
-        match = [r for r in reqs if canonicalize_name(Requirement(r).name) == pkg] or [pkg]
+        match = [r for r in reqs if not r.startswith("/") and canonicalize_name(Requirement(r).name) == pkg] or [pkg]
         cmd = base + (["--no-binary-package", pkg] if opts.no_binary else []) + match
         log.step(f"building {pkg}" + (" from source" if opts.no_binary else ""))
         _run(cmd, log, f"installing {pkg}", env=uv_env(dict(opts.env)))

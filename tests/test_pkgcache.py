@@ -1,0 +1,79 @@
+"""The site's compiled package cache: stacks share inodes, never depend on the cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sitestack.build import BuildLog, build
+from sitestack.fsutil import rmtree
+from sitestack.layout import SiteRoot
+from sitestack.manifest import Manifest, verify
+from sitestack.site import Site, StackRecord
+from sitestack.spec import parse_spec
+from tests.conftest import BuildStack, make_builder, spec_text
+
+
+@pytest.fixture(scope="module")
+def cache_root(workdir: Path, wheelhouse: Path) -> tuple[SiteRoot, BuildStack]:
+    root = SiteRoot(workdir / "site-pkgcache")
+    root.path.mkdir()
+    return root, make_builder(root, wheelhouse)
+
+
+def test_versions_share_package_inodes_not_scripts(cache_root: tuple[SiteRoot, BuildStack]) -> None:
+    root, b = cache_root
+    a = b("pc", "1", ["tinyapp", "shadowme==2.0"])
+    c = b("pc", "2", ["tinyapp", "shadowme==2.0", "needsnew"])
+    for rel in ("shadowme/__init__.py", "tinyapp/__init__.py"):
+        assert os.stat(a.site_packages / rel).st_ino == os.stat(c.site_packages / rel).st_ino, rel
+    pyc = next((a.site_packages / "shadowme" / "__pycache__").glob("*.pyc"))
+    assert os.stat(pyc).st_ino == os.stat(c.site_packages / "shadowme" / "__pycache__" / pyc.name).st_ino
+    # Console scripts name their own stack: copied, never shared.
+    sa, sc = a.prefix / "bin" / "tinyapp", c.prefix / "bin" / "tinyapp"
+    assert os.stat(sa).st_ino != os.stat(sc).st_ino
+    assert sa.read_text().startswith(f"#!{a.prefix}/bin/python") and sc.read_text().startswith(f"#!{c.prefix}/bin/python")
+    for rec in (a, c):
+        assert subprocess.run([str(rec.prefix / "bin" / "tinyapp")], capture_output=True, text=True).stdout.strip() == "tinyapp 1.0"
+    # The cache holds one entry per distribution, read-only.
+    entries = sorted(p.name.rsplit("-", 1)[0] for p in (root.meta / "pypi").iterdir())
+    assert entries == ["needsnew-1.0", "pip-23.2.1-py3-none-any.whl", "shadowme-2.0", "tinyapp-1.0"]
+    assert not os.stat(root.meta / "pypi").st_mode & 0o022 or all(
+        not os.stat(p).st_mode & 0o222 for p in (root.meta / "pypi").rglob("*.py"))
+
+
+def _ok(rec: StackRecord) -> None:
+    assert verify(rec.prefix, Manifest.load(rec.records / "manifest.json"), check_mode=True) == []
+    r = subprocess.run([str(rec.python_exe), "-c", "import shadowme, tinyapp, pip"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_stacks_survive_removal_of_the_cache(cache_root: tuple[SiteRoot, BuildStack], wheelhouse: Path) -> None:
+    root, b = cache_root
+    a = b("pc", "1", ["tinyapp", "shadowme==2.0"])
+    rmtree(root.meta / "pypi")
+    _ok(a)
+    # A stale temp entry of a killed build is cleared when the cache is next filled.
+    (root.meta / "pypi").mkdir()
+    (root.meta / "pypi" / ".tmp-killed").mkdir()
+    build(parse_spec(spec_text("pc", ["tinyapp", "shadowme==2.0"], wheelhouse)), root, version="3",
+          log=BuildLog(echo=False))
+    _ok(Site(root).get("pc/3"))
+    assert not (root.meta / "pypi" / ".tmp-killed").exists()
+    assert len(list((root.meta / "pypi").iterdir())) == 3  # pip, shadowme, tinyapp
+
+
+def test_build_options_bypass_the_cache(cache_root: tuple[SiteRoot, BuildStack], wheelhouse: Path) -> None:
+    root, _ = cache_root
+    text = spec_text("opts", ["tinyapp", "basepkg==1.0"], wheelhouse,
+                     extra='\n[packages.build.basepkg]\nenv = { SOME_FLAG = "1" }\n')
+    before = set(os.listdir(root.meta / "pypi"))
+    build(parse_spec(text), root, version="1", log=BuildLog(echo=False))
+    rec = Site(root).get("opts/1")
+    assert rec.packages["basepkg"] == "1.0"
+    log = (rec.records / "build.log").read_text()
+    assert "building basepkg" in log and "basepkg==1.0" in log  # its own uv call, with its own env
+    assert set(os.listdir(root.meta / "pypi")) == before, "a build with per-package options installs directly"
