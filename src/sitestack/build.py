@@ -12,7 +12,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from .manifest import PREFIX_FILES, refresh, save_prefix_files, scan
 from .relocate import relocate, relocate_symlinks
 from .smoke import run_smoke_tests
 from .spec import StackSpec, check_name
-from .uvtool import index_args, uv_bin, uv_env
+from .uvtool import index_args, run_logged, uv_bin, uv_env
 
 Log = Callable[[str], None]
 
@@ -209,21 +208,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _run(cmd: list[str], log: BuildLog, what: str, env: dict[str, str] | None = None) -> str:
-    log.add("$ " + " ".join(cmd))
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    log.add(r.stdout + r.stderr)
-    if r.returncode != 0:
-        raise BuildError(f"{what} failed:\n{_uv_reason(r.stderr or r.stdout)}")
-    return r.stdout
-
-
-def _uv_reason(text: str) -> str:
-    """uv's explanation without its progress noise."""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(("Resolved", "Prepared", "Installed", "Using"))]
-    return "\n".join("  " + ln for ln in lines[-15:])
-
-
 def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
                      root: SiteRoot | None = None) -> dict[str, str]:
     """Install pip and the spec's requirements with uv; return {name: version} of everything.
@@ -271,11 +255,11 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         match = [r for r in reqs if not r.startswith("/") and canonicalize_name(Requirement(r).name) == pkg] or [pkg]
         cmd = base + (["--no-binary-package", pkg] if opts.no_binary else []) + match
         log.step(f"building {pkg}" + (" from source" if opts.no_binary else ""))
-        _run(cmd, log, f"installing {pkg}", env=uv_env(dict(opts.env)))
+        run_logged(cmd, log, f"installing {pkg}", env=uv_env(dict(opts.env)))
     if reqs:
         log.step(f"installing {len(reqs)} requirement(s) with uv")
-        _run(base + [r for r in reqs], log, "resolving and installing packages", env=env)
-    out = _run([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
+        run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
+    out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
     return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
 
 
@@ -343,15 +327,7 @@ def _layer_pip(prefix: Path, py_xy: str) -> None:
 
 def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog) -> None:
     """Compile every .py (stdlib too): a read-only prefix can never cache bytecode later."""
-    py = str(prefix / "bin" / f"python{py_xy}")
-    env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONPYCACHEPREFIX")}
-    env["PYTHONNOUSERSITE"] = "1"
-    targets = [str(prefix / "lib" / f"python{py_xy}")]
-    cmd = [py, "-E", "-s", "-m", "compileall", "-q", "-j", "0", "-s", str(prefix), "-p", str(final),
-           *[t for t in targets if os.path.isdir(t)]]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    log.add(r.stdout + r.stderr)
-    # compileall exits 1 when any file fails (e.g. templates with py2 syntax): keep going,
-    # but fail if it crashed outright.
-    if r.returncode not in (0, 1):
-        raise BuildError(f"compiling bytecode failed: {r.stderr.strip()[-500:]}")
+    from .bytecode import compile_dirs
+
+    compile_dirs(str(prefix / "bin" / f"python{py_xy}"), [str(prefix / "lib" / f"python{py_xy}")], log,
+                 strip=str(prefix), prepend=str(final))

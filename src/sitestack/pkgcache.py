@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import BuildError
+from .bytecode import compile_dirs
 from .fsutil import atomic_write_json, file_lock, make_readonly, rmtree
 from .manifest import scan
-from .uvtool import uv_bin, uv_env
+from .uvtool import run_logged, uv_bin, uv_env
 
 if TYPE_CHECKING:
     from .build import BuildLog
@@ -56,14 +56,7 @@ def cache_root(root: SiteRoot) -> Path:
 
 
 def _uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None) -> str:
-    log.add("$ uv " + " ".join(args))
-    r = subprocess.run([uv_bin(), *args], input=stdin, capture_output=True, text=True, env=uv_env())
-    log.add(r.stdout + r.stderr)
-    if r.returncode != 0:
-        from .build import _uv_reason
-
-        raise BuildError(f"{what} failed:\n{_uv_reason(r.stderr or r.stdout)}")
-    return r.stdout
+    return run_logged([uv_bin(), *args], log, what, env=uv_env(), stdin=stdin)
 
 
 def resolve(requirements: Sequence[str], python: str, index: Sequence[str], log: BuildLog) -> list[str]:
@@ -142,15 +135,7 @@ def _populate(missing: Sequence[str], names: dict[str, str], python: str, prefix
             _uv(["pip", "install", "--no-deps", "--link-mode", "copy", "--prefix", str(tmp / "tree"),
                  "--python", python, *index, pin], log, f"installing {pin}")
         # One compile for all new entries: every core busy once, not once per package.
-        dirs = [str(t / "tree" / "lib" / f"python{py_xy}") for t in temps.values()
-                if (t / "tree" / "lib" / f"python{py_xy}").is_dir()]
-        if dirs:
-            env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONPYCACHEPREFIX")}
-            r = subprocess.run([python, "-E", "-s", "-m", "compileall", "-q", "-j", "0", *dirs],
-                               capture_output=True, text=True, env=env)
-            log.add(r.stdout + r.stderr)
-            if r.returncode not in (0, 1):
-                raise BuildError(f"compiling bytecode failed: {r.stderr.strip()[-500:]}")
+        compile_dirs(python, [str(t / "tree" / "lib" / f"python{py_xy}") for t in temps.values()], log)
         for pin, tmp in temps.items():
             old = (str(tmp / "tree"), str(prefix))
             _m, hits = scan(tmp / "tree", old, exclude=())

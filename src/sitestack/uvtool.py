@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
+from typing import Protocol
 
-from .errors import ToolMissingError
+from .errors import BuildError, ToolMissingError
+
+
+class _Log(Protocol):
+    def add(self, text: str) -> None: ...
 
 
 def uv_bin() -> str:
@@ -53,3 +59,21 @@ def index_args(
     if no_index:
         args.append("--no-index")
     return args
+
+
+def uv_reason(text: str) -> str:
+    """uv's explanation without its progress noise."""
+    skip = ("Resolved", "Prepared", "Installed", "Using")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(skip)]
+    return "\n".join("  " + ln for ln in lines[-15:])
+
+
+def run_logged(cmd: list[str], log: _Log, what: str, *, env: dict[str, str] | None = None,
+               stdin: str | None = None) -> str:
+    """Run a uv (or other) command into the build log; BuildError with uv's reason on failure."""
+    log.add("$ " + " ".join(cmd))
+    r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env)
+    log.add(r.stdout + r.stderr)
+    if r.returncode != 0:
+        raise BuildError(f"{what} failed:\n{uv_reason(r.stderr or r.stdout)}")
+    return r.stdout
