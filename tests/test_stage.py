@@ -299,3 +299,36 @@ def test_mpi_stage_from_squashfs_archive(stack: StackRecord, site_root, scratch:
                               "import sys, shadowme; print(sys.prefix, shadowme.__file__)"],
                              capture_output=True, text=True, check=True).stdout.split()
         assert out[0] == str(final / "stack") and out[1].startswith(out[0] + "/")
+
+
+def test_stage_reads_the_published_archive(stack: StackRecord, build_stack, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    published = site_root.archive(stack.name, stack.version)
+    try:
+        run_cli("pack", stack.ref, "--publish", "--root", str(site_root.path), check=True)
+        assert published.is_file()
+        for to, local in ((scratch / "local", True), (scratch / "{node}", False)):
+            if local:
+                r = run_cli("stage", stack.ref, "--to", str(to), "--no-mpi", "--json", "--root", str(site_root.path),
+                            env=clean_env())
+                assert r.returncode == 0, r.stderr
+                assert f"reading the published archive {published}" in r.stderr
+                final = Path(json.loads(r.stdout)["path"])
+            else:
+                ranks = mpirun(STAGE, scratch, mpi_env(site_root.path), stack.ref, "--to", str(to), "--json")
+                assert [x.rc for x in ranks] == [0, 0, 0, 0], [x.err for x in ranks]
+                assert f"reading the published archive {published}" in ranks[0].err
+                assert all("published archive" not in x.err for x in ranks[1:]), "only rank 0 reads"
+                final = Path(json.loads(ranks[3].out)["path"])
+            out = subprocess.run([str(final / "stack" / "bin" / "python3"), "-c", "import sys, shadowme; print(sys.prefix)"],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            assert out == str(final / "stack")
+        # An archive that does not hold this stack as built is ignored, never trusted.
+        other = build_stack("conda", "2021-01-01", ["shadowme==2.0", "tinyapp"])
+        run_cli("pack", other.ref, "-o", str(published), "--root", str(site_root.path), check=True)
+        r = run_cli("stage", stack.ref, "--to", str(scratch / "again"), "--no-mpi", "--json",
+                    "--root", str(site_root.path), env=clean_env())
+        assert r.returncode == 0 and f"ignoring {published}" in r.stderr, r.stderr
+        final = Path(json.loads(r.stdout)["path"])
+        assert (final / "stack" / "lib" / "python3.11" / "site-packages" / "shadowme-1.0.dist-info").is_dir()
+    finally:
+        published.unlink(missing_ok=True)

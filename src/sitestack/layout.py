@@ -5,6 +5,7 @@ ROOT/stacks/NAME/VERSION/.sitestack/   its records: stack.json, spec.toml, lock.
                                        manifest.json, prefix-files.json, build.log, tests.json
 ROOT/modulefiles/NAME/VERSION.lua      Lmod, with NAME/.modulerc.lua
 ROOT/modulefiles-tcl/NAME/VERSION      Environment Modules, with NAME/.modulerc
+ROOT/archives/NAME/VERSION.tar.zst     optional, from `pack --publish`: what `stage` reads
 ROOT/.sitestack/state.json             default / hidden / deprecated per stack name
 ROOT/.sitestack/locks/                 lock files
 ROOT/.sitestack/tmp/                   builds in progress (same filesystem as stacks/)
@@ -53,6 +54,10 @@ class SiteRoot:
 
     def prefix(self, name: str, version: str) -> Path:
         return self.stacks / name / version
+
+    def archive(self, name: str, version: str) -> Path:
+        """Where `sitestack pack NAME/VERSION --publish` puts the stack's archive for stage."""
+        return self.path / "archives" / name / f"{version}.tar.zst"
 
     def lock_for(self, name: str) -> Path:
         return self.locks / f"{name}.lock"
