@@ -81,10 +81,6 @@ def _meta_records(prefix: Path) -> list[tuple[Path, dict[str, Any]]]:
     return out
 
 
-def is_conda_prefix(prefix: Path) -> bool:
-    return (Path(prefix) / "conda-meta").is_dir()
-
-
 def conda_relocation(prefix: Path) -> CondaRelocation:
     text: list[str] = []
     binary: dict[str, int] = {}

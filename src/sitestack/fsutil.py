@@ -47,11 +47,6 @@ def atomic_write_json(path: Path, data: Any, mode: int = 0o644) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
-def read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 @contextlib.contextmanager
 def file_lock(path: Path, *, timeout: float = -1, what: str = "") -> Iterator[None]:
     """Hold an exclusive lock file. timeout=-1 waits; 0 refuses at once."""
@@ -140,19 +135,3 @@ def is_writable_dir(path: Path) -> bool:
             return False
         p = p.parent
     return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
-
-
-def dir_size(root: Path) -> tuple[int, int, int]:
-    """(apparent bytes, bytes on disk counting each inode once, files)."""
-    apparent = disk = files = 0
-    seen: set[tuple[int, int]] = set()
-    for dirpath, _dirnames, filenames in os.walk(root):
-        for name in filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            files += 1
-            apparent += st.st_size
-            key = (st.st_dev, st.st_ino)
-            if key not in seen:
-                seen.add(key)
-                disk += st.st_blocks * 512
-    return apparent, disk, files

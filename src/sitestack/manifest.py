@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import VerifyError
-
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"
 PREFIX_FILES = "prefix-files.json"
@@ -244,11 +242,3 @@ def verify(
         for rel in sorted((present - set(manifest.files)) | (link_set - set(manifest.symlinks))):
             problems.append(Mismatch(rel, "extra"))
     return problems
-
-
-def require_clean(root: Path, manifest: Manifest, what: str, **kw: object) -> None:
-    problems = verify(root, manifest, **kw)  # type: ignore[arg-type]
-    if problems:
-        first = ", ".join(f"{m.path} ({m.problem})" for m in problems[:5])
-        more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise VerifyError(f"{what} does not match its manifest: {first}{more}")
