@@ -188,3 +188,24 @@ def conda_channel(workdir: Path) -> Path:
 
     base = workdir / "conda"
     return make_channel(base / "channel", "3.11", python_cache=base / "pycache")
+
+
+@pytest.fixture(scope="session")
+def packed_layer(stack: StackRecord, wheelhouse: Path, workdir: Path) -> Path:
+    """A plain `python -m venv --system-site-packages` layer with layerpkg on the shared stack
+    (session-wide, never changed); pack and stage tests both use it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env["PIP_CONFIG_FILE"] = os.devnull
+    path = workdir / "pack-layer"
+    subprocess.run([str(stack.python_exe), "-m", "venv", "--system-site-packages", str(path)], check=True, env=env)
+    subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
+                    "--find-links", str(wheelhouse), "layerpkg"], check=True, env=env)
+    return path
+
+
+@pytest.fixture(scope="session")
+def stack_archive(stack: StackRecord, site_root: SiteRoot, workdir: Path) -> Path:
+    """The shared stack packed once (tar.zst); tests read it, never change it."""
+    out = workdir / "stack.tar.zst"
+    run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
+    return out

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
@@ -27,29 +26,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PIP_CONFIG_FILE"] = os.devnull
     env.update(extra)
     return env
-
-
-def make_layer(stack: StackRecord, path: Path, wheelhouse: Path, *pkgs: str) -> Path:
-    env = clean_env()
-    subprocess.run([str(stack.python_exe), "-m", "venv", "--system-site-packages", str(path)],
-                   check=True, env=env)
-    if pkgs:
-        subprocess.run([str(path / "bin" / "python"), "-m", "pip", "install", "-q", "--no-index",
-                        "--find-links", str(wheelhouse), *pkgs], check=True, env=env)
-    return path
-
-
-@pytest.fixture(scope="session")
-def packed_layer(stack: StackRecord, wheelhouse: Path, workdir: Path) -> Path:
-    """A layer with layerpkg on the shared stack (session-wide, never changed)."""
-    return make_layer(stack, workdir / "pack-layer", wheelhouse, "layerpkg")
-
-
-@pytest.fixture(scope="session")
-def stack_archive(stack: StackRecord, site_root, workdir: Path) -> Path:  # type: ignore[no-untyped-def]
-    out = workdir / "stack.tar.zst"
-    run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
-    return out
 
 
 def _members(archive: Path) -> dict[str, tarfile.TarInfo]:

@@ -18,7 +18,7 @@ import pytest
 from sitestack.site import StackRecord
 from sitestack.unpack import read_header
 from tests.conftest import run_cli
-from tests.test_pack import clean_env, craft, make_layer
+from tests.test_pack import clean_env, craft
 
 NODE_MAP = "0:nodeA,1:nodeA,2:nodeB,3:nodeB"
 NODE_OF = {0: "nodeA", 1: "nodeA", 2: "nodeB", 3: "nodeB"}
@@ -71,18 +71,6 @@ STAGE = f'"{sys.executable}" -m sitestack stage "$@"'
 
 def staged_items(base: Path) -> list[str]:
     return sorted(p.name for p in base.iterdir() if p.name != ".locks") if base.is_dir() else []
-
-
-@pytest.fixture(scope="module")
-def layer(stack: StackRecord, wheelhouse: Path, workdir: Path) -> Path:
-    return make_layer(stack, workdir / "stage-layer", wheelhouse, "layerpkg")
-
-
-@pytest.fixture(scope="module")
-def archive(stack: StackRecord, site_root, workdir: Path) -> Path:  # type: ignore[no-untyped-def]
-    out = workdir / "stage-stack.tar.zst"
-    run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
-    return out
 
 
 @pytest.fixture()
@@ -171,10 +159,10 @@ def test_unstage_removes_only_its_own(stack: StackRecord, site_root, scratch: Pa
 # --- MPI: 4 ranks, 2 simulated nodes ---------------------------------------------------------
 
 @needs_mpi
-def test_mpi_stage_layer_then_idempotent(stack: StackRecord, layer: Path, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mpi_stage_layer_then_idempotent(stack: StackRecord, packed_layer: Path, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
     env = mpi_env(site_root.path)
     to = str(scratch / "{node}")
-    ranks = mpirun(STAGE, scratch, env, stack.ref, "--layer", str(layer), "--to", to, "--json",
+    ranks = mpirun(STAGE, scratch, env, stack.ref, "--layer", str(packed_layer), "--to", to, "--json",
                    "--chunk-size", "1000000")
     assert [r.rc for r in ranks] == [0, 0, 0, 0], [r.err for r in ranks]
     res = [json.loads(r.out) for r in ranks]
@@ -206,7 +194,7 @@ def test_mpi_stage_layer_then_idempotent(stack: StackRecord, layer: Path, site_r
     # A second stage reuses each node's verified copy: nothing is rewritten.
     before = {f: (os.stat(f).st_ino, os.stat(f).st_mtime_ns,
                   os.stat(f / ".sitestack-stage" / "verified.json").st_mtime_ns) for f in set(finals.values())}
-    ranks = mpirun(STAGE, scratch, env, stack.ref, "--layer", str(layer), "--to", to, "--json")
+    ranks = mpirun(STAGE, scratch, env, stack.ref, "--layer", str(packed_layer), "--to", to, "--json")
     assert [r.rc for r in ranks] == [0, 0, 0, 0], [r.err for r in ranks]
     for r in ranks:
         x = json.loads(r.out)
@@ -218,9 +206,9 @@ def test_mpi_stage_layer_then_idempotent(stack: StackRecord, layer: Path, site_r
 
 
 @needs_mpi
-def test_mpi_corrupted_chunk_fails_on_every_rank(archive: Path, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mpi_corrupted_chunk_fails_on_every_rank(stack_archive: Path, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
     bad = scratch / "bad.tar.zst"
-    data = bytearray(archive.read_bytes())
+    data = bytearray(stack_archive.read_bytes())
     mid = len(data) // 2
     data[mid : mid + 64] = bytes(b ^ 0xFF for b in data[mid : mid + 64])
     bad.write_bytes(bytes(data))
@@ -255,8 +243,8 @@ def test_mpi_dotdot_tar_refused(site_root, scratch: Path) -> None:  # type: igno
 
 @needs_mpi
 @needs_root
-def test_mpi_full_disk_on_one_node(stack: StackRecord, archive: Path, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
-    _fmt, header = read_header(archive)
+def test_mpi_full_disk_on_one_node(stack: StackRecord, stack_archive: Path, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    _fmt, header = read_header(stack_archive)
     mnt = scratch / "nodeB"
     mnt.mkdir()
     # Room for the bytes (so the free-space pre-check passes) but not for the blocks of
@@ -264,7 +252,7 @@ def test_mpi_full_disk_on_one_node(stack: StackRecord, archive: Path, site_root,
     size = header.bytes + (1 << 20)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)], check=True)
     try:
-        ranks = mpirun(STAGE, scratch, mpi_env(site_root.path), "--archive", str(archive),
+        ranks = mpirun(STAGE, scratch, mpi_env(site_root.path), "--archive", str(stack_archive),
                        "--to", str(scratch / "{node}"), "--chunk-size", "4000000")
         for r in ranks:
             assert r.rc == 5, r.err
