@@ -8,6 +8,7 @@ which is what clones need: a hardlinked or reflinked file is never edited in pla
 from __future__ import annotations
 
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -131,25 +132,48 @@ def relocate(
     (conda packages); those are rewritten with NUL padding. Other binaries that embed
     the prefix are only reported.
     """
+    return relocate_map(root, {old_prefix: new_prefix}, hits, padded_binaries=padded_binaries)
+
+
+def relocate_map(
+    root: Path,
+    mapping: dict[str, str],
+    hits: Iterable[PrefixHit],
+    *,
+    padded_binaries: Iterable[str] = (),
+    skip: Iterable[str] = (),
+) -> Relocation:
+    """Rewrite every listed file from any old prefix in `mapping` to its new one, in one pass.
+
+    One pass over all old prefixes, longest first: replacing them one after another would
+    rewrite a new path again when it happens to start with another old prefix (a layer at
+    X/v staged to X/vs/...).
+    """
     root = Path(root)
-    padded = set(padded_binaries)
+    padded, skipped = set(padded_binaries), set(skip)
+    olds = sorted(mapping, key=len, reverse=True)
+    pat = re.compile(b"|".join(re.escape(os.fsencode(o)) for o in olds))
+    new = {os.fsencode(o): os.fsencode(n) for o, n in mapping.items()}
     acc = _Acc()
-    o, n = old_prefix.encode(), new_prefix.encode()
     for hit in hits:
         path = root / hit.path
-        if os.path.islink(path) or not path.is_file():
+        if hit.path in skipped or os.path.islink(path) or not path.is_file():
             continue
+        data = path.read_bytes()
+        if not pat.search(data):
+            continue  # a hit for another prefix (build: the final one), nothing to do
         if hit.kind == "binary":
-            data = path.read_bytes()
-            if o not in data:
-                continue  # a hit for another prefix (build: the final one), nothing to do
             if hit.path in padded:
-                write_replacing(path, replace_padded(data, o, n))
+                for o in olds:
+                    data = replace_padded(data, os.fsencode(o), new[os.fsencode(o)])
+                write_replacing(path, data)
                 acc.rewritten.append(hit.path)
             else:
                 acc.binaries.append(hit.path)
             continue
-        if rewrite_file(path, old_prefix, new_prefix):
+        updated = fix_shebang(pat.sub(lambda m: new[m.group(0)], data))
+        if updated != data:
+            write_replacing(path, updated)
             acc.rewritten.append(hit.path)
     return Relocation(tuple(acc.rewritten), tuple(acc.binaries))
 

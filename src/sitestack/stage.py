@@ -17,7 +17,6 @@ import contextlib
 import errno
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -31,9 +30,9 @@ from typing import Any
 from .errors import ConflictError, SitestackError, UsageError, VerifyError
 from .fsutil import atomic_write_json, atomic_write_text, file_lock, make_readonly, rmtree
 from .layout import SiteRoot
-from .manifest import PrefixHit
 from .mpibcast import Channel, ChannelReader, Nodes, StageError, idle_barrier, load_mpi, split_nodes
 from .pack import Header, stream_chunks
+from .relocate import relocate_map
 from .unpack import Unpacked, read_header, unpack_squashfs, unpack_tar
 
 STAGE_DIR = "sitestack"
@@ -114,9 +113,9 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
 
             changed |= set(relocate_conda(root, h.prefixes["stack"], mapping[h.prefixes["stack"]]))
             changed |= {f"conda-meta/{p.name}" for p in (root / "conda-meta").glob("*.json")}
-        rewritten, binaries = relocate_many(root, mapping, u.hits.get(role, []), skip=changed)
-        changed |= rewritten
-        warnings += [f"{role}/{b}" for b in binaries]
+        rel = relocate_map(root, mapping, u.hits.get(role, []), skip=changed)
+        changed |= set(rel.rewritten)
+        warnings += [f"{role}/{b}" for b in rel.binaries]
         changed |= _relink(root, u.manifests[role].symlinks, mapping)
         _recompile(tmp, root, final / role, h.python_xy, changed, u.manifests[role].files)
     meta = tmp / META
@@ -128,39 +127,6 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
         "host": socket.gethostname(), "verified": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "binaries_naming_old_prefix": warnings})
     make_readonly(tmp)
-
-
-def _pattern(mapping: dict[str, str]) -> re.Pattern[bytes]:
-    # One pass over all old prefixes, longest first: replacing them one after another would
-    # rewrite a new path again when it happens to start with another old prefix.
-    olds = sorted(mapping, key=len, reverse=True)
-    return re.compile(b"|".join(re.escape(os.fsencode(o)) for o in olds))
-
-
-def relocate_many(root: Path, mapping: dict[str, str], hits: list[PrefixHit],
-                  skip: set[str] | None = None) -> tuple[set[str], list[str]]:
-    """Rewrite every listed text file from any old prefix to its new one, in one pass."""
-    from .relocate import fix_shebang, write_replacing
-
-    pat = _pattern(mapping)
-    new = {os.fsencode(o): os.fsencode(n) for o, n in mapping.items()}
-    rewritten: set[str] = set()
-    binaries: list[str] = []
-    for hit in hits:
-        path = root / hit.path
-        if hit.path in (skip or ()) or path.is_symlink() or not path.is_file():
-            continue
-        data = path.read_bytes()
-        if not pat.search(data):
-            continue
-        if hit.kind == "binary":
-            binaries.append(hit.path)  # cannot be rewritten safely; reported in the marker
-            continue
-        updated = fix_shebang(pat.sub(lambda m: new[m.group(0)], data))
-        if updated != data:
-            write_replacing(path, updated)
-            rewritten.add(hit.path)
-    return rewritten, binaries
 
 
 def _relink(root: Path, links: dict[str, str], mapping: dict[str, str]) -> set[str]:
