@@ -106,26 +106,22 @@ def _open_pair(src: str, dst: str) -> tuple[int, int, os.stat_result]:
 def _kernel_copy(fdi: int, fdo: int, size: int) -> None:
     """copy_file_range, then sendfile, then read/write: the first the kernel allows."""
     done = 0
-    try:
-        while done < size:
-            n = os.copy_file_range(fdi, fdo, size - done)
-            if n == 0:
-                break
-            done += n
-        return
-    except OSError as ex:
-        if ex.errno not in _FALLBACK_ERRNOS or done:
-            raise
-    try:
-        while done < size:
-            n = os.sendfile(fdo, fdi, None, size - done)
-            if n == 0:
-                break
-            done += n
-        return
-    except OSError as ex:
-        if ex.errno not in _FALLBACK_ERRNOS or done:
-            raise
+    steps: tuple[Callable[[int], int], ...] = (
+        lambda n: os.copy_file_range(fdi, fdo, n),
+        lambda n: os.sendfile(fdo, fdi, None, n),
+    )
+    for step in steps:
+        try:
+            while done < size:
+                n = step(size - done)
+                if n == 0:
+                    break
+                done += n
+            return
+        except OSError as ex:
+            # Fall back only if nothing was written yet; a later failure is real.
+            if ex.errno not in _FALLBACK_ERRNOS or done:
+                raise
     while chunk := os.read(fdi, 1 << 20):
         os.write(fdo, chunk)
 
