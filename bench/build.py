@@ -71,7 +71,7 @@ def main() -> None:
                [("published stack", i_stack), ("pip venv", i_pip)], "pip venv")
         print(f"  stack / pip venv: {i_stack / i_pip:.3f}x (goal <= 1.05x)")
     finally:
-        from sitestack.fsutil import rmtree
+        from sitestack.core.fsutil import rmtree
 
         rmtree(work)
 

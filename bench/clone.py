@@ -124,7 +124,7 @@ def measure(name: str, argv_for: Method, ctx: Ctx, repeat: int, results: dict[st
 
 
 def uv_method(stack: Path, py: str) -> Method:
-    from sitestack.uvtool import uv_bin
+    from sitestack.core.uvtool import uv_bin
 
     lock = stack / ".sitestack" / "lock.txt"
 

@@ -26,8 +26,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "src"), str(REPO)]
 
-from sitestack import conda  # noqa: E402
-from sitestack.spec import CondaSpec  # noqa: E402
+from sitestack.conda import install as conda  # noqa: E402
+from sitestack.site.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import Package, PkgFile, make_channel  # noqa: E402
 
 N_BLOBS = 20
@@ -81,9 +81,9 @@ def bare_rattler(channel: Path, specs: list[str], prefix: Path, final: Path, cac
 def full_build(channel: Path, specs: list[str], root: Path, n: int) -> bool:
     """`sitestack build` of the same stack; False if the build does not support [conda] yet."""
     try:
-        from sitestack.build import BuildLog, build
-        from sitestack.layout import SiteRoot
-        from sitestack.spec import parse_spec
+        from sitestack.build.stack import BuildLog, build
+        from sitestack.core.layout import SiteRoot
+        from sitestack.site.spec import parse_spec
     except ImportError:
         return False
     text = (f'[stack]\nname = "c"\n[conda]\nchannels = ["{channel}"]\n'

@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def timed(cmd: list[str], dest: Path, n: int) -> list[float]:
-    from sitestack.fsutil import rmtree
+    from sitestack.core.fsutil import rmtree
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
     out = []
@@ -38,15 +38,15 @@ def main() -> int:
     ap.add_argument("--stack", default="bench/1")
     ap.add_argument("-n", type=int, default=15)
     a = ap.parse_args()
-    from sitestack.layout import SiteRoot
-    from sitestack.site import Site
-    from sitestack.uvtool import uv_bin
+    from sitestack.core.layout import SiteRoot
+    from sitestack.core.uvtool import uv_bin
+    from sitestack.site.registry import Site
 
     tmp = Path(tempfile.mkdtemp(prefix="sitestack-bench-venv-"))
     root = Path(a.root) if a.root else tmp / "site"
     if not a.root:
-        from sitestack.build import BuildLog, build
-        from sitestack.spec import parse_spec
+        from sitestack.build.stack import BuildLog, build
+        from sitestack.site.spec import parse_spec
 
         spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
                           '[packages]\nrequirements = []\n')
@@ -76,7 +76,7 @@ def main() -> int:
     print(f"{'tool':55} {'runs':>4} {'min ms':>8} {'median ms':>10} {'x sitestack':>12}")
     for name, tmin, tmed, n in results:
         print(f"{name:55} {n:>4} {tmin * 1e3:8.1f} {tmed * 1e3:10.1f} {tmed / base:12.2f}")
-    from sitestack.fsutil import rmtree
+    from sitestack.core.fsutil import rmtree
 
     rmtree(tmp)
     return 0

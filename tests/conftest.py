@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.build import BuildLog, build
-from sitestack.layout import SiteRoot
-from sitestack.site import Site, StackRecord
-from sitestack.spec import parse_spec
+from sitestack.build.stack import BuildLog, build
+from sitestack.core.layout import SiteRoot
+from sitestack.core.records import StackRecord
+from sitestack.site.registry import Site
+from sitestack.site.spec import parse_spec
 from tests.helpers.wheels import make_wheel
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +53,7 @@ def workdir() -> Iterator[Path]:
     d = Path(tempfile.mkdtemp(prefix="sitestack-tests-", dir="/tmp"))
     os.chmod(d, 0o755)
     yield d
-    from sitestack.fsutil import rmtree
+    from sitestack.core.fsutil import rmtree
 
     rmtree(d)
 
@@ -170,8 +171,8 @@ def user_sitestack(workdir: Path) -> dict[str, str]:
                             ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(origin, site_dir / origin.name)
-    from sitestack.interpreter import patchelf_bin
-    from sitestack.uvtool import uv_bin
+    from sitestack.build.interpreter import patchelf_bin
+    from sitestack.core.uvtool import uv_bin
 
     for exe in (uv_bin(), patchelf_bin()):
         shutil.copy2(exe, bin_dir / Path(exe).name)

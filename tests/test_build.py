@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.interpreter import copy_interpreter, find_python, patchelf_bin
-from sitestack.layout import SiteRoot
-from sitestack.manifest import Manifest, verify
-from sitestack.site import Site, StackRecord
+from sitestack.build.interpreter import copy_interpreter, find_python, patchelf_bin
+from sitestack.core.layout import SiteRoot
+from sitestack.core.manifest import Manifest, verify
+from sitestack.core.records import StackRecord
+from sitestack.site.registry import Site
 from tests.conftest import run_cli, spec_text
 from tests.helpers import users
 
@@ -97,9 +98,9 @@ def test_stack_inherits_into_plain_venv(stack: StackRecord, tmp_path: Path) -> N
 
 def test_survives_removal_of_source_interpreter(workdir: Path, wheelhouse: Path) -> None:
     """Build from a throwaway CPython, delete it, and the stack still runs and installs."""
-    from sitestack.build import BuildLog, build
-    from sitestack.fsutil import rmtree
-    from sitestack.spec import parse_spec
+    from sitestack.build.stack import BuildLog, build
+    from sitestack.core.fsutil import rmtree
+    from sitestack.site.spec import parse_spec
 
     throwaway = workdir / "throwaway-python"
     copy_interpreter(find_python(sys.executable), throwaway, throwaway)
@@ -164,7 +165,7 @@ def test_existing_version_is_never_overwritten(stack: StackRecord, site_root: Si
 
 
 def test_concurrent_build_refused_or_serialised(site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
-    from sitestack.fsutil import file_lock
+    from sitestack.core.fsutil import file_lock
 
     spec = tmp_path / "s.toml"
     spec.write_text(spec_text("locked", ["tinyapp"], wheelhouse))

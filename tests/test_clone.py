@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 import sitestack
-from sitestack.layout import SiteRoot
-from sitestack.manifest import Manifest, verify, walk
-from sitestack.site import StackRecord
+from sitestack.core.layout import SiteRoot
+from sitestack.core.manifest import Manifest, verify, walk
+from sitestack.core.records import StackRecord
 from tests.conftest import make_builder, run_cli
 from tests.helpers import modules, users
 
@@ -417,7 +417,7 @@ def conda_clone_stack(workdir: Path, wheelhouse: Path, request: pytest.FixtureRe
     spec = workdir / "conda-clone.toml"
     spec.write_text(conda_spec(channel, wheelhouse, ["python 3.11.*", "pyhello", "binpfx", "textpfx"], ["tinyapp"]))
     run_cli("build", str(spec), "--root", str(root.path), "--version", "1", check=True)
-    from sitestack.site import Site
+    from sitestack.site.registry import Site
 
     return Site(root).get("cconda/1")
 

@@ -13,10 +13,12 @@ import pytest
 
 pytest.importorskip("rattler")
 
-from sitestack import conda, condalock, condaprefix  # noqa: E402
+from sitestack.conda import install as conda
+from sitestack.conda import lock as condalock
+from sitestack.conda import prefix as condaprefix  # noqa: E402
+from sitestack.core.relocate import replace_padded  # noqa: E402
 from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # noqa: E402
-from sitestack.relocate import replace_padded  # noqa: E402
-from sitestack.spec import CondaSpec  # noqa: E402
+from sitestack.site.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import (  # noqa: E402
     PLACEHOLDER,
     pyhello_package,
@@ -208,7 +210,7 @@ def test_two_installs_share_inodes_through_the_cache(channel: Path, tmp_path: Pa
 
 def test_read_only_cache_still_installs(channel: Path, tmp_path: Path) -> None:
     """Publishing makes hardlinked cache files read-only; the next stack still links them."""
-    from sitestack.fsutil import make_readonly, make_writable
+    from sitestack.core.fsutil import make_readonly, make_writable
 
     cache = tmp_path / "pkgs"
     conda.solve_and_install(_spec(channel, *ALL), tmp_path / "a", tmp_path / "fa", cache)
@@ -299,8 +301,8 @@ def test_pypi_conflicts() -> None:
 
 
 def test_build_conda_prefix_writes_the_lock(channel: Path, tmp_path: Path) -> None:
-    from sitestack.layout import SiteRoot
-    from sitestack.spec import parse_spec
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.spec import parse_spec
 
     spec = parse_spec(
         f'[stack]\nname = "c"\n[conda]\nchannels = ["{channel}"]\npackages = ["python 3.11.*", "pyhello"]\n'

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.layout import SiteRoot
-from sitestack.manifest import Manifest, verify
-from sitestack.site import Site, StackRecord
+from sitestack.core.layout import SiteRoot
+from sitestack.core.manifest import Manifest, verify
+from sitestack.core.records import StackRecord
+from sitestack.site.registry import Site
 from tests.conftest import run_cli
 from tests.helpers.modules import (
     MODULE_SYSTEMS,

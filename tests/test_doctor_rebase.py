@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.fsutil import rmtree
-from sitestack.layout import SiteRoot
-from sitestack.site import StackRecord
+from sitestack.core.fsutil import rmtree
+from sitestack.core.layout import SiteRoot
+from sitestack.core.records import StackRecord
 from tests.conftest import make_builder, run_cli
 from tests.helpers.wheels import make_wheel
 from tests.test_overlay import clean_env, layer_sp, make_layer, pyrun, sh

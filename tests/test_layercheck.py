@@ -6,7 +6,7 @@ import json
 import shlex
 from pathlib import Path
 
-from sitestack.site import StackRecord
+from sitestack.core.records import StackRecord
 from tests.conftest import run_cli
 from tests.helpers.wheels import make_wheel
 from tests.test_overlay import clean_env, make_layer, sh

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.build import BuildLog, build
-from sitestack.layout import SiteRoot
-from sitestack.site import Site, StackRecord
-from sitestack.spec import parse_spec
+from sitestack.build.stack import BuildLog, build
+from sitestack.core.layout import SiteRoot
+from sitestack.core.records import StackRecord
+from sitestack.site.registry import Site
+from sitestack.site.spec import parse_spec
 from tests.conftest import BuildStack, make_builder, spec_text
 from tests.helpers import modules, users
 from tests.helpers.modules import (

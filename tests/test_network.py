@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.layout import SiteRoot
-from sitestack.site import Site
+from sitestack.core.layout import SiteRoot
+from sitestack.site.registry import Site
 from tests.conftest import REPO, run_cli
 from tests.helpers.modules import run_module_script
 

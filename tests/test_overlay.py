@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.manifest import Manifest, verify
-from sitestack.overlay import layer_lock
-from sitestack.site import StackRecord
+from sitestack.core.manifest import Manifest, verify
+from sitestack.core.records import StackRecord
+from sitestack.user.layer import layer_lock
 from tests.conftest import run_cli
 from tests.helpers import modules, users
 

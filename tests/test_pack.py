@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from sitestack.core.manifest import Manifest
+from sitestack.core.records import StackRecord
 from sitestack.errors import VerifyError
-from sitestack.manifest import Manifest
-from sitestack.pack import META
-from sitestack.site import StackRecord
-from sitestack.unpack import read_header, unpack_squashfs, unpack_tar
+from sitestack.scale.pack import META
+from sitestack.scale.unpack import read_header, unpack_squashfs, unpack_tar
 from tests.conftest import run_cli
 
 
@@ -268,9 +268,9 @@ def test_refuses_hard_link(tmp_path: Path) -> None:
 
 
 def test_large_files_are_streamed_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sitestack.unpack
+    import sitestack.scale.unpack
 
-    monkeypatch.setattr(sitestack.unpack, "BIG_FILE", 1000)  # every file below goes the big way
+    monkeypatch.setattr(sitestack.scale.unpack, "BIG_FILE", 1000)  # every file below goes the big way
     blob = os.urandom(4321)
     man = {"files": {"big": _entry(blob)}, "symlinks": {}, "dirs": []}
     _unpack(craft(tmp_path / "ok.tar.zst", [_file("stack/big", blob)], man), tmp_path / "ok")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.layout import SiteRoot
-from sitestack.site import Site
+from sitestack.core.layout import SiteRoot
+from sitestack.site.registry import Site
 from tests.conftest import BuildStack, make_builder, run_cli
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sitestack.errors import SpecError
-from sitestack.spec import parse_spec
+from sitestack.site.spec import parse_spec
 from tests.conftest import run_cli
 
 GOOD = f"""
@@ -41,7 +41,7 @@ commands = ["python -c 'import numpy'"]
 def test_good_spec_parses(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
     path.write_text(GOOD)
-    from sitestack.spec import load_spec
+    from sitestack.site.spec import load_spec
 
     spec = load_spec(path)
     assert spec.name == "conda" and spec.site == "polaris"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.site import StackRecord
-from sitestack.unpack import read_header
+from sitestack.core.records import StackRecord
+from sitestack.scale.unpack import read_header
 from tests.conftest import run_cli
 from tests.test_pack import clean_env, craft
 
@@ -75,7 +75,7 @@ def staged_items(base: Path) -> list[str]:
 
 @pytest.fixture()
 def scratch(workdir: Path) -> Iterator[Path]:
-    from sitestack.fsutil import rmtree
+    from sitestack.core.fsutil import rmtree
 
     d = workdir / f"scratch-{uuid.uuid4().hex[:8]}"
     d.mkdir()

@@ -8,8 +8,8 @@ import importlib.util
 import pkgutil
 import sys
 
-from . import __version__, commands
-from .errors import SitestackError
+from sitestack import __version__, commands
+from sitestack.errors import SitestackError
 
 
 def _command_module(argv: list[str]) -> str | None:

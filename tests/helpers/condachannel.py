@@ -177,7 +177,7 @@ def _compile_for_archive(stage: Path, xy: str) -> None:
 
 def python_package(source: str | os.PathLike[str], subdir: str) -> tuple[Package, str]:
     """A `python` package from a local CPython (version request or executable path)."""
-    from sitestack.interpreter import copy_interpreter, find_python
+    from sitestack.build.interpreter import copy_interpreter, find_python
 
     src = find_python(str(source))
     with tempfile.TemporaryDirectory(prefix="ss-condapy-") as tmp:

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import pytest
 
-from .users import BASE_PATH, setpriv_argv, user_env
+from tests.helpers.users import BASE_PATH, setpriv_argv, user_env
 
 MODULE_SYSTEMS: tuple[str, ...] = ("lmod", "tcl")
 

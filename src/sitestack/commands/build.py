@@ -19,10 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from pathlib import Path
 
-    from ..build import build
-    from ..layout import resolve_root
-    from ..output import emit_json, human_bytes
-    from ..spec import load_spec
+    from sitestack.build.stack import build
+    from sitestack.core.layout import resolve_root
+    from sitestack.output import emit_json, human_bytes
+    from sitestack.site.spec import load_spec
 
     spec = load_spec(args.spec)
     res = build(spec, resolve_root(args.root), version=args.stack_version, make_default=args.default,

@@ -14,9 +14,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layercheck import check, probe, problem_json
-    from ..output import emit_json
-    from ..overlay import layer_stack, open_layer
+    from sitestack.output import emit_json
+    from sitestack.user.check import check, probe, problem_json
+    from sitestack.user.layer import layer_stack, open_layer
 
     layer = open_layer(args.path)
     rec = layer_stack(layer)

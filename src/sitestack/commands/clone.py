@@ -30,16 +30,16 @@ def run(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from ..clone import clone, resolve_source
-    from ..errors import UsageError
-    from ..output import emit_json, human_bytes
-    from ..site import Site
+    from sitestack.errors import UsageError
+    from sitestack.output import emit_json, human_bytes
+    from sitestack.site.registry import Site
+    from sitestack.user.clone import clone, resolve_source
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     site = None
     if args.ref:
-        from ..layout import resolve_root
+        from sitestack.core.layout import resolve_root
 
         site = Site(resolve_root(args.root))
     rec = resolve_source(site, args.ref)

@@ -13,9 +13,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layout import resolve_root
-    from ..output import emit_json, table
-    from ..site import Site
+    from sitestack.core.layout import resolve_root
+    from sitestack.output import emit_json, table
+    from sitestack.site.registry import Site
 
     site = Site(resolve_root(args.root))
     a, b = site.get(args.old), site.get(args.new)

@@ -14,11 +14,11 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..doctor import diagnose
+    from sitestack.user.doctor import diagnose
 
     findings = diagnose(args.paths)
     if args.json:
-        from ..output import emit_json
+        from sitestack.output import emit_json
 
         emit_json({"ok": not findings, "findings": [f.to_json() for f in findings]})
     elif findings:

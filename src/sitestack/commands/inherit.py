@@ -16,8 +16,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UsageError
-    from ..overlay import set_inherit
+    from sitestack.errors import UsageError
+    from sitestack.user.layer import set_inherit
 
     state = (args.state or "").lower()
     if state not in ("on", "off"):
@@ -25,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
                          else "inherit takes on or off")
     layer, changed = set_inherit(args.path, state == "on")
     if args.json:
-        from ..output import emit_json
+        from sitestack.output import emit_json
 
         emit_json({"path": str(layer.path), "inherit": layer.inherit, "changed": changed})
         return 0

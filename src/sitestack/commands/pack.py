@@ -23,14 +23,14 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..layout import resolve_root
-    from ..output import emit_json, human_bytes
-    from ..pack import pack
+    from sitestack.core.layout import resolve_root
+    from sitestack.output import emit_json, human_bytes
+    from sitestack.scale.pack import pack
 
     root = resolve_root(args.root)
     if args.publish:
-        from ..errors import UsageError
-        from ..site import Site
+        from sitestack.errors import UsageError
+        from sitestack.site.registry import Site
 
         if args.layer or args.fmt == "squashfs":
             raise UsageError("--publish packs a stack alone, as tar.zst")

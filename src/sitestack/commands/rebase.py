@@ -21,13 +21,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..rebase import IndexOptions, rebase
+    from sitestack.user.rebase import IndexOptions, rebase
 
     res = rebase(args.path, args.ref, root=args.root,
                  index=IndexOptions(tuple(args.find_links), args.index_url, args.no_index),
                  allow_missing_stack=args.allow_missing_stack)
     if args.json:
-        from ..output import emit_json
+        from sitestack.output import emit_json
 
         emit_json({"path": str(res.path), "old_stack": res.old_stack, "new_stack": res.new_stack,
                    "changes": [{"name": c.name, "old": c.old, "new": c.new, "action": c.action}

@@ -14,9 +14,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layercheck import probe, shadow_json, shadows
-    from ..output import emit_json, table
-    from ..overlay import layer_stack, open_layer
+    from sitestack.output import emit_json, table
+    from sitestack.user.check import probe, shadow_json, shadows
+    from sitestack.user.layer import layer_stack, open_layer
 
     layer = open_layer(args.path)
     rec = layer_stack(layer)

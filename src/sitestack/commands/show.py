@@ -12,14 +12,15 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layout import resolve_root
-    from ..output import emit_json, table
-    from ..site import Site
+    from sitestack.core.layout import resolve_root
+    from sitestack.core.records import SPEC
+    from sitestack.output import emit_json, table
+    from sitestack.site.registry import Site
 
     site = Site(resolve_root(args.root))
     rec = site.get(args.ref)
     vs = site.version_state(rec)
-    spec = (rec.records / "spec.toml").read_text(encoding="utf-8")
+    spec = (rec.records / SPEC).read_text(encoding="utf-8")
     data = {
         "name": rec.name, "version": rec.version, "python": rec.python, "kind": rec.kind,
         "prefix": str(rec.prefix), "built": rec.built, "description": rec.description,

@@ -21,11 +21,11 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from ..errors import SitestackError, UsageError
-    from ..layout import resolve_root
-    from ..mpibcast import load_mpi
-    from ..output import emit_json
-    from ..stage import DEFAULT_CHUNK, stage
+    from sitestack.core.layout import resolve_root
+    from sitestack.errors import SitestackError, UsageError
+    from sitestack.output import emit_json
+    from sitestack.scale.mpibcast import load_mpi
+    from sitestack.scale.stage import DEFAULT_CHUNK, stage
 
     chunk = args.chunk_size or DEFAULT_CHUNK
     if not 0 < chunk < (1 << 31):

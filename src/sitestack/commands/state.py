@@ -25,8 +25,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layout import resolve_root
-    from ..site import Site
+    from sitestack.core.layout import resolve_root
+    from sitestack.site.registry import Site
 
     site = Site(resolve_root(args.root))
     act = args.action

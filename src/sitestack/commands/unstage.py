@@ -14,8 +14,8 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..output import emit_json
-    from ..stage import unstage
+    from sitestack.output import emit_json
+    from sitestack.scale.stage import unstage
 
     res = unstage(args.to, args.node, args.ident)
     if args.json:

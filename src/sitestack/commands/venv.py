@@ -21,13 +21,13 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..overlay import choose_stack, create_layer
+    from sitestack.user.layer import choose_stack, create_layer
 
     rec = choose_stack(args.stack, args.root)
     made = create_layer(args.path, rec, inherit=not args.no_inherit, user_site=args.user_site,
                         prompt=args.prompt)
     if args.json:
-        from ..output import emit_json
+        from sitestack.output import emit_json
 
         emit_json({"path": str(made.path), "stack": made.stack, "prefix": str(made.prefix),
                    "inherit": made.inherit, "user_site": made.user_site, "pip": made.pip})

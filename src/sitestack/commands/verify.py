@@ -12,16 +12,17 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..layout import resolve_root
-    from ..manifest import Manifest, verify
-    from ..output import emit_json
-    from ..site import Site
+    from sitestack.core.layout import resolve_root
+    from sitestack.core.manifest import Manifest, verify
+    from sitestack.core.records import MANIFEST
+    from sitestack.output import emit_json
+    from sitestack.site.registry import Site
 
     site = Site(resolve_root(args.root))
     recs = [site.get(args.ref)] if args.ref else site.versions()
     report: list[dict[str, Any]] = []
     for rec in recs:
-        problems = verify(rec.prefix, Manifest.load(rec.records / "manifest.json"), check_mode=True)
+        problems = verify(rec.prefix, Manifest.load(rec.records / MANIFEST), check_mode=True)
         writable = _writable(rec.prefix)
         report.append({"stack": rec.ref, "ok": not problems and not writable,
                        "problems": [{"path": m.path, "problem": m.problem} for m in problems]

@@ -1,0 +1,315 @@
+"""build -> smoke test -> atomic, read-only publish.
+
+Everything happens in ROOT/.sitestack/tmp/<name>-<version>-XXXX (same filesystem as
+ROOT/stacks), and the finished prefix is renamed into place in one step. Until that
+rename nothing is visible; a failed build removes its temp folder, a kill -9 leaves
+only a temp folder that the next build of the name removes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sitestack import __version__
+from sitestack.build.interpreter import copy_interpreter, find_python
+from sitestack.build.smoke import run_smoke_tests
+from sitestack.core import records
+from sitestack.core.fsutil import (
+    atomic_write_json,
+    atomic_write_text,
+    file_lock,
+    is_writable_dir,
+    make_readonly,
+    rmtree,
+)
+from sitestack.core.layout import SiteRoot, records_dir
+from sitestack.core.log import BuildLog
+from sitestack.core.manifest import refresh, save_prefix_files, scan
+from sitestack.core.relocate import relocate, relocate_symlinks
+from sitestack.core.uvtool import index_args, run_logged, uv_bin, uv_env
+from sitestack.errors import BuildError, ConflictError, UsageError
+from sitestack.site.spec import StackSpec, check_name
+
+Log = Callable[[str], None]
+
+PIP_CONF = """\
+# Written by sitestack. This stack is read-only: a bare `pip install` goes to your
+# per-version user base ($PYTHONUSERBASE) instead. For more, use `sitestack venv`.
+[install]
+user = true
+"""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    version: str
+    prefix: Path
+    python: str
+    packages: dict[str, str]
+    files: int
+    bytes: int
+    seconds: float
+    default: bool
+
+
+def today() -> str:
+    return _dt.date.today().isoformat()
+
+
+def _check_root(root: SiteRoot) -> None:
+    if not is_writable_dir(root.path):
+        raise UsageError(f"site root {root.path} is not writable by this user")
+    if root.path.exists() and not root.path.is_dir():
+        raise UsageError(f"site root {root.path} is not a folder")
+
+
+def _clear_stale(root: SiteRoot, name: str) -> None:
+    # We hold the name's lock, so any temp folder of this name is from a killed build.
+    if root.tmp.is_dir():
+        for d in root.tmp.iterdir():
+            if d.name.startswith(f"{name}-"):
+                rmtree(d)
+
+
+def build(
+    spec: StackSpec,
+    root: SiteRoot,
+    *,
+    version: str | None = None,
+    make_default: bool = False,
+    log: BuildLog | None = None,
+    lock_timeout: float = -1,
+    from_lock: Path | None = None,
+) -> BuildResult:
+    """Build `spec` into ROOT/stacks/NAME/VERSION. `from_lock` rebuilds an exact set:
+    a conda lock (rattler/pixi format) for conda stacks, a lock.txt for PyPI stacks."""
+    log = log or BuildLog()
+    t0 = time.monotonic()
+    version = check_name(version or today(), "--version")
+    _check_root(root)
+    if from_lock is not None and spec.conda is None:
+        spec = _pin_to_lock(spec, Path(from_lock))
+    if spec.conda is None:
+        source = find_python(spec.python)  # before anything is written: a bad python is bad input
+    final = root.prefix(spec.name, version)
+    root.tmp.mkdir(parents=True, exist_ok=True)
+    with file_lock(root.lock_for(spec.name), timeout=lock_timeout, what=f"stack {spec.name}"):
+        if final.exists():
+            raise ConflictError(
+                f"{spec.name}/{version} is already published at {final}; published versions "
+                "are never overwritten (choose another --version)"
+            )
+        _clear_stale(root, spec.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{version}-", dir=root.tmp))
+        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a site stack is for everyone
+        try:
+            if spec.conda is not None:
+                python, py_xy, extra, packages = _build_conda(spec, tmp, final, root, log, from_lock)
+            else:
+                log.step(f"copying Python {source.version} from {source.base_prefix}")
+                copy_interpreter(source, tmp, final)
+                python, py_xy, extra = source.version, source.xy, {}
+                packages = install_packages(spec, tmp, py_xy, log, root=root)
+            log.step("running smoke tests")
+            results = run_smoke_tests(spec, tmp, py_xy, log)
+            finish(spec, tmp, final, root, version, python, py_xy, packages, results, log, extra)
+            log.step(f"publishing {final}")
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(tmp, final)
+            _fsync_dir(final.parent)
+        except BaseException:
+            rmtree(tmp)
+            raise
+    from sitestack.site.registry import Site
+
+    site = Site(root)
+    site.update_state(spec.name, lambda s: s.update(default=version) if make_default or not s["default"] else None)
+    rec = site.get(f"{spec.name}/{version}")
+    log.step(f"wrote modulefiles under {root.lmod_dir} and {root.tcl_dir}")
+    return BuildResult(
+        name=spec.name, version=version, prefix=final, python=python, packages=packages,
+        files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
+        default=site.default_version(spec.name) == version,
+    )
+
+
+def _pin_to_lock(spec: StackSpec, lock: Path) -> StackSpec:
+    """A PyPI stack rebuilt from a lock.txt installs exactly those name==version pins."""
+    from dataclasses import replace
+
+    try:
+        pins = [ln.strip() for ln in lock.read_text(encoding="utf-8").splitlines() if ln.strip() and not ln.startswith("#")]
+    except OSError as e:
+        raise UsageError(f"cannot read lock file {lock}: {e}") from None
+    if not all("==" in p for p in pins):
+        raise UsageError(f"{lock} is not a lock.txt of name==version lines")
+    return replace(spec, packages=replace(spec.packages, requirements=tuple(pins)))
+
+
+def _build_conda(
+    spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, log: BuildLog, from_lock: Path | None,
+) -> tuple[str, str, dict[str, object], dict[str, str]]:
+    """conda packages by rattler, then the [packages] PyPI layer by uv, never over conda's files."""
+    from dataclasses import replace
+
+    from sitestack.conda import install as conda
+    from sitestack.conda import lock as condalock
+    from sitestack.conda import prefix as condaprefix
+
+    python, py_xy, extra = conda.build_conda_prefix(spec, tmp, final, root, log, from_lock=from_lock)
+    info = extra["conda"]
+    assert isinstance(info, dict)
+    if from_lock is not None:
+        pins = condalock.read_lock(Path(from_lock))[1]
+        spec = replace(spec, packages=replace(spec.packages, requirements=tuple(f"{n}=={v}" for n, v in sorted(pins.items()))))
+    conflicts = conda.pypi_conflicts(spec.packages.requirements, info["python_dists"])
+    if conflicts:
+        raise BuildError("PyPI requirements conflict with what conda packages provide:\n  " + "\n  ".join(conflicts))
+    provides = set(extra.get("conda_provides", []))  # type: ignore[call-overload]
+    snap = condaprefix.snapshot_conda_files(tmp)
+    packages = install_packages(spec, tmp, py_xy, log, skip=provides)
+    condaprefix.check_conda_files(tmp, snap)  # uv must never have written over a conda file
+    condalock.add_pypi_to_lock(records_dir(tmp) / conda.LOCK_NAME, packages, provides=provides)
+    return python, py_xy, extra, packages
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
+                     root: SiteRoot | None = None) -> dict[str, str]:
+    """Install pip and the spec's requirements with uv; return {name: version} of everything.
+
+    With a site root (and no per-package build options, no conda layer underneath), the set
+    is resolved once and every distribution comes from the site's compiled package cache
+    (pkgcache.py), hardlinked; otherwise uv installs straight into the prefix.
+    """
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    py = str(prefix / "bin" / f"python{py_xy}")
+    p = spec.packages
+    # --link-mode copy: uv's default hardlinks from its cache would tie the stack's
+    # inodes (and our chmod a-w) to the cache.
+    base = [uv_bin(), "pip", "install", "--python", py, "--link-mode", "copy",
+            *index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)]
+    env = uv_env()
+    skip = skip or set()
+    reqs = [r for r in p.requirements if canonicalize_name(Requirement(r).name) not in skip]
+    bundled = sorted((prefix / "lib" / f"python{py_xy}" / "ensurepip" / "_bundled").glob("pip-*.whl"))
+    pip_reqs = [r for r in reqs if canonicalize_name(Requirement(r).name) == "pip"]
+    if bundled:
+        # The stdlib's own pip wheel serves offline, also for a lock that pins that version.
+        bundled_version = bundled[-1].name.split("-")[1]
+        if not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
+            reqs.insert(0, str(bundled[-1]))
+        elif pip_reqs and all(Requirement(r).specifier.contains(bundled_version) for r in pip_reqs):
+            reqs = [str(bundled[-1]) if r in pip_reqs else r for r in reqs]
+    elif not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
+        reqs.insert(0, "pip")
+    if root is not None and not p.build and not skip and reqs:
+        from sitestack.build import pkgcache
+
+        index = index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)
+        log.step(f"resolving {len(reqs)} requirement(s) with uv")
+        pins = pkgcache.resolve(reqs, py, index, log)
+        entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log)
+        linked, copied = pkgcache.link(entries, prefix)
+        log.step(f"linked {len(pins)} distribution(s) from the site cache ({linked} files shared, {copied} copied)")
+        reqs = []
+    # Packages with build options go first, each with its own environment, so their
+    # options apply to them alone; the final call then finds them already satisfied.
+    for pkg, opts in p.build.items():
+        match = [r for r in reqs if not r.startswith("/") and canonicalize_name(Requirement(r).name) == pkg] or [pkg]
+        cmd = base + (["--no-binary-package", pkg] if opts.no_binary else []) + match
+        log.step(f"building {pkg}" + (" from source" if opts.no_binary else ""))
+        run_logged(cmd, log, f"installing {pkg}", env=uv_env(dict(opts.env)))
+    if reqs:
+        log.step(f"installing {len(reqs)} requirement(s) with uv")
+        run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
+    out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
+    return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
+
+
+def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:
+    sp = prefix / "lib" / f"python{py_xy}" / "site-packages"
+    return any(sp.glob(f"{name}-*.dist-info"))
+
+
+def finish(
+    spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, version: str, python: str,
+    py_xy: str, packages: dict[str, str], results: list[dict[str, object]], log: BuildLog,
+    extra: dict[str, object],
+) -> None:
+    """Relocate to the final path, compile bytecode, write records and manifest, lock down."""
+    log.step("hashing every file and relocating scripts to the final prefix")
+    # One read of every byte: hash it, and find files that name the temp or the final prefix.
+    manifest, hits = scan(tmp, [str(tmp), str(final)])
+    # File times come from a coarse kernel clock that can lag time_ns() by a tick: a margin
+    # makes sure every later write counts as "since"; at worst a few files are read twice.
+    t_scan = time.time_ns() - 2_000_000_000
+    rel = relocate(tmp, str(tmp), str(final), hits)
+    relocate_symlinks(tmp, str(tmp), str(final))
+    if rel.binaries:
+        log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
+    log.step("compiling bytecode for every module")
+    compile_bytecode(tmp, final, py_xy, log)
+    log.step("writing records")
+    _layer_pip(tmp, py_xy)  # after compiling, so its bytecode is copied, not compiled twice
+    atomic_write_text(tmp / "pip.conf", PIP_CONF)
+    # Only what changed since the scan is read again: relocated files, new .pyc, pip copy.
+    seen = {h.path for h in hits}
+    hits += [h for h in refresh(tmp, manifest, t_scan, [str(final)]) if h.path not in seen]
+    prefix_hits = [h for h in hits if h.path in manifest.files and h.path not in rel.binaries]
+
+    rec_dir = records_dir(tmp)
+    rec_dir.mkdir(exist_ok=True)
+    manifest.save(rec_dir / records.MANIFEST)
+    save_prefix_files(rec_dir / records.PREFIX_FILES, str(final), prefix_hits)
+    atomic_write_text(rec_dir / records.SPEC, spec.text)
+    atomic_write_text(rec_dir / records.LOCK, records.lock_text(packages))
+    atomic_write_json(rec_dir / records.TESTS, results)
+    m = spec.module
+    atomic_write_json(rec_dir / records.STACK_JSON, records.stack_json(
+        name=spec.name, version=version, site=spec.site, description=spec.description,
+        kind="conda" if spec.conda else "pypi", python=python, python_xy=py_xy,
+        prefix=final, root=root.path, tool_version=__version__,
+        built=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        packages=packages, files=len(manifest.files), bytes_=manifest.total_bytes,
+        module={"depends_on": list(m.depends_on), "family": m.family, "setenv": dict(m.setenv),
+                "prepend_path": {k: list(v) for k, v in m.prepend_path.items()}, "help": m.help},
+        extra=extra,
+    ))
+    atomic_write_text(rec_dir / records.BUILD_LOG, log.text())
+    log.step("making the stack read-only")
+    make_readonly(tmp)
+
+
+def _layer_pip(prefix: Path, py_xy: str) -> None:
+    """Keep a dist-info-less copy of pip that layers can run even with inheritance off."""
+    src = prefix / "lib" / f"python{py_xy}" / "site-packages" / "pip"
+    if src.is_dir():
+        # copy2 keeps mtimes, so the copied .pyc stay valid for the copied sources.
+        shutil.copytree(src, prefix / "lib" / "sitestack-pip" / "pip", symlinks=True)
+
+
+def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog) -> None:
+    """Compile every .py (stdlib too): a read-only prefix can never cache bytecode later."""
+    from sitestack.core.bytecode import compile_dirs
+
+    compile_dirs(str(prefix / "bin" / f"python{py_xy}"), [str(prefix / "lib" / f"python{py_xy}")], log,
+                 strip=str(prefix), prepend=str(final))

@@ -1,0 +1,248 @@
+"""Copy engines for clones: reflink (FICLONE), hardlink, kernel copy, symlink (thin).
+
+Every engine works file by file on a plan made by one scandir walk, in a thread pool:
+the work is system calls (link, ioctl, copy_file_range), which release the GIL, so
+threads overlap metadata latency even on few cores. Copies keep mtimes (so .pyc files
+stay valid) and get the owner's write bit (a clone is writable); hardlinks keep the
+stack's inode untouched (chmod on it would change the stack).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from sitestack.core.manifest import Manifest
+
+FICLONE = 0x40049409  # _IOW(0x94, 9, int): share all extents of one file with another
+MODES = ("auto", "reflink", "hardlink", "copy", "thin")
+BATCH = 64  # files per pool task: enough to amortise the pool's own overhead
+
+# Errors after which a link/reflink of one file is retried as a plain copy.
+_FALLBACK_ERRNOS = {errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.EOPNOTSUPP,
+                    errno.EINVAL, errno.ENOTTY, errno.ENOSYS}
+
+Progress = Callable[[int, int], None]  # (files done, bytes done) since the last call
+
+
+@dataclass(frozen=True)
+class Tree:
+    dirs: tuple[str, ...]  # parents before children
+    files: tuple[tuple[str, int], ...]  # (rel, size)
+    links: tuple[tuple[str, str], ...]  # (rel, target)
+
+    @property
+    def bytes(self) -> int:
+        return sum(size for _rel, size in self.files)
+
+    def without(self, top: Iterable[str]) -> Tree:
+        skip = set(top)
+
+        def keep(rel: str) -> bool:
+            return rel.split("/", 1)[0] not in skip
+
+        return Tree(tuple(d for d in self.dirs if keep(d)), tuple(f for f in self.files if keep(f[0])),
+                    tuple(x for x in self.links if keep(x[0])))
+
+
+@dataclass(frozen=True)
+class CopyCounts:
+    shared: int  # hardlinked, reflinked or symlinked: data shared with the source
+    copied: int  # independent copies (including per-file fallbacks)
+    fallbacks: int  # files the requested engine could not share and copied instead
+    bytes: int
+
+
+def tree_from_manifest(manifest: Manifest) -> Tree:
+    """The stack as built, from its manifest: no walk and no stat of the stack at all."""
+    return Tree(tuple(sorted(manifest.dirs)), tuple((p, e.size) for p, e in manifest.files.items()),
+                tuple(manifest.symlinks.items()))
+
+
+def scan_tree(root: Path) -> Tree:
+    """One walk of `root` (for a prefix without a manifest)."""
+    dirs: list[str] = []
+    files: list[tuple[str, int]] = []
+    links: list[tuple[str, str]] = []
+    stack = [("", str(root))]
+    while stack:
+        rel_dir, path = stack.pop()
+        with os.scandir(path) as it:
+            for de in it:
+                rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
+                if de.is_symlink():
+                    links.append((rel, os.readlink(de.path)))
+                elif de.is_dir(follow_symlinks=False):
+                    dirs.append(rel)
+                    stack.append((rel, de.path))
+                elif de.is_file(follow_symlinks=False):
+                    files.append((rel, de.stat(follow_symlinks=False).st_size))
+    return Tree(tuple(sorted(dirs)), tuple(files), tuple(links))
+
+
+# --- one file -------------------------------------------------------------------------
+# Each engine puts one file at dst; copies take mode and mtimes from the open source.
+
+def _open_pair(src: str, dst: str) -> tuple[int, int, os.stat_result]:
+    """Open src, and create dst with src's permission bits plus the owner's read/write
+    (a clone is writable; setuid/setgid bits are never carried over; umask applies)."""
+    fdi = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fdi)
+        fdo = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                      (st.st_mode & 0o777) | stat.S_IRUSR | stat.S_IWUSR)
+    except BaseException:
+        os.close(fdi)
+        raise
+    return fdi, fdo, st
+
+
+def _kernel_copy(fdi: int, fdo: int, size: int) -> None:
+    """copy_file_range, then sendfile, then read/write: the first the kernel allows."""
+    done = 0
+    steps: tuple[Callable[[int], int], ...] = (
+        lambda n: os.copy_file_range(fdi, fdo, n),
+        lambda n: os.sendfile(fdo, fdi, None, n),
+    )
+    for step in steps:
+        try:
+            while done < size:
+                n = step(size - done)
+                if n == 0:
+                    break
+                done += n
+            return
+        except OSError as ex:
+            # Fall back only if nothing was written yet; a later failure is real.
+            if ex.errno not in _FALLBACK_ERRNOS or done:
+                raise
+    while chunk := os.read(fdi, 1 << 20):
+        os.write(fdo, chunk)
+
+
+def copy_file(src: str, dst: str) -> None:
+    fdi, fdo, st = _open_pair(src, dst)
+    try:
+        if st.st_size:
+            _kernel_copy(fdi, fdo, st.st_size)
+        os.utime(fdo, ns=(st.st_atime_ns, st.st_mtime_ns))  # keeps .pyc valid
+    finally:
+        os.close(fdi)
+        os.close(fdo)
+
+
+def reflink_file(src: str, dst: str) -> None:
+    fdi, fdo, st = _open_pair(src, dst)
+    try:
+        if st.st_size:
+            fcntl.ioctl(fdo, FICLONE, fdi)
+        os.utime(fdo, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(fdi)
+        os.close(fdo)
+
+
+def hardlink_file(src: str, dst: str) -> None:
+    os.link(src, dst, follow_symlinks=False)
+
+
+ENGINES: dict[str, Callable[[str, str], None]] = {
+    "reflink": reflink_file, "hardlink": hardlink_file, "copy": copy_file, "thin": os.symlink,
+}
+
+
+# --- probes ---------------------------------------------------------------------------
+
+def protected_hardlinks() -> bool:
+    try:
+        return Path("/proc/sys/fs/protected_hardlinks").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
+def probe(mode: str, src: Path, scratch: Path) -> str | None:
+    """Try `mode` on one real file into `scratch`; None if it works, else why not."""
+    if mode in ("copy", "thin"):
+        return None
+    target = scratch / ".sitestack-probe"
+    try:
+        ENGINES[mode](str(src), str(target))
+    except OSError as ex:
+        return _why(mode, ex, src)
+    finally:
+        if os.path.lexists(target):
+            os.unlink(target)
+    return None
+
+
+def _why(mode: str, ex: OSError, src: Path) -> str:
+    if ex.errno == errno.EXDEV:
+        return "the clone and the stack are on different filesystems"
+    if mode == "reflink" and ex.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOTTY, errno.ENOSYS):
+        return "this filesystem has no copy-on-write clones (FICLONE)"
+    if mode == "hardlink" and ex.errno == errno.EPERM and protected_hardlinks():
+        owner = src.stat().st_uid
+        return (f"fs.protected_hardlinks=1 and the stack's files belong to uid {owner}, "
+                f"not to you (uid {os.getuid()})")
+    return f"{os.strerror(ex.errno or 0)} ({src})"
+
+
+# --- many files -----------------------------------------------------------------------
+
+def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]], mode: str, *,
+                jobs: int, progress: Progress | None = None) -> CopyCounts:
+    """Put every (rel, size) of `files` under dst_root with `mode`; folders must exist.
+
+    A file that cannot be linked/reflinked (one odd file after a good probe) is copied.
+    """
+    engine = ENGINES[mode]
+    src_s, dst_s = str(src_root), str(dst_root)
+    shares = mode != "copy"
+
+    def work(batch: Sequence[tuple[str, int]]) -> tuple[int, int, int]:
+        fell = nbytes = 0
+        for rel, size in batch:
+            s, d = f"{src_s}/{rel}", f"{dst_s}/{rel}"
+            try:
+                engine(s, d)
+            except OSError as ex:
+                if not shares or ex.errno not in _FALLBACK_ERRNOS:
+                    raise
+                if os.path.lexists(d):
+                    os.unlink(d)
+                copy_file(s, d)
+                fell += 1
+            nbytes += size
+        if progress:
+            progress(len(batch), nbytes)
+        return len(batch), fell, nbytes
+
+    done = fell = nbytes = 0
+    batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
+    if jobs <= 1 or len(batches) <= 1:
+        for n, f, b in map(work, batches):
+            done, fell, nbytes = done + n, fell + f, nbytes + b
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            futures = [pool.submit(work, b) for b in batches]
+            try:
+                for fut in futures:
+                    n, f, b = fut.result()
+                    done, fell, nbytes = done + n, fell + f, nbytes + b
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    if shares:
+        return CopyCounts(shared=done - fell, copied=fell, fallbacks=fell, bytes=nbytes)
+    return CopyCounts(shared=0, copied=done, fallbacks=0, bytes=nbytes)
+
+
+def make_dirs(dst_root: Path, dirs: Iterable[str]) -> None:
+    for d in dirs:
+        os.mkdir(f"{dst_root}/{d}", 0o755)

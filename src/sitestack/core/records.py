@@ -1,0 +1,123 @@
+"""A stack's records: the file names under ``PREFIX/.sitestack/`` and the ``stack.json`` schema.
+
+This module is the only place that knows these names and keys. ``build`` writes records
+through ``stack_json``/``write_lock_txt``; everyone else reads them through ``StackRecord``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sitestack.core.layout import records_dir
+
+# Files under PREFIX/.sitestack/ (read-only like the rest of the stack).
+STACK_JSON = "stack.json"  # what StackRecord reads
+SPEC = "spec.toml"  # the spec text as built
+LOCK = "lock.txt"  # name==version per line
+MANIFEST = "manifest.json"  # sha256 of every file (core.manifest.Manifest)
+PREFIX_FILES = "prefix-files.json"  # files that name the prefix (relocation list)
+BUILD_LOG = "build.log"
+TESTS = "tests.json"  # smoke-test results at build time
+
+
+def user_base(site: str, name: str, version: str, home: str | None = None) -> Path:
+    """The per-version PYTHONUSERBASE: ``~/.local/SITE/NAME/VERSION`` (never shared by versions)."""
+    home = home or os.path.expanduser("~")
+    return Path(home) / ".local" / site / name / version
+
+
+def lock_text(packages: dict[str, str]) -> str:
+    return "".join(f"{n}=={v}\n" for n, v in sorted(packages.items()))
+
+
+def read_lock(prefix: Path) -> dict[str, str]:
+    """{name: version} from ``lock.txt``."""
+    out: dict[str, str] = {}
+    for line in (records_dir(prefix) / LOCK).read_text(encoding="utf-8").splitlines():
+        name, sep, version = line.strip().partition("==")
+        if sep:
+            out[name] = version
+    return out
+
+
+def stack_json(
+    *, name: str, version: str, site: str, description: str, kind: str, python: str,
+    python_xy: str, prefix: Path, root: Path, tool_version: str, built: str,
+    packages: dict[str, str], files: int, bytes_: int, module: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``stack.json`` document, the one writer of its schema."""
+    return {
+        "name": name, "version": version, "site": site, "description": description,
+        "kind": kind, "python": python, "python_xy": python_xy,
+        "prefix": str(prefix), "root": str(root), "sitestack": tool_version, "built": built,
+        "packages": packages, "files": files, "bytes": bytes_, "module": module,
+        **(extra or {}),
+    }
+
+
+@dataclass(frozen=True)
+class StackRecord:
+    """What `.sitestack/stack.json` says about one published version."""
+
+    name: str
+    version: str
+    prefix: Path
+    root: Path
+    site: str
+    python: str
+    python_xy: str
+    kind: str
+    description: str
+    built: str
+    packages: dict[str, str]
+    module: dict[str, Any]
+    files: int = 0
+    bytes: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def python_exe(self) -> Path:
+        return self.prefix / "bin" / f"python{self.python_xy}"
+
+    @property
+    def site_packages(self) -> Path:
+        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
+
+    @property
+    def records(self) -> Path:
+        return records_dir(self.prefix)
+
+    def user_base(self, home: str | None = None) -> Path:
+        return user_base(self.site, self.name, self.version, home)
+
+    @classmethod
+    def load(cls, prefix: Path) -> StackRecord:
+        """Read ``PREFIX/.sitestack/stack.json``; OSError, KeyError or ValueError if unreadable."""
+        data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        return cls(
+            name=data["name"],
+            version=data["version"],
+            prefix=Path(prefix),
+            root=Path(data.get("root", Path(prefix).parents[2])),
+            site=data["site"],
+            python=data["python"],
+            python_xy=data["python_xy"],
+            kind=data.get("kind", "pypi"),
+            description=data.get("description", ""),
+            built=data.get("built", ""),
+            packages=dict(data.get("packages", {})),
+            module=dict(data.get("module", {})),
+            files=int(data.get("files", 0)),
+            bytes=int(data.get("bytes", 0)),
+            extra={k: v for k, v in data.items() if k not in known},
+        )

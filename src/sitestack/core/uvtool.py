@@ -1,0 +1,75 @@
+"""Locate and run uv, the installer every stack and layer is built with."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sitestack.core.log import LogSink
+from sitestack.errors import BuildError, ToolMissingError
+
+
+def uv_bin() -> str:
+    """uv from the `uv` wheel (beside our interpreter), then PATH."""
+    try:
+        from uv import find_uv_bin
+
+        return str(find_uv_bin())
+    except (ImportError, FileNotFoundError):
+        pass
+    cand = Path(sys.executable).parent / "uv"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("uv")
+    if not found:
+        raise ToolMissingError("uv is not installed (pip install uv)")
+    return found
+
+
+def uv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for uv: never download Pythons, never touch a user's venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    env["UV_PYTHON_DOWNLOADS"] = "never"
+    env.setdefault("UV_NO_PROGRESS", "1")
+    if extra:
+        env.update(extra)
+    return env
+
+
+def index_args(
+    find_links: tuple[str, ...] | list[str] = (),
+    index_url: str | None = None,
+    extra_index_url: tuple[str, ...] | list[str] = (),
+    no_index: bool = False,
+) -> list[str]:
+    args: list[str] = []
+    for fl in find_links:
+        args += ["--find-links", fl]
+    if index_url:
+        args += ["--index-url", index_url]
+    for u in extra_index_url:
+        args += ["--extra-index-url", u]
+    if no_index:
+        args.append("--no-index")
+    return args
+
+
+def uv_reason(text: str) -> str:
+    """uv's explanation without its progress noise."""
+    skip = ("Resolved", "Prepared", "Installed", "Using")
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(skip)]
+    return "\n".join("  " + ln for ln in lines[-15:])
+
+
+def run_logged(cmd: list[str], log: LogSink, what: str, *, env: dict[str, str] | None = None,
+               stdin: str | None = None) -> str:
+    """Run a uv (or other) command into the build log; BuildError with uv's reason on failure."""
+    log.add("$ " + " ".join(cmd))
+    r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env)
+    log.add(r.stdout + r.stderr)
+    if r.returncode != 0:
+        raise BuildError(f"{what} failed:\n{uv_reason(r.stderr or r.stdout)}")
+    return r.stdout

@@ -1,0 +1,432 @@
+"""Pack a stack (or a layer with its stack) into one archive (reading it: unpack.py).
+
+Archive layout (tar.zst; squashfs holds the same tree):
+    .sitestack-pack/header.json              name, version, kind, prefixes, python_xy, content hash
+    .sitestack-pack/<role>/manifest.json     sha256 of every file of that part
+    .sitestack-pack/<role>/prefix-files.json files that name the part's original prefix
+    <role>/...                               the part's files; role is "stack" or "layer"
+The metadata comes first, so an extractor checks every file against its manifest while it
+writes it, and relocation at the destination needs nothing but the archive.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import hashlib
+import io
+import json
+import os
+import posixpath
+import stat
+import subprocess
+import tarfile
+import threading
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from sitestack import __version__
+from sitestack.core.layout import SiteRoot
+from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, load_prefix_files, scan
+from sitestack.core.records import MANIFEST, PREFIX_FILES
+from sitestack.errors import ConflictError, ToolMissingError, UsageError, VerifyError
+
+META = ".sitestack-pack"
+ROLES = ("stack", "layer")
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+SQUASHFS_MAGIC = b"hsqs"
+READ_AHEAD_JOBS = 8  # files being read at once while packing
+READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
+READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
+STREAM_LEVEL = 1  # packing on the fly for stage: compression speed is on the critical path
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Part:
+    role: str  # "stack" | "layer"
+    prefix: str  # the original absolute prefix
+    manifest: Manifest
+    hits: tuple[PrefixHit, ...]
+    source: Path | None = None  # where the files are, at pack time only
+
+
+@dataclass(frozen=True)
+class Header:
+    name: str
+    version: str
+    kind: str  # "stack" | "layer"
+    python_xy: str
+    prefixes: dict[str, str]  # role -> original prefix
+    content_hash: str
+    files: int
+    bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_hash(self) -> str:
+        return self.content_hash[:12]
+
+    @property
+    def dirname(self) -> str:
+        return f"{self.name}-{self.version}-{self.short_hash}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": "sitestack-pack", "format_version": 1, "sitestack": __version__,
+                "name": self.name, "version": self.version, "kind": self.kind,
+                "python_xy": self.python_xy, "prefixes": self.prefixes,
+                "content_hash": self.content_hash, "files": self.files, "bytes": self.bytes,
+                **self.extra}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Header:
+        if d.get("format") != "sitestack-pack":
+            raise VerifyError("not a sitestack archive (no sitestack header)")
+        prefixes = {str(k): str(v) for k, v in dict(d["prefixes"]).items()}
+        for role, p in prefixes.items():
+            # Absolute links may only name these prefixes, so they must be real, narrow paths.
+            if role not in ROLES or not p.startswith("/") or posixpath.normpath(p) != p or p == "/":
+                raise VerifyError(f"archive header has a bad prefix for {role!r}: {p!r}")
+        if "stack" not in prefixes:
+            raise VerifyError("archive header names no stack")
+        for key in ("name", "version"):
+            if not _safe_component(str(d[key])):
+                raise VerifyError(f"archive header has a bad {key}: {d[key]!r}")
+        known = {"name", "version", "kind", "python_xy", "prefixes", "content_hash", "files", "bytes"}
+        return cls(str(d["name"]), str(d["version"]), str(d["kind"]), str(d["python_xy"]),
+                   prefixes, str(d["content_hash"]), int(d["files"]), int(d["bytes"]),
+                   {k: v for k, v in d.items() if k not in known})
+
+
+def _safe_component(s: str) -> bool:
+    return bool(s) and "/" not in s and s not in (".", "..") and "\0" not in s
+
+
+# --- what to pack ---------------------------------------------------------------------------
+
+def _python_xy(prefix: Path) -> str | None:
+    for p in sorted((prefix / "bin").glob("python3.*")):
+        xy = p.name[len("python"):]
+        if xy.replace(".", "").isdigit() and (prefix / "lib" / f"python{xy}").is_dir():
+            return xy
+    return None
+
+
+def _read_cfg(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        k, sep, v = line.partition("=")
+        if sep:
+            out[k.strip()] = v.strip()
+    return out
+
+
+def prefix_part(prefix: Path, role: str = "stack") -> tuple[Part, dict[str, Any]]:
+    """A stack or clone prefix; uses its records when they describe this very path."""
+    from sitestack.site.registry import Site
+
+    prefix = Path(os.path.abspath(prefix))
+    rec = Site.from_prefix(prefix)
+    recs = prefix / ".sitestack"
+    # A published stack is read-only and its records name this very path: trust them (every
+    # file is still checked against them as it is read). A clone is writable: hash it now.
+    if (rec is not None and not os.lstat(prefix).st_mode & 0o222
+            and (recs / MANIFEST).is_file() and (recs / PREFIX_FILES).is_file()):
+        old, hits = load_prefix_files(recs / PREFIX_FILES)
+        if old == str(prefix):
+            info = {"name": rec.name, "version": rec.version, "python_xy": rec.python_xy}
+            return Part(role, str(prefix), Manifest.load(recs / MANIFEST), tuple(hits),
+                        prefix), info
+    xy = _python_xy(prefix)
+    if xy is None:
+        raise UsageError(f"{prefix} is not a Python prefix (no bin/python3.X with lib/python3.X)")
+    manifest, hits = scan(prefix, [str(prefix)])
+    info = {"name": rec.name if rec else prefix.name, "version": rec.version if rec else "clone",
+            "python_xy": xy}
+    return Part(role, str(prefix), manifest, tuple(hits), prefix), info
+
+
+def layer_part(layer: Path) -> tuple[Part, Path]:
+    """A venv layer; returns it with the stack prefix its pyvenv.cfg points at."""
+    layer = Path(os.path.abspath(layer))
+    cfg = layer / "pyvenv.cfg"
+    if not cfg.is_file():
+        raise UsageError(f"{layer} is not a layer (no pyvenv.cfg)")
+    home = _read_cfg(cfg).get("home")
+    if not home:
+        raise UsageError(f"{cfg} has no 'home' line")
+    stack = Path(home).parent
+    manifest, hits = scan(layer, [str(layer), str(stack)], exclude=())
+    return Part("layer", str(layer), manifest, tuple(hits), layer), stack
+
+
+def resolve(target: str, root: SiteRoot, layer: str | None = None) -> tuple[Header, list[Part]]:
+    """TARGET is NAME[/VERSION], a stack or clone prefix, or a layer; --layer adds a layer."""
+    from sitestack.site.registry import Site
+
+    path = Path(os.path.expanduser(target))
+    is_path = target.startswith(("/", ".", "~")) or (path.is_dir() and (
+        (path / "pyvenv.cfg").is_file() or _python_xy(path) is not None))
+    parts: list[Part] = []
+    if is_path and (path / "pyvenv.cfg").is_file():
+        if layer:
+            raise UsageError("TARGET is already a layer; do not give --layer too")
+        layer = str(path)
+        lpart, stack_prefix = layer_part(path)
+        spart, info = prefix_part(stack_prefix)
+        parts = [spart, lpart]
+    else:
+        if is_path:
+            spart, info = prefix_part(path)
+        else:
+            rec = Site(root).get(target)
+            spart, info = prefix_part(rec.prefix)
+        parts = [spart]
+        if layer:
+            lpart, stack_prefix = layer_part(Path(os.path.expanduser(layer)))
+            if os.path.realpath(stack_prefix) != os.path.realpath(spart.prefix):
+                raise UsageError(f"layer {layer} sits on {stack_prefix}, not on {spart.prefix}")
+            parts.append(lpart)
+    return make_header(info, parts), parts
+
+
+def make_header(info: dict[str, Any], parts: list[Part]) -> Header:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(json.dumps([p.role, p.prefix, p.manifest.to_json()], sort_keys=True).encode())
+    extra = {"layer_name": Path(parts[1].prefix).name} if len(parts) > 1 else {}
+    return Header(info["name"], info["version"], "layer" if len(parts) > 1 else "stack",
+                  info["python_xy"], {p.role: p.prefix for p in parts}, h.hexdigest(),
+                  sum(len(p.manifest.files) for p in parts),
+                  sum(p.manifest.total_bytes for p in parts), extra)
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+def _meta_blobs(header: Header, parts: list[Part]) -> list[tuple[str, bytes]]:
+    out = [(f"{META}/header.json", json.dumps(header.to_json(), indent=1).encode())]
+    for p in parts:
+        out.append((f"{META}/{p.role}/{MANIFEST}",
+                    json.dumps(p.manifest.to_json(), separators=(",", ":")).encode()))
+        hits = {"prefix": p.prefix, "files": [{"path": h.path, "kind": h.kind} for h in p.hits]}
+        out.append((f"{META}/{p.role}/{PREFIX_FILES}", json.dumps(hits).encode()))
+    return out
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.h, self.n = f, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        n = self.f.readinto(b)  # type: ignore[attr-defined]
+        self.h.update(memoryview(b)[:n])
+        self.n += n
+        return int(n)
+
+
+def _read_small(path: Path) -> tuple[os.stat_result, bytes | None, str]:
+    """lstat a file, and read and hash it unless it is large (then it is streamed)."""
+    st = os.lstat(path)
+    if st.st_size > READ_AHEAD_FILE or not stat.S_ISREG(st.st_mode):
+        return st, None, ""
+    with open(path, "rb") as f:
+        data = f.read()
+    return st, data, hashlib.sha256(data).hexdigest()
+
+
+def _read_ahead(fn: Callable[[Path], T], items: list[tuple[Path, int]]) -> Generator[T, None, None]:
+    """fn(path) for each (path, size), in order, run ahead by a few threads within a memory
+    budget. Reading a tree on a parallel filesystem is bound by the latency of each open and
+    stat, not by bandwidth: several requests in flight hide it."""
+    pending: collections.deque[tuple[int, Future[T]]] = collections.deque()
+    with ThreadPoolExecutor(READ_AHEAD_JOBS, thread_name_prefix="sitestack-pack") as pool:
+        try:
+            i, in_flight = 0, 0
+            while i < len(items) or pending:
+                while i < len(items) and (not pending or (
+                        in_flight + items[i][1] <= READ_AHEAD_BYTES
+                        and len(pending) < 32 * READ_AHEAD_JOBS)):
+                    cost = min(items[i][1], READ_AHEAD_FILE)
+                    pending.append((cost, pool.submit(fn, items[i][0])))
+                    in_flight += cost
+                    i += 1
+                cost, fut = pending.popleft()
+                in_flight -= cost
+                yield fut.result()
+        finally:
+            for _cost, fut in pending:
+                fut.cancel()
+
+
+def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
+    """Stream the archive as an uncompressed tar into `out`; checks each file as it reads it.
+
+    The order is deterministic (sorted); files are read ahead of the writer by a few threads."""
+    buffered = _Buffer(out)  # the compressor gets 1 MiB at a time, not 10 KiB records
+    with tarfile.open(fileobj=buffered, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+        for name, blob in _meta_blobs(header, parts):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mode = len(blob), 0o644
+            tf.addfile(ti, io.BytesIO(blob))
+        for p in parts:
+            assert p.source is not None
+            src, m = p.source, p.manifest
+            dirs = sorted(m.dirs)
+            modes = _read_ahead(lambda path: os.lstat(path).st_mode, [(src / d, 0) for d in dirs])
+            with contextlib.closing(modes):
+                for d, mode in zip(dirs, modes, strict=True):
+                    ti = tarfile.TarInfo(f"{p.role}/{d}")
+                    ti.type, ti.mode = tarfile.DIRTYPE, stat.S_IMODE(mode) | 0o700
+                    tf.addfile(ti)
+            for rel, target in sorted(m.symlinks.items()):
+                ti = tarfile.TarInfo(f"{p.role}/{rel}")
+                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, target, 0o777
+                tf.addfile(ti)
+            files = sorted(m.files.items())
+            reads = _read_ahead(_read_small, [(src / rel, e.size) for rel, e in files])
+            with contextlib.closing(reads):
+                for (rel, entry), (st, data, digest) in zip(files, reads, strict=True):
+                    _add_file(tf, f"{p.role}/{rel}", src / rel, entry, st, data, digest)
+    buffered.flush()
+
+
+class _Buffer:
+    def __init__(self, out: IO[bytes], size: int = 1 << 20) -> None:
+        self.out, self.size, self.buf = out, size, bytearray()
+
+    def write(self, b: bytes) -> int:
+        self.buf += b
+        if len(self.buf) >= self.size:
+            self.flush()
+        return len(b)
+
+    def flush(self) -> None:
+        if self.buf:
+            self.out.write(self.buf)
+            self.buf = bytearray()
+
+
+def _add_file(tf: tarfile.TarFile, name: str, path: Path, entry: FileEntry, st: os.stat_result,
+              data: bytes | None, digest: str) -> None:
+    ti = tarfile.TarInfo(name)
+    # mtime matters: a .pyc is valid only while its source keeps size and mtime
+    ti.size, ti.mode, ti.mtime = st.st_size, entry.mode, st.st_mtime
+    if data is not None:
+        ti.size, n = len(data), len(data)
+        tf.addfile(ti, io.BytesIO(data))
+    else:
+        with open(path, "rb") as f:
+            r = _HashingReader(f)
+            tf.addfile(ti, r)
+        digest, n = r.h.hexdigest(), r.n
+    if digest != entry.sha256 or n != entry.size:
+        raise VerifyError(f"{path} changed since its manifest was written; run `sitestack verify`")
+
+
+def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
+         layer: str | None = None, level: int = 3) -> Header:
+    header, parts = resolve(target, root, layer)
+    output = Path(os.path.abspath(output))
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    try:
+        if fmt == "tar.zst":
+            with open(tmp, "wb") as raw:
+                zw = _compressor(level).stream_writer(raw, closefd=False)
+                write_tar(zw, header, parts)
+                zw.close()
+        elif fmt == "squashfs":
+            _write_squashfs(tmp, header, parts)
+        else:
+            raise UsageError(f"unknown format {fmt!r} (tar.zst or squashfs)")
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return header
+
+
+def _compressor(level: int) -> Any:
+    import zstandard
+
+    # write_checksum: a corrupted frame fails in the decoder, before any sha256 check
+    return zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
+
+
+def _write_squashfs(out: Path, header: Header, parts: list[Part]) -> None:
+    import shutil
+
+    exe = shutil.which("sqfstar")
+    if not exe:
+        raise ToolMissingError("sqfstar (squashfs-tools >= 4.5) is needed for --format squashfs")
+    # lz4: sqfstar 4.5.1 cannot set a zstd level (-X options misparse), and its default
+    # zstd level takes 30x longer to pack than lz4.
+    proc = subprocess.Popen([exe, "-quiet", "-no-progress", "-comp", "lz4", "-force", "-no-xattrs",
+                             "-force-uid", "0", "-force-gid", "0", str(out)],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdin is not None
+    try:
+        write_tar(proc.stdin, header, parts)
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.wait() != 0:
+        raise ConflictError(f"sqfstar failed: {err.strip()[-400:]}")
+
+
+def stream_chunks(target: str, root: SiteRoot, layer: str | None, chunk: int,
+                  level: int = STREAM_LEVEL) -> tuple[Header, Iterator[bytes]]:
+    """Resolve now; then yield the tar.zst in chunks, produced by a thread as they are read."""
+    import queue
+
+    header, parts = resolve(target, root, layer)
+    q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
+    stop = threading.Event()
+
+    class _Sink(io.RawIOBase):
+        def __init__(self) -> None:
+            self.buf = bytearray()
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, b: Any) -> int:
+            if stop.is_set():
+                raise BrokenPipeError("consumer went away")
+            self.buf += b
+            while len(self.buf) >= chunk:
+                q.put(bytes(self.buf[:chunk]))
+                del self.buf[:chunk]
+            return len(b)
+
+    def produce() -> None:
+        sink = _Sink()
+        try:
+            zw = _compressor(level).stream_writer(sink, closefd=False)
+            write_tar(zw, header, parts)
+            zw.close()
+            if sink.buf:
+                q.put(bytes(sink.buf))
+            q.put(None)
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put(e)
+
+    def gen() -> Iterator[bytes]:
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        try:
+            while (item := q.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+    return header, gen()

@@ -1,0 +1,76 @@
+"""Lmod modulefiles (.lua)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sitestack.site.modulefiles.content import ModuleContent
+
+
+def q(s: str) -> str:
+    """A Lua string literal: every byte that could end or bend the string is escaped."""
+    out = ['"']
+    for ch in s:
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\{ord(ch):03d}")
+        elif ord(ch) > 127:
+            # Decimal byte escapes keep the file pure ASCII, whatever the locale.
+            out.extend(f"\\{b:03d}" for b in ch.encode("utf-8"))
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def modulefile(c: ModuleContent, header: str) -> str:
+    L = [f"-- {header}", f"help({q(c.help_text)})"]
+    L += [f"whatis({q(w)})" for w in c.whatis]
+    if c.family:
+        L.append(f"family({q(c.family)})")
+    L += [f"depends_on({q(d)})" for d in c.depends_on]
+    L += [
+        f"local prefix = {q(c.prefix)}",
+        # HOME is read at load time, so one modulefile serves every user.
+        'local home = os.getenv("HOME") or ""',
+        f"local userbase = pathJoin(home, \".local\", {q(c.site)}, {q(c.name)}, {q(c.version)})",
+        'prepend_path("PATH", pathJoin(prefix, "bin"))',
+        # pushenv, not setenv: unload restores a value the user had before.
+        'pushenv("PYTHONUSERBASE", userbase)',
+        'prepend_path("PATH", pathJoin(userbase, "bin"))',
+        f"pushenv(\"SITESTACK_STACK\", {q(c.name + '/' + c.version)})",
+        'pushenv("SITESTACK_PREFIX", prefix)',
+        f"pushenv(\"SITESTACK_STACK_ROOT\", {q(c.root)})",
+    ]
+    if c.conda:
+        L += [
+            'pushenv("CONDA_PREFIX", prefix)',
+            f"pushenv(\"CONDA_DEFAULT_ENV\", {q(c.name + '/' + c.version)})",
+            'pushenv("CONDA_SHLVL", "1")',
+            'pushenv("CONDA_PROMPT_MODIFIER", "")',
+        ]
+    L += [f"pushenv({q(k)}, {q(v)})" for k, v in c.setenv]
+    L += [f"prepend_path({q(k)}, {q(v)})" for k, v in c.prepend_path]
+    if c.deprecated:
+        L += [
+            'if (mode() == "load") then',
+            f"  LmodMessage({q(f'{c.name}/{c.version} is deprecated: {c.deprecated}')})",
+            "end",
+        ]
+    return "\n".join(L) + "\n"
+
+
+def modulerc(name: str, default: str | None, hidden: list[str], header: str) -> str:
+    L = [f"-- {header}"]
+    if default:
+        L.append(f"module_version({q(name + '/' + default)}, \"default\")")
+    L += [f"hide_version({q(name + '/' + v)})" for v in hidden]
+    return "\n".join(L) + "\n"

@@ -1,0 +1,73 @@
+"""Environment Modules modulefiles (Tcl)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sitestack.site.modulefiles.content import ModuleContent
+
+
+def q(s: str) -> str:
+    """A Tcl double-quoted word with no substitution left in it; pure ASCII."""
+    out = ['"']
+    for ch in s:
+        o = ord(ch)
+        if ch in '\\"$[]{}':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif o < 32 or o == 127:
+            out.append(f"\\x{o:02x}")
+        elif o > 0xFFFF:
+            # Tcl 8.6 strings are UTF-16 inside: \U escapes are lost, surrogate pairs work.
+            o -= 0x10000
+            out.append(f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}")
+        elif o > 127:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def modulefile(c: ModuleContent, header: str) -> str:
+    L = ["#%Module1.0", f"# {header}", "proc ModulesHelp { } {", f"    puts stderr {q(c.help_text)}", "}"]
+    L += [f"module-whatis {q(w)}" for w in c.whatis]
+    if c.family:
+        L.append(f"family {q(c.family)}")
+    L += [f"depends-on {q(d)}" for d in c.depends_on]
+    L += [
+        f"set prefix {q(c.prefix)}",
+        "set home [getenv HOME]",
+        f"set userbase [file join $home .local {q(c.site)} {q(c.name)} {q(c.version)}]",
+        'prepend-path PATH [file join $prefix bin]',
+        "pushenv PYTHONUSERBASE $userbase",
+        'prepend-path PATH [file join $userbase bin]',
+        f"pushenv SITESTACK_STACK {q(c.name + '/' + c.version)}",
+        "pushenv SITESTACK_PREFIX $prefix",
+        f"pushenv SITESTACK_STACK_ROOT {q(c.root)}",
+    ]
+    if c.conda:
+        L += [
+            "pushenv CONDA_PREFIX $prefix",
+            f"pushenv CONDA_DEFAULT_ENV {q(c.name + '/' + c.version)}",
+            "pushenv CONDA_SHLVL 1",
+            'pushenv CONDA_PROMPT_MODIFIER ""',
+        ]
+    L += [f"pushenv {q(k)} {q(v)}" for k, v in c.setenv]
+    L += [f"prepend-path {q(k)} {q(v)}" for k, v in c.prepend_path]
+    if c.deprecated:
+        msg = f"{c.name}/{c.version} is deprecated: {c.deprecated}"
+        L += ["if {[module-info mode load]} {", f"    puts stderr {q(msg)}", "}"]
+    return "\n".join(L) + "\n"
+
+
+def modulerc(name: str, default: str | None, hidden: list[str], header: str) -> str:
+    L = ["#%Module1.0", f"# {header}"]
+    if default:
+        L.append(f"module-version {q(name + '/' + default)} default")
+    L += [f"module-hide {q(name + '/' + v)}" for v in hidden]
+    return "\n".join(L) + "\n"

@@ -1,0 +1,280 @@
+"""The stack spec (TOML): parse, validate, and say exactly which key is wrong."""
+
+from __future__ import annotations
+
+import re
+import sys
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sitestack.errors import SpecError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    no_binary: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PackagesSpec:
+    requirements: tuple[str, ...] = ()
+    find_links: tuple[str, ...] = ()
+    index_url: str | None = None
+    extra_index_url: tuple[str, ...] = ()
+    no_index: bool = False
+    build: Mapping[str, BuildOptions] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModuleSpec:
+    depends_on: tuple[str, ...] = ()
+    family: str = "python"
+    setenv: Mapping[str, str] = field(default_factory=dict)
+    prepend_path: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    help: str = ""
+
+
+@dataclass(frozen=True)
+class TestsSpec:
+    imports: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class CondaSpec:
+    channels: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str
+    python: str
+    site: str
+    description: str
+    packages: PackagesSpec
+    module: ModuleSpec
+    tests: TestsSpec
+    conda: CondaSpec | None = None
+    source: Path | None = None
+    text: str = ""
+
+
+_KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "stack": {"name": str, "python": str, "site": str, "description": str},
+    "packages": {
+        "requirements": list,
+        "find-links": list,
+        "index-url": str,
+        "extra-index-url": list,
+        "no-index": bool,
+        "build": dict,
+    },
+    "module": {"depends_on": list, "family": str, "setenv": dict, "prepend_path": dict, "help": str},
+    "tests": {"imports": list, "commands": list, "timeout": (int, float)},
+    "conda": {"channels": list, "packages": list},
+}
+_TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", bool: "true or false"}
+
+
+def check_name(value: str, key: str, source: str | None = None) -> str:
+    """Names and versions become path parts and module names: keep them plain."""
+    if not isinstance(value, str) or not value:
+        raise SpecError(key, "must be a non-empty string", source=source)
+    if "/" in value or ".." in value or any(c.isspace() for c in value):
+        raise SpecError(key, f"{value!r} must not contain '/', '..' or spaces", source=source)
+    if not NAME_RE.match(value):
+        raise SpecError(
+            key, f"{value!r} may use only letters, digits, '.', '_', '+' and '-'", source=source
+        )
+    return value
+
+
+def _typecheck(table: Mapping[str, Any], section: str, src: str | None) -> None:
+    allowed = _KEYS[section]
+    for key, value in table.items():
+        if key not in allowed:
+            near = ", ".join(sorted(allowed))
+            raise SpecError(f"{section}.{key}", f"unknown key (allowed: {near})", source=src)
+        want = allowed[key]
+        # TOML booleans are ints to Python; only a bool may stand where a bool is wanted.
+        ok = isinstance(value, want) and (want is bool or not isinstance(value, bool))
+        if not ok:
+            name = _TYPE_NAMES.get(want, "a number") if isinstance(want, type) else "a number"
+            raise SpecError(f"{section}.{key}", f"must be {name}, not {type(value).__name__}", source=src)
+
+
+def _strings(values: list[Any], key: str, src: str | None) -> tuple[str, ...]:
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise SpecError(f"{key}[{i}]", f"must be a string, not {type(v).__name__}", source=src)
+    return tuple(values)
+
+
+def _str_map(values: dict[str, Any], key: str, src: str | None) -> dict[str, str]:
+    for k, v in values.items():
+        if not ENV_RE.match(k):
+            raise SpecError(f"{key}.{k}", "is not a valid environment variable name", source=src)
+        if not isinstance(v, str):
+            raise SpecError(f"{key}.{k}", f"must be a string, not {type(v).__name__}", source=src)
+        _no_line_breaks(v, f"{key}.{k}", src)
+    return dict(values)
+
+
+def _no_line_breaks(value: str, key: str, src: str | None) -> None:
+    # Lmod 8.6 emits a newline in a value unquoted to the shell, which would run the rest
+    # of the value as a command. Refuse it rather than write a dangerous modulefile.
+    if any(c in value for c in "\n\r\0"):
+        raise SpecError(key, "must not contain a line break or NUL (module systems cannot pass it safely)", source=src)
+
+
+def _requirements(values: list[Any], key: str, src: str | None) -> tuple[str, ...]:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    reqs = _strings(values, key, src)
+    for i, r in enumerate(reqs):
+        try:
+            Requirement(r)
+        except InvalidRequirement as e:
+            first = str(e).splitlines()[0]
+            raise SpecError(f"{key}[{i}]", f"invalid requirement {r!r}: {first}", source=src) from None
+    return reqs
+
+
+def _build_options(values: dict[str, Any], src: str | None) -> dict[str, BuildOptions]:
+    from packaging.utils import canonicalize_name
+
+    out: dict[str, BuildOptions] = {}
+    for pkg, opts in values.items():
+        key = f"packages.build.{pkg}"
+        if not isinstance(opts, dict):
+            raise SpecError(key, "must be a table with 'env' and/or 'no-binary'", source=src)
+        for k in opts:
+            if k not in ("env", "no-binary"):
+                raise SpecError(f"{key}.{k}", "unknown key (allowed: env, no-binary)", source=src)
+        nb = opts.get("no-binary", False)
+        if not isinstance(nb, bool):
+            raise SpecError(f"{key}.no-binary", "must be true or false", source=src)
+        env = opts.get("env", {})
+        if not isinstance(env, dict):
+            raise SpecError(f"{key}.env", "must be a table of strings", source=src)
+        out[canonicalize_name(pkg)] = BuildOptions(nb, _str_map(env, f"{key}.env", src))
+    return out
+
+
+def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
+    src = str(source) if source else None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError("(toml)", f"not valid TOML: {e}", source=src) from None
+    for section in data:
+        if section not in _KEYS:
+            raise SpecError(
+                section, f"unknown table (allowed: {', '.join(sorted(_KEYS))})", source=src
+            )
+        if not isinstance(data[section], dict):
+            raise SpecError(section, "must be a table", source=src)
+        _typecheck(data[section], section, src)
+
+    stack = data.get("stack")
+    if stack is None:
+        raise SpecError("stack", "missing table [stack]", source=src)
+    if "name" not in stack:
+        raise SpecError("stack.name", "missing (the module name, e.g. 'conda')", source=src)
+    name = check_name(stack["name"], "stack.name", src)
+    site = check_name(stack.get("site", "sitestack"), "stack.site", src)
+    python = stack.get("python", f"{sys.version_info[0]}.{sys.version_info[1]}")
+    if not python.strip():
+        raise SpecError("stack.python", "must be a version like '3.11' or a path", source=src)
+
+    base = source.parent if source else Path.cwd()
+    p = data.get("packages", {})
+
+    def local(link: str) -> str:
+        # Relative find-links are relative to the spec file, so a spec can ship a wheelhouse.
+        if "://" in link or Path(link).is_absolute():
+            return link
+        return str((base / link).resolve())
+
+    packages = PackagesSpec(
+        requirements=_requirements(p.get("requirements", []), "packages.requirements", src),
+        find_links=tuple(local(x) for x in _strings(p.get("find-links", []), "packages.find-links", src)),
+        index_url=p.get("index-url"),
+        extra_index_url=_strings(p.get("extra-index-url", []), "packages.extra-index-url", src),
+        no_index=p.get("no-index", False),
+        build=_build_options(p.get("build", {}), src),
+    )
+    m = data.get("module", {})
+    prepend: dict[str, tuple[str, ...]] = {}
+    for var, paths in m.get("prepend_path", {}).items():
+        key = f"module.prepend_path.{var}"
+        if not ENV_RE.match(var):
+            raise SpecError(key, "is not a valid environment variable name", source=src)
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list):
+            raise SpecError(key, "must be a string or a list of strings", source=src)
+        prepend[var] = _strings(paths, key, src)
+        for i, path in enumerate(prepend[var]):
+            _no_line_breaks(path, f"{key}[{i}]", src)
+    module = ModuleSpec(
+        depends_on=_strings(m.get("depends_on", []), "module.depends_on", src),
+        family=m.get("family", "python"),
+        setenv=_str_map(m.get("setenv", {}), "module.setenv", src),
+        prepend_path=prepend,
+        help=m.get("help", ""),
+    )
+    if module.family and not re.match(r"^[A-Za-z0-9_]+$", module.family):
+        raise SpecError("module.family", "may use only letters, digits and '_'", source=src)
+    t = data.get("tests", {})
+    timeout = float(t.get("timeout", 600))
+    if timeout <= 0:
+        raise SpecError("tests.timeout", "must be a positive number of seconds", source=src)
+    tests = TestsSpec(
+        imports=_strings(t.get("imports", []), "tests.imports", src),
+        commands=_strings(t.get("commands", []), "tests.commands", src),
+        timeout=timeout,
+    )
+    conda = None
+    if "conda" in data:
+        c = data["conda"]
+        conda = CondaSpec(
+            channels=tuple(local(x) for x in _strings(c.get("channels", []), "conda.channels", src)),
+            packages=_strings(c.get("packages", []), "conda.packages", src),
+        )
+        if not conda.channels:
+            raise SpecError("conda.channels", "needs at least one channel", source=src)
+        if not conda.packages:
+            raise SpecError("conda.packages", "needs at least one package", source=src)
+    return StackSpec(
+        name=name,
+        python=python,
+        site=site,
+        description=stack.get("description", ""),
+        packages=packages,
+        module=module,
+        tests=tests,
+        conda=conda,
+        source=source,
+        text=text,
+    )
+
+
+def load_spec(path: str | Path) -> StackSpec:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("(file)", f"spec file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError("(file)", f"cannot read spec file {p}: {e}") from None
+    return parse_spec(text, source=p.resolve())

@@ -1,0 +1,160 @@
+"""sitestack doctor: what is wrong with this shell and these layers, and the command that fixes it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sitestack.user.layer import Layer, find_stack, open_layer
+
+if TYPE_CHECKING:
+    from sitestack.core.records import StackRecord
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    subject: str
+    message: str
+    fix: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "subject": self.subject, "message": self.message, "fix": self.fix}
+
+
+def _q(p: object) -> str:
+    return shlex.quote(str(p))
+
+
+def _stack_of_bin(entry: str) -> StackRecord | None:
+    from sitestack.core.layout import records_dir
+    from sitestack.core.records import STACK_JSON
+    from sitestack.site.registry import Site
+
+    if not entry or not os.path.isabs(entry):
+        return None
+    prefix = Path(entry).parent
+    if Path(entry).name != "bin" or not (records_dir(prefix) / STACK_JSON).is_file():
+        return None
+    return Site.from_prefix(prefix)
+
+
+def _default_ref(rec_name: str, root: Path) -> str | None:
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.registry import Site
+
+    v = Site(SiteRoot(root)).default_version(rec_name)
+    return f"{rec_name}/{v}" if v else None
+
+
+def check_shell(env: dict[str, str]) -> list[Finding]:
+    """PYTHONUSERBASE/bin on PATH, one stack on PATH, no user-base package shadowing the stack."""
+    out: list[Finding] = []
+    path = [p for p in env.get("PATH", "").split(os.pathsep) if p]
+    ub = env.get("PYTHONUSERBASE")
+    if ub and env.get("SITESTACK_STACK"):
+        ub_bin = os.path.join(ub, "bin")
+        if os.path.normpath(ub_bin) not in {os.path.normpath(p) for p in path}:
+            out.append(Finding(
+                "userbase-bin-not-on-path", ub_bin,
+                f"{ub_bin} (where `pip install --user` puts scripts) is not on PATH",
+                f'export PATH={_q(ub_bin)}:"$PATH"'))
+    stacks: dict[Path, StackRecord] = {}
+    for p in path:
+        rec = _stack_of_bin(p)
+        if rec is not None:
+            stacks.setdefault(rec.prefix, rec)
+    if len(stacks) > 1:
+        loaded = env.get("SITESTACK_PREFIX")
+        keep = next((r for r in stacks.values() if loaded and os.path.realpath(r.prefix) == os.path.realpath(loaded)),
+                    next(iter(stacks.values())))
+        drop = [r for r in stacks.values() if r is not keep]
+        kept = [p for p in path if not any(os.path.normpath(p) == os.path.normpath(r.prefix / "bin") for r in drop)]
+        names = ", ".join(r.ref for r in stacks.values())
+        out.append(Finding(
+            "two-stacks-on-path", names,
+            f"{len(stacks)} stacks are on PATH ({names}); the first one's python wins, "
+            f"scripts may come from the other",
+            f"export PATH={_q(os.pathsep.join(kept))}"))
+    loaded_rec = None
+    if env.get("SITESTACK_PREFIX"):
+        from sitestack.site.registry import Site
+
+        loaded_rec = Site.from_prefix(Path(env["SITESTACK_PREFIX"]))
+    if ub and loaded_rec is not None:
+        out += _userbase_shadows(Path(ub), loaded_rec)
+    return out
+
+
+def _userbase_shadows(ub: Path, rec: StackRecord) -> list[Finding]:
+    from sitestack.user.rebase import own_dists
+
+    user_sp = ub / "lib" / f"python{rec.python_xy}" / "site-packages"
+    from packaging.utils import canonicalize_name
+
+    stack = {str(canonicalize_name(k)): v for k, v in rec.packages.items()}
+    out = []
+    for n, (name, version) in sorted(own_dists(user_sp).items()):
+        if n in stack:
+            out.append(Finding(
+                "userbase-shadows-stack", f"{name} ({user_sp})",
+                f"{name} {version} in your user base shadows {rec.ref}'s {name} {stack[n]} "
+                "for every plain use of the stack",
+                f"PYTHONUSERBASE={_q(ub)} {_q(rec.python_exe)} -m pip uninstall -y {name}"))
+    return out
+
+
+def check_layer(layer: Layer) -> list[Finding]:
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.registry import Site
+    from sitestack.user.check import check, probe
+
+    out: list[Finding] = []
+    p = layer.path
+    rec = find_stack(layer)
+    # The bin/python link ends in home: if it dangles, the layer's python cannot start.
+    home_ok = layer.home is not None and layer.home.is_dir() and (p / "bin" / "python").exists()
+    if rec is None:
+        name = (layer.stack_ref or "").split("/")[0]
+        root = layer.stack_root
+        target = _default_ref(name, root) if name and root else None
+        fix = (f"sitestack rebase {_q(p)} {target} --allow-missing-stack" if target
+               else f"sitestack venv {_q(str(p) + '.new')} --stack NAME/VERSION  "
+                    f"# then reinstall: {_q(p / 'bin' / 'python')} -m pip freeze")
+        what = f"its stack {layer.stack_ref} no longer exists in {root}" if layer.stack_ref \
+            else f"it is not on a known stack (home = {layer.home})"
+        out.append(Finding("stack-missing", str(p), f"layer {p}: {what}", fix))
+        if not home_ok:
+            out.append(Finding("home-missing", str(p), f"layer {p}: its home {layer.home} no longer exists", fix))
+        return out
+    site = Site(SiteRoot(rec.root))
+    default = _default_ref(rec.name, rec.root)
+    rebase_fix = f"sitestack rebase {_q(p)} {default}" if default and default != rec.ref else None
+    if not home_ok:
+        out.append(Finding("home-missing", str(p), f"layer {p}: its home {layer.home} no longer exists",
+                           f"sitestack rebase {_q(p)} {rec.ref}"))
+        return out
+    vs = site.version_state(rec)
+    if vs.hidden:
+        out.append(Finding("stack-hidden", str(p), f"layer {p} sits on {rec.ref}, which is hidden (being retired)",
+                           rebase_fix or f"sitestack rebase {_q(p)} NAME/VERSION"))
+    if vs.deprecated:
+        out.append(Finding("stack-deprecated", str(p),
+                           f"layer {p} sits on {rec.ref}, which is deprecated: {vs.deprecated}",
+                           rebase_fix or f"sitestack rebase {_q(p)} NAME/VERSION"))
+    for prob in check(probe(layer)):
+        out.append(Finding("broken-requirement", str(p), f"layer {p}: {prob.message()}", prob.fix))
+    return out
+
+
+def diagnose(paths: list[str], env: dict[str, str] | None = None) -> list[Finding]:
+    """The shell's findings, then each layer's (the named ones, else $VIRTUAL_ENV)."""
+    env = dict(os.environ if env is None else env)
+    findings = check_shell(env)
+    targets = paths or ([env["VIRTUAL_ENV"]] if env.get("VIRTUAL_ENV") else [])
+    for t in targets:
+        findings += check_layer(open_layer(t))
+    return findings

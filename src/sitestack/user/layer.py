@@ -1,0 +1,341 @@
+"""User layers: venvs on top of a stack, made by hand in a few milliseconds.
+
+A layer is a standard venv (PEP 405): CPython finds `pyvenv.cfg` beside or above the
+`bin/python` symlink it was started through, takes `home` as its base, and puts the
+layer's site-packages first. We write that layout ourselves (no subprocess, no ensurepip)
+and add three keys of our own (`sitestack-stack`, `sitestack-root`, `sitestack-user-site`)
+so the layer knows its stack. Layers made by `python -m venv --system-site-packages` from a
+stack are recognised from `home` instead.
+
+User-site isolation: CPython's site.py enables the user site in a venv whenever
+`include-system-site-packages = true`, and adds it *before* the stack's site-packages. A
+layer made without --user-site carries `_sitestack_nousersite.pth`, whose one `import` line
+sets `site.ENABLE_USER_SITE = False` while site.py is still processing the layer's own
+site-packages, i.e. before it decides on the user site. See docs/layers.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sitestack.errors import ConflictError, NotFoundError, UsageError
+
+if TYPE_CHECKING:
+    from sitestack.core.records import StackRecord
+
+CFG = "pyvenv.cfg"
+KEY_INHERIT = "include-system-site-packages"
+KEY_STACK = "sitestack-stack"
+KEY_ROOT = "sitestack-root"
+KEY_USER_SITE = "sitestack-user-site"
+NOUSERSITE_PTH = "_sitestack_nousersite.pth"
+PIP_PTH = "_sitestack_pip.pth"
+# Runs inside site.py while it processes the layer's site-packages: site.main() checks
+# ENABLE_USER_SITE only afterwards, so the user site is never added.
+NOUSERSITE_LINE = (
+    "import site; site.ENABLE_USER_SITE = False"
+    "  # sitestack: no user site in this layer (made without --user-site)\n"
+)
+PIP_SCRIPT = """\
+# -*- coding: utf-8 -*-
+# Written by sitestack: pip for this layer. pip comes from the layer if installed there,
+# else from the stack (via _sitestack_pip.pth); either way it installs into this layer.
+import sys
+from pip._internal.cli.main import main
+if __name__ == "__main__":
+    if sys.argv[0].endswith("-script.pyw"):
+        sys.argv[0] = sys.argv[0][:-11]
+    elif sys.argv[0].endswith(".exe"):
+        sys.argv[0] = sys.argv[0][:-4]
+    sys.exit(main())
+"""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A venv, as its pyvenv.cfg describes it."""
+
+    path: Path
+    cfg: dict[str, str]
+    home: Path | None
+    inherit: bool
+    user_site: bool
+    stack_ref: str | None  # NAME/VERSION recorded by `sitestack venv`
+    stack_root: Path | None
+    python_xy: str | None
+
+    @property
+    def python(self) -> Path:
+        return self.path / "bin" / "python"
+
+    @property
+    def site_packages(self) -> Path:
+        if self.python_xy:
+            return self.path / "lib" / f"python{self.python_xy}" / "site-packages"
+        hits = sorted((self.path / "lib").glob("python*/site-packages"))
+        return hits[-1] if hits else self.path / "lib" / "site-packages"
+
+    @property
+    def made_by_sitestack(self) -> bool:
+        return self.stack_ref is not None
+
+
+@dataclass(frozen=True)
+class Created:
+    path: Path
+    stack: str
+    prefix: Path
+    inherit: bool
+    user_site: bool
+    pip: bool
+
+
+def parse_cfg(text: str) -> dict[str, str]:
+    """Keys as CPython's site.py reads them: `key = value`, keys lower-cased, last one wins."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if "=" in line:
+            key, _, value = line.partition("=")
+            out[key.strip().lower()] = value.strip()
+    return out
+
+
+def _xy(cfg: dict[str, str]) -> str | None:
+    m = re.match(r"(\d+)\.(\d+)", cfg.get("version") or cfg.get("version_info") or "")
+    return f"{m.group(1)}.{m.group(2)}" if m else None
+
+
+def open_layer(path: str | os.PathLike[str]) -> Layer:
+    """Read a venv's pyvenv.cfg; UsageError when `path` is not a venv."""
+    p = Path(os.path.abspath(os.path.expanduser(path)))
+    cfg_path = p / CFG
+    if not p.is_dir():
+        raise NotFoundError(f"{p} does not exist or is not a folder")
+    try:
+        cfg = parse_cfg(cfg_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{p} is not a venv (no {CFG})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"cannot read {cfg_path}: {e}") from None
+    home = Path(cfg["home"]) if cfg.get("home") else None
+    root = cfg.get(KEY_ROOT)
+    return Layer(
+        path=p,
+        cfg=cfg,
+        home=home,
+        # site.py treats a missing key as "true"; only the exact word "true" enables it.
+        inherit=cfg.get(KEY_INHERIT, "true").lower() == "true",
+        user_site=cfg.get(KEY_USER_SITE, "true" if not cfg.get(KEY_STACK) else "false").lower() == "true",
+        stack_ref=cfg.get(KEY_STACK) or None,
+        stack_root=Path(root) if root else None,
+        python_xy=_xy(cfg),
+    )
+
+
+def find_stack(layer: Layer) -> StackRecord | None:
+    """The layer's stack: from its sitestack keys, else from `home` (plain venvs)."""
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.registry import Site
+
+    if layer.stack_ref and layer.stack_root:
+        try:
+            return Site(SiteRoot(layer.stack_root)).get(layer.stack_ref)
+        except NotFoundError:
+            return None
+    if layer.home is None:
+        return None
+    for cand in (layer.home.parent, Path(os.path.realpath(layer.home)).parent):
+        rec = Site.from_prefix(cand)
+        if rec is not None:
+            return rec
+    return None
+
+
+def layer_stack(layer: Layer) -> StackRecord:
+    """Like find_stack, but a one-line NotFoundError (exit 2) when the stack is unknown."""
+    rec = find_stack(layer)
+    if rec is not None:
+        return rec
+    if layer.stack_ref:
+        raise NotFoundError(
+            f"{layer.path} sits on {layer.stack_ref}, which no longer exists in {layer.stack_root}",
+            hint=f"sitestack doctor {layer.path}",
+        )
+    raise NotFoundError(f"{layer.path} is a venv of an unknown stack (home = {layer.home})")
+
+
+def choose_stack(stack_arg: str | None, root_arg: str | None) -> StackRecord:
+    """--stack, then the loaded module (SITESTACK_PREFIX), then the root's default."""
+    from sitestack.core.layout import resolve_root
+    from sitestack.site.registry import Site
+
+    if stack_arg:
+        return Site(resolve_root(root_arg)).get(stack_arg)
+    loaded = os.environ.get("SITESTACK_PREFIX")
+    if loaded:
+        rec = Site.from_prefix(Path(loaded))
+        if rec is not None:
+            return rec
+    site = Site(resolve_root(root_arg))
+    names = site.names()
+    if len(names) == 1:
+        return site.get(names[0])
+    if not names:
+        raise NotFoundError(f"no stacks in {site.root.path}; load a module or give --stack/--root")
+    raise UsageError(f"{site.root.path} has several stacks ({', '.join(names)}): give --stack NAME[/VERSION]")
+
+
+def _activate_scripts(rec: StackRecord, layer: Path, prompt: str) -> dict[str, str]:
+    """The stdlib venv templates of the stack's own Python, filled in as venv would."""
+    scripts = rec.prefix / "lib" / f"python{rec.python_xy}" / "venv" / "scripts"
+    out: dict[str, str] = {}
+    for rel in ("common/activate", "posix/activate.csh", "posix/activate.fish"):
+        try:
+            text = (scripts / rel).read_text(encoding="utf-8")
+        except OSError:
+            continue
+        # 3.11 puts the parentheses in the value, 3.12+ in the template; templates that no
+        # longer quote placeholders (gh-124651) expect shell-quoted values.
+        shown = prompt if "(__VENV_PROMPT__)" in text else f"({prompt}) "
+        values = {"__VENV_DIR__": str(layer), "__VENV_NAME__": layer.name, "__VENV_PROMPT__": shown,
+                  "__VENV_BIN_NAME__": "bin", "__VENV_PYTHON__": str(layer / "bin" / "python")}
+        quoted = '"__VENV_DIR__"' in text
+        for k, v in values.items():
+            text = text.replace(k, v if quoted else shlex.quote(v))
+        out[rel.split("/")[-1]] = text
+    return out
+
+
+def cfg_text(rec: StackRecord, layer: Path, *, inherit: bool, user_site: bool, prompt: str | None) -> str:
+    flags = ("" if inherit else " --no-inherit") + (" --user-site" if user_site else "")
+    lines = [
+        f"home = {rec.prefix / 'bin'}",
+        f"{KEY_INHERIT} = {'true' if inherit else 'false'}",
+        f"version = {rec.python}",
+        f"executable = {rec.python_exe}",
+        f"command = sitestack venv --stack {rec.ref}{flags} {layer}",
+    ]
+    if prompt:
+        lines.append(f"prompt = {prompt!r}")
+    lines += [f"{KEY_STACK} = {rec.ref}", f"{KEY_ROOT} = {rec.root}",
+              f"{KEY_USER_SITE} = {'true' if user_site else 'false'}"]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.chmod(path, mode)  # the umask must not take x off the scripts
+
+
+def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
+             user_site: bool = False, prompt: str | None = None) -> bool:
+    """Write a layer into `tmp` whose files name `final`. Returns whether pip was wired."""
+    xy = rec.python_xy
+    bindir = tmp / "bin"
+    sp = tmp / "lib" / f"python{xy}" / "site-packages"
+    bindir.mkdir()
+    sp.mkdir(parents=True)
+    os.symlink("lib", tmp / "lib64")
+    # The link is not resolved: CPython finds pyvenv.cfg from the link's own location.
+    os.symlink(str(rec.prefix / "bin" / f"python{xy}"), bindir / "python")
+    for alias in ("python3", f"python{xy}"):
+        os.symlink("python", bindir / alias)
+    _write(tmp / CFG, cfg_text(rec, final, inherit=inherit, user_site=user_site, prompt=prompt))
+    for name, text in _activate_scripts(rec, final, prompt or final.name).items():
+        _write(bindir / name, text)
+    if not user_site:
+        _write(sp / NOUSERSITE_PTH, NOUSERSITE_LINE)
+    layer_pip = rec.prefix / "lib" / "sitestack-pip"
+    has_pip = layer_pip.is_dir() or any(rec.site_packages.glob("pip-*.dist-info"))
+    if layer_pip.is_dir():
+        # Appended after the layer's own site-packages: a pip the user installs wins.
+        _write(sp / PIP_PTH, f"{layer_pip}\n")
+    if has_pip:
+        script = f"#!{final / 'bin' / 'python'}\n{PIP_SCRIPT}"
+        if len(script.partition("\n")[0]) > 127:  # too long for the kernel: the sh trick
+            from sitestack.core.relocate import fix_shebang
+
+            script = fix_shebang(script.encode()).decode()
+        for name in ("pip", "pip3", f"pip{xy}"):
+            _write(bindir / name, script, 0o755)
+    return has_pip
+
+
+def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: bool = True,
+                 user_site: bool = False, prompt: str | None = None) -> Created:
+    """Make the layer in a temp folder beside `path`, then rename it into place."""
+    final = Path(os.path.abspath(os.path.expanduser(path)))
+    if not rec.python_exe.exists():
+        raise NotFoundError(f"{rec.ref}: its interpreter {rec.python_exe} is missing")
+    if os.path.lexists(final) and not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
+        raise ConflictError(f"{final} already exists; choose another path or remove it")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Not tempfile.mkdtemp: importing tempfile alone costs more than making the layer.
+    tmp = final.parent / f".{final.name}.new-{os.getpid()}-{os.urandom(4).hex()}"
+    os.mkdir(tmp, 0o777)  # the umask applies, as for any folder the user makes
+    try:
+        pip = populate(tmp, final, rec, inherit=inherit, user_site=user_site, prompt=prompt)
+        os.rename(tmp, final)  # replaces an empty folder too; never a non-empty one
+    except OSError as e:
+        from sitestack.core.fsutil import rmtree
+
+        rmtree(tmp)
+        if final.exists():
+            raise ConflictError(f"{final} already exists (made meanwhile?): {e}") from None
+        raise
+    except BaseException:
+        from sitestack.core.fsutil import rmtree
+
+        rmtree(tmp)
+        raise
+    return Created(final, rec.ref, rec.prefix, inherit, user_site, pip)
+
+
+def set_inherit(path: str | os.PathLike[str], on: bool) -> tuple[Layer, bool]:
+    """Flip include-system-site-packages, touching nothing else. Returns (layer, changed)."""
+    from sitestack.core.fsutil import atomic_write_bytes
+
+    layer = open_layer(path)
+    layer_stack(layer)  # a layer of an unknown stack is bad input: change nothing
+    with layer_lock(layer.path):
+        cfg_path = layer.path / CFG
+        data = cfg_path.read_bytes()
+        value = b"true" if on else b"false"
+        pat = re.compile(rb"^([ \t]*include-system-site-packages[ \t]*=[ \t]*)([^\r\n]*?)([ \t]*)$",
+                         re.MULTILINE | re.IGNORECASE)
+        matches = list(pat.finditer(data))
+        if matches:
+            m = matches[-1]  # site.py lets the last one win
+            new = data[: m.start(2)] + value + data[m.end(2):]
+        else:
+            sep = b"" if not data or data.endswith(b"\n") else b"\n"
+            new = data + sep + b"include-system-site-packages = " + value + b"\n"
+        if new == data:
+            return layer, False
+        mode = os.stat(cfg_path).st_mode & 0o7777
+        atomic_write_bytes(cfg_path, new, mode)
+    return open_layer(layer.path), True
+
+
+def lock_path(layer: Path) -> Path:
+    # Beside the layer, not in it: a rebase swaps the folder, and a failed one must leave
+    # the old layer byte-identical.
+    return layer.parent / f".{layer.name}.sitestack-lock"
+
+
+@contextlib.contextmanager
+def layer_lock(layer: Path, timeout: float = -1) -> Iterator[None]:
+    from sitestack.core.fsutil import file_lock
+
+    with file_lock(lock_path(layer), timeout=timeout, what=f"layer {layer}"):
+        yield
+
