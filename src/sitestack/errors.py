@@ -1,10 +1,11 @@
 """One exception hierarchy; each class carries the exit code the CLI returns.
 
-Exit codes (documented in docs/exit-codes.md):
+Every error class lives here, and docs/exit-codes.md lists each one under its code
+(tests/test_exit_codes.py keeps the two in step). The codes:
   0 ok
   1 a check found problems (check, doctor, verify) -- not an exception
   2 bad input: spec, arguments, unknown stack or path  (UsageError and subclasses)
-  3 a build step failed (resolution, install, interpreter copy)
+  3 a build step failed (resolution, install, interpreter copy, writing an archive)
   4 a smoke test failed; nothing was published
   5 the site root or a target is locked, exists, or is not writable
   6 verification failed: a checksum or a staged copy does not match
@@ -72,7 +73,23 @@ class VerifyError(SitestackError):
     exit_code = 6
 
 
+class ArchiveError(BuildError):
+    """Writing an archive failed: the external archiver (sqfstar) exited with an error."""
+
+
 class ToolMissingError(SitestackError):
     """An external program the command needs is not installed."""
 
     exit_code = 7
+
+
+class StageError(SitestackError):
+    """Staging failed on some rank or node. Every rank raises it with the same code, that of
+    the failure behind it (one of the codes above), so mpiexec sees one exit status."""
+
+    exit_code = VerifyError.exit_code
+
+    def __init__(self, message: str, code: int | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        if code is not None:
+            self.exit_code = code

@@ -15,17 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sitestack.errors import SitestackError, ToolMissingError, UsageError
+from sitestack.errors import SitestackError, StageError, ToolMissingError, UsageError
 
 ENV_NODE_MAP = "SITESTACK_STAGE_NODE_MAP"
-
-
-class StageError(SitestackError):
-    """Staging failed somewhere; carries the exit code every rank returns."""
-
-    def __init__(self, message: str, code: int = 6, hint: str | None = None) -> None:
-        super().__init__(message, hint=hint)
-        self.exit_code = code
 
 
 def _launched_ranks() -> int:
@@ -115,7 +107,7 @@ class Channel:
         if info[0] <= 0:
             self.done = True
             if info[0] < 0:
-                raise StageError(info[1], 2)
+                raise StageError(info[1], UsageError.exit_code)
             return b""
         if self.comm is not None:
             buf = bytearray(data) if self.root else bytearray(info[0])

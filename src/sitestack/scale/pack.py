@@ -32,7 +32,7 @@ from sitestack import __version__
 from sitestack.core.layout import SiteRoot
 from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, load_prefix_files, scan
 from sitestack.core.records import MANIFEST, PREFIX_FILES
-from sitestack.errors import ConflictError, ToolMissingError, UsageError, VerifyError
+from sitestack.errors import ArchiveError, ToolMissingError, UsageError, VerifyError
 
 META = ".sitestack-pack"
 ROLES = ("stack", "layer")
@@ -378,7 +378,7 @@ def _write_squashfs(out: Path, header: Header, parts: list[Part]) -> None:
         pass
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.wait() != 0:
-        raise ConflictError(f"sqfstar failed: {err.strip()[-400:]}")
+        raise ArchiveError(f"sqfstar failed: {err.strip()[-400:]}")
 
 
 def stream_chunks(target: str, root: SiteRoot, layer: str | None, chunk: int,

@@ -36,12 +36,18 @@ from sitestack.core.fsutil import (
 )
 from sitestack.core.layout import SiteRoot
 from sitestack.core.relocate import relocate_map
-from sitestack.errors import ConflictError, SitestackError, UsageError, VerifyError
+from sitestack.errors import (
+    BuildError,
+    ConflictError,
+    SitestackError,
+    StageError,
+    UsageError,
+    VerifyError,
+)
 from sitestack.scale.mpibcast import (
     Channel,
     ChannelReader,
     Nodes,
-    StageError,
     idle_barrier,
     load_mpi,
     split_nodes,
@@ -107,7 +113,7 @@ def _failure(nodes: Nodes, path: Path, e: BaseException) -> NodeResult:
     elif isinstance(e, OSError):
         msg, code = f"{e.strerror or e} ({e.filename or path})", ConflictError.exit_code
     else:
-        msg, code = f"{type(e).__name__}: {e}", 1
+        msg, code = f"{type(e).__name__}: {e}", SitestackError.exit_code
     return NodeResult(nodes.name, host, "failed", str(path), msg, code)
 
 
@@ -175,7 +181,8 @@ def _recompile(tmp: Path, root: Path, final_root: Path, xy: str, changed: set[st
                             "-s", str(root), "-p", str(final_root), *todo],
                            capture_output=True, text=True, env={"PATH": os.defpath})
         if r.returncode != 0:
-            raise StageError(f"recompiling relocated modules failed: {r.stdout[-300:]}", 3)
+            raise StageError(f"recompiling relocated modules failed: {r.stdout[-300:]}",
+                             BuildError.exit_code)
     return pycs
 
 
@@ -340,7 +347,7 @@ def stage(target: str | None, *, to: str, root: SiteRoot, layer: str | None = No
         except SitestackError as e:
             msg = ("error", e.exit_code, str(e), e.hint)
         except OSError as e:
-            msg = ("error", 2, f"cannot read {e.filename or target}: {e.strerror}", None)
+            msg = ("error", UsageError.exit_code, f"cannot read {e.filename or target}: {e.strerror}", None)
     if world is not None:
         msg = world.bcast(msg, root=0)
     if msg[0] == "error":
