@@ -40,6 +40,11 @@ class ModuleContent:
         return lines
 
     @property
+    def extensions(self) -> list[str]:
+        """Every distribution as ``name/version``: what Lmod's ``module spider NAME`` finds."""
+        return [f"{n}/{v}" for n, v in self.packages]
+
+    @property
     def help_text(self) -> str:
         parts = [f"{self.name}/{self.version}: Python {self.python} stack"]
         if self.description:

@@ -34,6 +34,9 @@ def q(s: str) -> str:
 def modulefile(c: ModuleContent, header: str) -> str:
     L = [f"-- {header}", f"help({q(c.help_text)})"]
     L += [f"whatis({q(w)})" for w in c.whatis]
+    if c.extensions:
+        # One argument per line: spider lists each as NAME/VERSION (E), provided by this module.
+        L.append("extensions(\n  " + ",\n  ".join(q(e) for e in c.extensions) + "\n)")
     if c.family:
         L.append(f"family({q(c.family)})")
     L += [f"depends_on({q(d)})" for d in c.depends_on]

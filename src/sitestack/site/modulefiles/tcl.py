@@ -36,6 +36,9 @@ def q(s: str) -> str:
 def modulefile(c: ModuleContent, header: str) -> str:
     L = ["#%Module1.0", f"# {header}", "proc ModulesHelp { } {", f"    puts stderr {q(c.help_text)}", "}"]
     L += [f"module-whatis {q(w)}" for w in c.whatis]
+    if c.extensions:
+        # A no-op in Environment Modules 5.x (kept for Lmod reading this tree); see modulefiles.md.
+        L.append("extensions " + " ".join(q(e) for e in c.extensions))
     if c.family:
         L.append(f"family {q(c.family)}")
     L += [f"depends-on {q(d)}" for d in c.depends_on]
