@@ -10,6 +10,7 @@ Every error class lives here, and docs/exit-codes.md lists each one under its co
   5 the site root or a target is locked, exists, or is not writable
   6 verification failed: a checksum or a staged copy does not match
   7 a required external tool is missing (uv, patchelf, mpiexec, ...)
+  130 interrupted (Ctrl-C) -- not an exception
 """
 
 from __future__ import annotations
