@@ -4,31 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sitestack.core.templates import lua_quote
+
 if TYPE_CHECKING:
     from sitestack.site.modulefiles.content import ModuleContent
 
 
-def q(s: str) -> str:
-    """A Lua string literal: every byte that could end or bend the string is escaped."""
-    out = ['"']
-    for ch in s:
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ord(ch) < 32 or ord(ch) == 127:
-            out.append(f"\\{ord(ch):03d}")
-        elif ord(ch) > 127:
-            # Decimal byte escapes keep the file pure ASCII, whatever the locale.
-            out.extend(f"\\{b:03d}" for b in ch.encode("utf-8"))
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+# One quoting rule per language, shared with the templates (core.templates).
+q = lua_quote
 
 
 def modulefile(c: ModuleContent, header: str) -> str:

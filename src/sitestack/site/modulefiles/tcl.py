@@ -4,33 +4,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sitestack.core.templates import tcl_quote
+
 if TYPE_CHECKING:
     from sitestack.site.modulefiles.content import ModuleContent
 
 
-def q(s: str) -> str:
-    """A Tcl double-quoted word with no substitution left in it; pure ASCII."""
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch in '\\"$[]{}':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif o < 32 or o == 127:
-            out.append(f"\\x{o:02x}")
-        elif o > 0xFFFF:
-            # Tcl 8.6 strings are UTF-16 inside: \U escapes are lost, surrogate pairs work.
-            o -= 0x10000
-            out.append(f"\\u{0xD800 + (o >> 10):04x}\\u{0xDC00 + (o & 0x3FF):04x}")
-        elif o > 127:
-            out.append(f"\\u{o:04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+# One quoting rule per language, shared with the templates (core.templates).
+q = tcl_quote
 
 
 def modulefile(c: ModuleContent, header: str) -> str:
