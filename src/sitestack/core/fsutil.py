@@ -135,3 +135,36 @@ def is_writable_dir(path: Path) -> bool:
             return False
         p = p.parent
     return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+
+@contextlib.contextmanager
+def shared_lock(path: Path, *, exclusive: bool = False, what: str = "") -> Iterator[None]:
+    """flock(2) on `path`: many holders share it, an exclusive holder waits for all of them.
+
+    Builds hold the package cache's use-lock shared while they link from it; `gc` holds it
+    exclusive, so it never removes an entry a build has chosen but not yet linked.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError as e:
+            raise ConflictError(f"cannot lock {what or path}: {e.strerror}") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+CRASH_ENV = "SITESTACK_TEST_CRASH_AT"
+
+
+def crash_point(where: str) -> None:
+    """Tests of crash safety set SITESTACK_TEST_CRASH_AT=WHERE: the process kill -9s itself here."""
+    if os.environ.get(CRASH_ENV) == where:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -9,6 +9,8 @@ ROOT/archives/NAME/VERSION.tar.zst     optional, from `pack --publish`: what `st
 ROOT/.sitestack/state.json             default / hidden / deprecated per stack name
 ROOT/.sitestack/locks/                 lock files
 ROOT/.sitestack/tmp/                   builds in progress (same filesystem as stacks/)
+ROOT/.sitestack/retired/NAME/VERSION/  records of a retired version (site/retire.py)
+ROOT/.sitestack/trash/                 retired stacks being deleted (same filesystem as stacks/)
 """
 
 from __future__ import annotations
@@ -51,6 +53,18 @@ class SiteRoot:
     @property
     def tmp(self) -> Path:
         return self.meta / "tmp"
+
+    @property
+    def retired(self) -> Path:
+        return self.meta / "retired"
+
+    def retired_dir(self, name: str, version: str) -> Path:
+        """The kept records of a retired NAME/VERSION (a copy of its .sitestack/, plus retired.json)."""
+        return self.retired / name / version
+
+    @property
+    def trash(self) -> Path:
+        return self.meta / "trash"
 
     def prefix(self, name: str, version: str) -> Path:
         return self.stacks / name / version

@@ -22,6 +22,7 @@ MANIFEST = "manifest.json"  # sha256 of every file (core.manifest.Manifest)
 PREFIX_FILES = "prefix-files.json"  # files that name the prefix (relocation list)
 BUILD_LOG = "build.log"
 TESTS = "tests.json"  # smoke-test results at build time
+RETIRED = "retired.json"  # only in ROOT/.sitestack/retired/NAME/VERSION/: date, message
 
 
 def user_base(site: str, name: str, version: str, home: str | None = None) -> Path:
@@ -121,3 +122,32 @@ class StackRecord:
             bytes=int(data.get("bytes", 0)),
             extra={k: v for k, v in data.items() if k not in known},
         )
+
+
+@dataclass(frozen=True)
+class RetiredRecord:
+    """What ``ROOT/.sitestack/retired/NAME/VERSION/retired.json`` says about a retired version."""
+
+    name: str
+    version: str
+    date: str  # YYYY-MM-DD
+    message: str
+    prefix: Path  # where the stack was published (and where restore puts it back)
+    records: Path  # the folder holding the kept records
+    keep_archive: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "retired": self.date,
+                "message": self.message, "prefix": str(self.prefix), "keep_archive": self.keep_archive}
+
+    @classmethod
+    def load(cls, records: Path) -> RetiredRecord:
+        """Read ``records/retired.json``; OSError, KeyError or ValueError if unreadable."""
+        data = json.loads((Path(records) / RETIRED).read_text(encoding="utf-8"))
+        return cls(name=data["name"], version=data["version"], date=data["retired"],
+                   message=data.get("message", ""), prefix=Path(data["prefix"]), records=Path(records),
+                   keep_archive=bool(data.get("keep_archive", False)))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sitestack.core.layout import SiteRoot, records_dir
-from sitestack.core.records import STACK_JSON, StackRecord
+from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord, StackRecord
 from sitestack.errors import NotFoundError, UsageError
 
 
@@ -50,6 +50,30 @@ class Site:
                     continue
                 out.append(StackRecord.load(v))
         return out
+
+    def retired(self, name: str | None = None) -> list[RetiredRecord]:
+        """Retired versions (kept records whose stack is no longer published), oldest name first.
+
+        Records of a version that is published again (a retire killed before its rename, a
+        restore killed before it dropped them) are not a retirement: the stack is what counts.
+        """
+        base = self.root.retired
+        out = []
+        for n in [name] if name else (sorted(p.name for p in base.iterdir()) if base.is_dir() else []):
+            d = base / n
+            if not d.is_dir():
+                continue
+            for v in sorted(d.iterdir()):
+                if v.name.startswith(".") or not (v / RETIRED).is_file() or self.root.prefix(n, v.name).exists():
+                    continue
+                try:
+                    out.append(RetiredRecord.load(v))
+                except (OSError, KeyError, ValueError):
+                    continue
+        return out
+
+    def retired_record(self, name: str, version: str) -> RetiredRecord | None:
+        return next((r for r in self.retired(name) if r.version == version), None)
 
     def state(self) -> dict[str, Any]:
         try:
@@ -94,6 +118,10 @@ class Site:
                 )
         prefix = self.root.prefix(name, version)
         if not (records_dir(prefix) / STACK_JSON).is_file():
+            gone = self.retired_record(name, version)
+            if gone is not None:
+                raise NotFoundError(f"{gone.ref} was retired on {gone.date}: {gone.message}",
+                                    hint=f"sitestack restore {gone.ref}")
             have = ", ".join(r.version for r in self.versions(name)) or "none"
             raise NotFoundError(f"no stack {name}/{version} in {self.root.path} (versions: {have})")
         return StackRecord.load(prefix)
@@ -125,7 +153,8 @@ class Site:
         state = state or self.state()
         written: list[Path] = []
         for n in [name] if name else self.names():
-            written += write_for_stack(self.root, self.versions(n), self.stack_state(n, state))
+            written += write_for_stack(self.root, self.versions(n), self.stack_state(n, state),
+                                       retired=self.retired(n))
         return written
 
     def set_default(self, ref: str) -> StackRecord:

@@ -16,7 +16,7 @@ from sitestack.site.modulefiles.content import HEADER, ModuleContent
 
 if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
-    from sitestack.core.records import StackRecord
+    from sitestack.core.records import RetiredRecord, StackRecord
 
 def content_for(rec: StackRecord, state: dict[str, Any]) -> ModuleContent:
     mod = rec.module
@@ -40,9 +40,14 @@ def content_for(rec: StackRecord, state: dict[str, Any]) -> ModuleContent:
     )
 
 
-def write_for_stack(root: SiteRoot, records: Iterable[StackRecord], state: dict[str, Any]) -> list[Path]:
-    """Write both modulefiles of every version, both .modulerc files, and drop stale files."""
+def write_for_stack(root: SiteRoot, records: Iterable[StackRecord], state: dict[str, Any],
+                    retired: Iterable[RetiredRecord] = ()) -> list[Path]:
+    """Write both modulefiles of every version, both .modulerc files, and drop stale files.
+
+    A retired version gets a hidden stub whose load fails with the date and message.
+    """
     from sitestack.core.fsutil import atomic_write_text
+    from sitestack.site.modulefiles.retired import lmod_stub, tcl_stub
 
     records = list(records)
     if not records:
@@ -56,9 +61,15 @@ def write_for_stack(root: SiteRoot, records: Iterable[StackRecord], state: dict[
                            (tcl_dir / rec.version, tcl.modulefile(c, HEADER))):
             atomic_write_text(path, text)
             written.append(path)
+    gone = [r for r in retired if r.name == name]
+    for r in gone:
+        for path, text in ((lmod_dir / f"{r.version}.lua", lmod_stub(r, HEADER)),
+                           (tcl_dir / r.version, tcl_stub(r, HEADER))):
+            atomic_write_text(path, text)
+            written.append(path)
     versions = [r.version for r in records]
     default = state["default"] if state["default"] in versions else None
-    hidden = [v for v in state["hidden"] if v in versions]
+    hidden = [v for v in state["hidden"] if v in versions] + [r.version for r in gone]
     for path, text in ((lmod_dir / ".modulerc.lua", lmod.modulerc(name, default, hidden, HEADER)),
                        (tcl_dir / ".modulerc", tcl.modulerc(name, default, hidden, HEADER))):
         atomic_write_text(path, text)

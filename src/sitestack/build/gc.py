@@ -1,0 +1,183 @@
+"""sitestack gc: free what no published stack uses.
+
+What goes:
+- package-cache entries (build/pkgcache.py) no published stack uses. The rule is by inode:
+  an entry is used when any of its files is the same inode (st_dev, st_ino) as a file of a
+  published stack, or of a build in progress. Stacks hardlink entries' files, so this asks
+  the filesystem itself instead of a list that a killed build or a hand-deleted stack could
+  leave wrong; a file a stack copied instead of linking never pins an entry, as it should not.
+- temp folders of killed builds, restores and cache fills (ROOT/.sitestack/tmp, pypi/.tmp-*),
+  half-removed cache entries (pypi/.gc-*) and stacks left in the trash by a killed retire;
+- `pack --publish` archives of versions that are not published, unless their retirement
+  asked to keep the archive (`retire --keep-archive`).
+
+Locks: gc holds the cache's use-lock exclusively (builds hold it shared from resolving their
+pins to linking them, so no build loses an entry it chose), and a temp folder or trash entry
+is removed only while gc holds the lock of its stack name (which a running build, retire or
+restore of that name holds). Every removal first renames the entry to a `.gc-` name, so a
+kill -9 leaves nothing a build would trust, and the next gc finishes it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from sitestack.build import pkgcache
+from sitestack.core.fsutil import crash_point, file_lock, rmtree, shared_lock
+from sitestack.core.layout import SiteRoot
+from sitestack.errors import ConflictError
+from sitestack.site.registry import Site
+from sitestack.site.retire import finish_pending, trash_dir
+
+
+@dataclass(frozen=True)
+class Removed:
+    kind: str  # "cache-entry" | "temp" | "trash" | "archive"
+    path: Path
+    bytes: int  # disk blocks freed (files linked elsewhere too free nothing)
+
+    def to_json(self) -> dict[str, object]:
+        return {"kind": self.kind, "path": str(self.path), "bytes": self.bytes}
+
+
+@dataclass(frozen=True)
+class GcResult:
+    removed: tuple[Removed, ...]
+    kept_entries: int
+    dry_run: bool
+
+    @property
+    def bytes_freed(self) -> int:
+        return sum(r.bytes for r in self.removed)
+
+    def to_json(self) -> dict[str, object]:
+        return {"dry_run": self.dry_run, "bytes_freed": self.bytes_freed, "kept_cache_entries": self.kept_entries,
+                "removed": [r.to_json() for r in self.removed]}
+
+
+def _freeable(path: Path) -> int:
+    """Disk blocks that deleting `path` gives back: an inode counts when all its links are inside."""
+    if path.is_symlink() or not path.is_dir():
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return 0
+        return st.st_blocks * 512 if st.st_nlink <= 1 else 0
+    total = 0
+    inodes: dict[tuple[int, int], list[int]] = {}  # -> [links seen here, st_nlink, bytes]
+    for dirpath, dirs, files in os.walk(path):
+        total += os.lstat(dirpath).st_blocks * 512
+        for n in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+            try:
+                st = os.lstat(os.path.join(dirpath, n))
+            except OSError:
+                continue
+            seen = inodes.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
+            seen[0] += 1
+    return total + sum(b for here, nlink, b in inodes.values() if here >= nlink)
+
+
+def _inodes(trees: list[Path]) -> set[tuple[int, int]]:
+    out: set[tuple[int, int]] = set()
+    for t in trees:
+        for dirpath, _dirs, files in os.walk(t):
+            for f in files:
+                try:
+                    st = os.lstat(os.path.join(dirpath, f))
+                except OSError:
+                    continue
+                out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def _lock_names(root: SiteRoot) -> list[str]:
+    """Stack names that have a build lock (every build, retire, restore of NAME makes one)."""
+    skip = {root.state_lock.name, "pypi-cache.lock", pkgcache.use_lock(root).name}
+    if not root.locks.is_dir():
+        return []
+    return sorted(p.name[: -len(".lock")] for p in root.locks.glob("*.lock") if p.name not in skip)
+
+
+def _owner(entry: str, names: list[str]) -> str | None:
+    """The stack name of a temp folder NAME-VERSION-XXXX (the longest name that fits)."""
+    fits = [n for n in names if entry.startswith(f"{n}-")]
+    return max(fits, key=len) if fits else None
+
+
+def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
+    site = Site(root)
+    removed: list[Removed] = []
+
+    def remove(kind: str, path: Path, *, rename: bool = True) -> None:
+        size = _freeable(path)
+        removed.append(Removed(kind, path, size))
+        if dry_run:
+            return
+        target = path
+        if rename:
+            target = path.with_name(f"{pkgcache.GC_PREFIX}{path.name}-{os.getpid()}")
+            os.rename(path, target)
+            crash_point("gc:after-rename")
+        rmtree(target)
+
+    with shared_lock(pkgcache.use_lock(root), exclusive=True, what="the site's package cache"):
+        names = sorted(set(_lock_names(root)) | set(site.names()))
+        live: list[Path] = []  # temp folders of builds running now: their links count as used
+        for name in names:
+            temps = [p for p in (sorted(root.tmp.iterdir()) if root.tmp.is_dir() else [])
+                     if _owner(p.name, names) == name]
+            trash = sorted(trash_dir(root, name).iterdir()) if trash_dir(root, name).is_dir() else []
+            if not temps and not trash:
+                continue
+            try:
+                with file_lock(root.lock_for(name), timeout=0, what=f"stack {name}"):
+                    for p in temps:
+                        remove("temp", p, rename=not p.name.startswith(pkgcache.GC_PREFIX))
+                    for p in trash:
+                        remove("trash", p, rename=False)  # already out of stacks/; under the lock
+                    if not dry_run:
+                        finish_pending(site, name)
+            except ConflictError:
+                live += temps  # a build, retire or restore of NAME is running
+        if root.tmp.is_dir():  # a killed gc's own half-removed temps
+            removed_tmp = [p for p in root.tmp.iterdir() if p.name.startswith(pkgcache.GC_PREFIX)]
+            for p in removed_tmp:
+                remove("temp", p, rename=False)
+        # Temp folders first, then stacks: a build renaming tmp -> stacks meanwhile is seen once.
+        used = _inodes(live)
+        used |= _inodes([rec.prefix for rec in site.versions()])
+        kept = 0
+        for entry in pkgcache.entries(root):
+            if any((st.st_dev, st.st_ino) in used for st in map(os.lstat, pkgcache.entry_files(entry))):
+                kept += 1
+                continue
+            size = _freeable(entry)
+            removed.append(Removed("cache-entry", entry, size))
+            if not dry_run:
+                gone = pkgcache.discard(entry)
+                crash_point("gc:after-rename")
+                rmtree(gone)
+        for p in pkgcache.leftovers(root):
+            remove("cache-entry", p, rename=False)
+        removed += _archives(site, dry_run)
+    return GcResult(tuple(removed), kept, dry_run)
+
+
+def _archives(site: Site, dry_run: bool) -> list[Removed]:
+    base = site.root.path / "archives"
+    if not base.is_dir():
+        return []
+    published = {(r.name, r.version) for r in site.versions()}
+    keep = {(r.name, r.version) for r in site.retired() if r.keep_archive}
+    out = []
+    for d in sorted(p for p in base.iterdir() if p.is_dir()):
+        for f in sorted(d.glob("*.tar.zst")):
+            key = (d.name, f.name[: -len(".tar.zst")])
+            if f.name.startswith(".") or key in published or key in keep:
+                continue
+            out.append(Removed("archive", f, _freeable(f)))
+            if not dry_run:
+                f.unlink()
+    return out

@@ -1,0 +1,187 @@
+"""sitestack restore NAME/VERSION: a retired version back at its original path, same lock.
+
+From the lock (default): a build of the kept spec with `--from-lock` of the kept lock, published
+like any build (smoke-tested, read-only, one rename), and refused before that rename unless it
+installed exactly the kept lock. From the archive (`--from-archive`): the kept
+`pack --publish` archive is unpacked into a temp folder, every file's sha256 checked as it is
+written against the archive's manifest, which must equal the kept manifest; the kept records
+go back, the imports are smoke-tested, and it is published by one rename.
+
+Either way the kept records are dropped only after the stack is published: a kill -9 before
+the rename leaves the version retired (its temp folder is removed by the next build, restore
+or gc), a kill after it leaves it published (the stale records are dropped by the next
+retire, restore or gc of the name, and are ignored meanwhile).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sitestack.build.smoke import run_smoke_tests
+from sitestack.core.fsutil import crash_point, file_lock, make_readonly, rmtree
+from sitestack.core.layout import SiteRoot, records_dir
+from sitestack.core.log import BuildLog
+from sitestack.core.manifest import Manifest
+from sitestack.core.records import (
+    LOCK,
+    MANIFEST,
+    RETIRED,
+    SPEC,
+    STACK_JSON,
+    RetiredRecord,
+    StackRecord,
+    read_lock,
+)
+from sitestack.errors import ConflictError, NotFoundError, UsageError, VerifyError
+from sitestack.site.registry import Site
+from sitestack.site.retire import exact_ref, finish_pending
+from sitestack.site.spec import StackSpec, parse_spec
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    name: str
+    version: str
+    prefix: Path
+    source: str  # "lock" | "archive"
+    packages: dict[str, str]
+    same_lock: bool
+    files: int
+    seconds: float
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"stack": self.ref, "prefix": str(self.prefix), "from": self.source,
+                "packages": self.packages, "same_lock": self.same_lock, "files": self.files,
+                "seconds": round(self.seconds, 3)}
+
+
+def _retired(site: Site, name: str, version: str) -> RetiredRecord:
+    prefix = site.root.prefix(name, version)
+    if (records_dir(prefix) / STACK_JSON).is_file() or prefix.exists():
+        raise UsageError(f"{name}/{version} is published at {prefix}; only a retired version can be restored")
+    r = site.retired_record(name, version)
+    if r is None:
+        have = ", ".join(x.ref for x in site.retired(name)) or "none"
+        raise NotFoundError(f"{name}/{version} was never retired in {site.root.path} "
+                            f"(retired versions of {name}: {have})")
+    return r
+
+
+def restore(root: SiteRoot, ref: str, *, from_archive: bool = False, log: BuildLog | None = None) -> RestoreResult:
+    t0 = time.monotonic()
+    name, version = exact_ref(ref)
+    site = Site(root)
+    log = log or BuildLog()
+    with file_lock(root.lock_for(name), what=f"stack {name}"):
+        finish_pending(site, name)
+        r = _retired(site, name, version)
+    if str(r.prefix) != str(root.prefix(name, version)):
+        raise UsageError(f"{r.ref} was published at {r.prefix}, not in this root ({root.path})")
+    lock = read_lock_file(r.records)
+    rec = _from_archive(site, r, log) if from_archive else _from_lock(site, r, lock, log)
+    crash_point("restore:after-publish")
+    with file_lock(root.lock_for(name), what=f"stack {name}"):
+        finish_pending(site, name)  # drops the kept records now that the stack is back
+    return RestoreResult(name, version, rec.prefix, "archive" if from_archive else "lock",
+                         dict(rec.packages), read_lock(rec.prefix) == lock, rec.files,
+                         time.monotonic() - t0)
+
+
+def read_lock_file(records: Path) -> dict[str, str]:
+    """The kept lock.txt as {name: version} (read_lock reads PREFIX/.sitestack/lock.txt)."""
+    out: dict[str, str] = {}
+    try:
+        text = (records / LOCK).read_text(encoding="utf-8")
+    except OSError as e:
+        raise VerifyError(f"the kept lock {records / LOCK} is unreadable: {e.strerror}") from None
+    for line in text.splitlines():
+        n, sep, v = line.strip().partition("==")
+        if sep:
+            out[n] = v
+    return out
+
+
+def _spec(r: RetiredRecord) -> StackSpec:
+    spec_file = r.records / SPEC
+    try:
+        return parse_spec(spec_file.read_text(encoding="utf-8"), source=spec_file)
+    except OSError as e:
+        raise VerifyError(f"the kept spec {spec_file} is unreadable: {e.strerror}") from None
+
+
+def _from_lock(site: Site, r: RetiredRecord, lock: dict[str, str], log: BuildLog) -> StackRecord:
+    from sitestack.build.stack import build
+
+    spec = _spec(r)
+    lock_file = r.records / LOCK
+    if spec.conda is not None:
+        from sitestack.conda.records import LOCK_NAME
+
+        lock_file = r.records / LOCK_NAME
+    build(spec, site.root, version=r.version, log=log, from_lock=lock_file, expect_packages=lock)
+    return site.get(r.ref)
+
+
+def _from_archive(site: Site, r: RetiredRecord, log: BuildLog) -> StackRecord:
+    from sitestack.scale.unpack import read_header, unpack_tar
+
+    root = site.root
+    archive = root.archive(r.name, r.version)
+    if not archive.is_file():
+        raise UsageError(f"{r.ref} has no kept archive ({archive})",
+                         hint=f"`sitestack restore {r.ref}` rebuilds it from its kept spec and lock")
+    fmt, header = read_header(archive)
+    prefix = root.prefix(r.name, r.version)
+    if fmt != "tar.zst" or header.kind != "stack" or header.prefixes.get("stack") != str(prefix):
+        raise VerifyError(f"{archive} is not the published archive of {r.ref} at {prefix}")
+    kept = Manifest.load(r.records / MANIFEST)
+    spec = _spec(r)
+    with file_lock(root.lock_for(r.name), what=f"stack {r.name}"):
+        if prefix.exists():
+            raise ConflictError(f"{r.ref} was published meanwhile at {prefix}")
+        root.tmp.mkdir(parents=True, exist_ok=True)
+        for stale in root.tmp.glob(f"{r.name}-{r.version}-*"):
+            rmtree(stale)  # we hold the name's lock: a killed restore's
+        tmp = Path(tempfile.mkdtemp(prefix=f"{r.name}-{r.version}-", dir=root.tmp))
+        try:
+            log.step(f"unpacking {archive}, checking every file's sha256")
+            with open(archive, "rb") as f:
+                u = unpack_tar(f, tmp)
+            if u.manifests["stack"].to_json() != kept.to_json():
+                raise VerifyError(f"{archive} does not match the kept manifest of {r.ref}: "
+                                  "it is not the archive of this build")
+            stack = tmp / "stack"
+            recs = records_dir(stack)
+            recs.mkdir(exist_ok=True)
+            for kept_file in sorted(r.records.iterdir()):
+                if kept_file.is_file() and kept_file.name != RETIRED:
+                    shutil.copyfile(kept_file, recs / kept_file.name)
+            crash_point("restore:after-unpack")
+            rec = StackRecord.load(stack)
+            # Command tests may run scripts whose #! names the final path, which does not
+            # exist yet: the imports prove the byte-checked copy starts; tests.json keeps the rest.
+            quick = dataclasses.replace(spec, tests=dataclasses.replace(spec.tests, commands=()))
+            log.step("running smoke tests (imports)")
+            run_smoke_tests(quick, stack, rec.python_xy, log)
+            make_readonly(stack)
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(stack, prefix)
+            fd = os.open(prefix.parent, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            rmtree(tmp)
+    site.update_state(r.name, lambda s: None)  # modulefiles (and the catalog) come back
+    return site.get(r.ref)
