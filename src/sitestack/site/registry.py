@@ -146,9 +146,39 @@ class Site:
             state["stacks"][name] = entry
             atomic_write_json(self.root.state_file, state)
             self.write_modulefiles(name, state)
+            self.refresh_catalog()
+
+    def refresh_catalog(self) -> None:
+        """Rewrite the configured catalog (`sitestack config catalog DIR`) after a change.
+
+        The change itself has happened by now: a catalog that cannot be written is a warning
+        (rerun `sitestack catalog`), never a failed default/deprecate/hide/build.
+        """
+        import sys
+
+        from sitestack.errors import SitestackError
+        from sitestack.site.catalog import refresh_catalog
+
+        try:
+            refresh_catalog(self)
+        except (SitestackError, OSError) as e:
+            print(f"sitestack: warning: catalog not rewritten: {e}; run `sitestack catalog`", file=sys.stderr)
+
+    def require_writer(self) -> None:
+        """Changing a site is for its writers: say so in one line (exit 5), before any lock."""
+        import os
+
+        from sitestack.errors import ConflictError
+
+        for p in (self.root.path, self.root.meta, self.root.lmod_dir):
+            if p.exists() and not os.access(p, os.W_OK | os.X_OK):
+                raise ConflictError(f"site root {self.root.path} is not writable by this user "
+                                    f"({p})", hint="only the site's staff can change its state")
 
     def write_modulefiles(self, name: str | None = None, state: dict[str, Any] | None = None) -> list[Path]:
         from sitestack.site.modulefiles import write_for_stack
+
+        self.require_writer()
 
         state = state or self.state()
         written: list[Path] = []

@@ -1,0 +1,76 @@
+"""Site settings in ``ROOT/.sitestack/config.json`` (``sitestack config KEY VALUE``).
+
+Settings are few and each is validated here, so a typo in a key is an error, not a silent
+no-op. Today there is one: ``catalog``, the folder that every build, default, deprecate, hide
+and retire rewrites (see site/catalog.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from sitestack.core.layout import SiteRoot
+from sitestack.errors import UsageError
+
+CONFIG_JSON = "config.json"
+
+# key -> what it means (shown by `sitestack config`).
+KEYS: dict[str, str] = {
+    "catalog": "folder of the static catalog site, rewritten after every change to the site",
+}
+
+
+def config_file(root: SiteRoot) -> Path:
+    return root.meta / CONFIG_JSON
+
+
+def read_config(root: SiteRoot) -> dict[str, Any]:
+    try:
+        data = json.loads(config_file(root).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read {config_file(root)}: {e}") from None
+    return data if isinstance(data, dict) else {}
+
+
+def set_config(root: SiteRoot, key: str, value: str | None) -> dict[str, Any]:
+    """Set (or with None, remove) one key under the state lock; return the whole config."""
+    from sitestack.core.fsutil import atomic_write_json, file_lock
+
+    if key not in KEYS:
+        raise UsageError(f"unknown setting {key!r}", hint="known settings: " + ", ".join(sorted(KEYS)))
+    if value is not None and key == "catalog":
+        if not value.strip():
+            raise UsageError("catalog: give a folder (or --unset)")
+        value = str(check_catalog_dir(root, Path(value)))
+    if not root.path.is_dir():
+        raise UsageError(f"site root {root.path} does not exist")
+    root.locks.mkdir(parents=True, exist_ok=True)
+    with file_lock(root.state_lock, what=f"site root {root.path}"):
+        data = read_config(root)
+        if value is None:
+            data.pop(key, None)
+        else:
+            data[key] = value
+        atomic_write_json(config_file(root), data)
+    return data
+
+
+def check_catalog_dir(root: SiteRoot, out: Path) -> Path:
+    """The absolute catalog folder, refused where replacing it wholesale would hurt the site."""
+    out = Path(os.path.abspath(os.path.expanduser(out)))
+    managed = (root.stacks, root.lmod_dir, root.tcl_dir, root.meta, root.path / "archives")
+    if out == root.path or out in root.path.parents or any(out == m or m in out.parents for m in managed):
+        # The catalog folder is replaced as a whole on every rewrite.
+        raise UsageError(f"catalog folder {out} would replace part of the site root {root.path}",
+                         hint="choose a folder of its own, e.g. ROOT/catalog or /var/www/python")
+    return out
+
+
+def catalog_dir(root: SiteRoot) -> Path | None:
+    value = read_config(root).get("catalog")
+    return Path(value) if isinstance(value, str) and value else None

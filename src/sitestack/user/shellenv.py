@@ -1,0 +1,193 @@
+"""`sitestack load` / `unload`: the modulefile's changes as shell code, for machines with no
+module system.
+
+The plan comes from the same ``ModuleContent`` the Lmod and Tcl writers render (``content_for``),
+in the modulefile's order: prepend ``PREFIX/bin``, set ``PYTHONUSERBASE`` (HOME read now, as
+the modulefile reads it at load time), prepend its ``bin``, the ``SITESTACK_*`` variables, the
+conda variables, the spec's ``setenv`` then ``prepend_path``. Path variables behave as in Lmod:
+an entry already there moves to the front.
+
+What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
+variable's old value (or null: it was unset), the value load gave it, and the entries it
+prepended. Unload puts back the old value of every variable still as load left it; a path
+variable changed since (the user prepended more) only loses the entries load added. Loading
+a second stack first unloads the first, as Lmod's family() swap does.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from sitestack.core.templates import sh_quote
+from sitestack.errors import UsageError
+
+if TYPE_CHECKING:
+    from sitestack.site.modulefiles.content import ModuleContent
+    from sitestack.site.registry import Site
+
+SAVED = "_SITESTACK_SAVED"
+SHELLS = ("bash", "zsh", "sh", "fish")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+Op = tuple[str, str, str]  # ("prepend" | "set", VAR, value)
+
+
+@dataclass(frozen=True)
+class ShellCode:
+    code: str  # eval this
+    ref: str | None  # the stack now loaded (None after unload)
+    messages: tuple[str, ...] = ()  # for stderr: deprecation, modules it cannot load
+
+
+def _join(*parts: str) -> str:
+    """Lmod's pathJoin: '/'-joined, repeated slashes collapsed."""
+    return re.sub(r"/+", "/", "/".join(p for p in parts if p))
+
+
+def env_plan(c: ModuleContent, home: str) -> list[Op]:
+    """Every change the modulefile makes, in its order."""
+    userbase = _join(home, ".local", c.site, c.name, c.version)
+    ops: list[Op] = [
+        ("prepend", "PATH", _join(c.prefix, "bin")),
+        ("set", "PYTHONUSERBASE", userbase),
+        ("prepend", "PATH", _join(userbase, "bin")),
+        ("set", "SITESTACK_STACK", f"{c.name}/{c.version}"),
+        ("set", "SITESTACK_PREFIX", c.prefix),
+        ("set", "SITESTACK_STACK_ROOT", c.root),
+    ]
+    if c.conda:
+        ops += [("set", "CONDA_PREFIX", c.prefix), ("set", "CONDA_DEFAULT_ENV", f"{c.name}/{c.version}"),
+                ("set", "CONDA_SHLVL", "1"), ("set", "CONDA_PROMPT_MODIFIER", "")]
+    ops += [("set", k, v) for k, v in c.setenv]
+    ops += [("prepend", k, v) for k, v in c.prepend_path]
+    for _, var, _ in ops:
+        if not _NAME.fullmatch(var):
+            raise UsageError(f"{c.name}/{c.version}: {var!r} is not a variable name a shell can set")
+    return ops
+
+
+def apply(env: Mapping[str, str], ops: list[Op]) -> dict[str, str]:
+    out = dict(env)
+    for kind, var, value in ops:
+        if kind == "set":
+            out[var] = value
+        else:
+            rest = [p for p in out.get(var, "").split(":") if p and p != value]
+            out[var] = ":".join([value, *rest])
+    return out
+
+
+def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
+    raw = env.get(SAVED)
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        assert isinstance(data, dict) and isinstance(data["old"], dict) and isinstance(data["new"], dict)
+        return data
+    except (ValueError, KeyError, AssertionError):
+        raise UsageError(f"${SAVED} is not what `sitestack load` wrote; cannot unload",
+                         hint=f"unset {SAVED}, or start a new shell") from None
+
+
+def restored(env: Mapping[str, str]) -> dict[str, str]:
+    """`env` with the loaded stack's changes undone (unchanged if none is loaded)."""
+    data = _saved(env)
+    out = dict(env)
+    out.pop(SAVED, None)
+    if data is None:
+        return out
+    for var, old in data["old"].items():
+        now, added = out.get(var), data.get("added", {}).get(var)
+        if now != data["new"].get(var) and added and now is not None:
+            # Changed since load: drop only what load added, keep the user's own changes.
+            parts = now.split(":")
+            for entry in added:
+                if entry in parts:
+                    parts.remove(entry)
+            keep = ":".join(parts)
+            if keep or old is not None:
+                out[var] = keep
+            else:
+                out.pop(var, None)
+        elif old is None:
+            out.pop(var, None)
+        else:
+            out[var] = old
+    return out
+
+
+def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, str], str, list[str]]:
+    """(the environment after loading `ref`, the stack's ref, messages for stderr)."""
+    from sitestack.site.modulefiles import content_for
+
+    rec = site.get(ref)
+    c = content_for(rec, site.stack_state(rec.name))
+    base = restored(env)
+    ops = env_plan(c, env.get("HOME", ""))
+    new = apply(base, ops)
+    touched = list(dict.fromkeys(var for _, var, _ in ops))
+    added: dict[str, list[str]] = {}
+    for kind, var, value in ops:
+        if kind == "prepend":
+            added.setdefault(var, []).append(value)
+    new[SAVED] = json.dumps({"stack": rec.ref, "old": {v: base.get(v) for v in touched},
+                             "new": {v: new[v] for v in touched}, "added": added},
+                            separators=(",", ":"), ensure_ascii=False)
+    messages = []
+    if c.deprecated:
+        messages.append(f"{rec.ref} is deprecated: {c.deprecated}")
+    if c.depends_on:
+        messages.append(f"{rec.ref} needs the modules {', '.join(c.depends_on)}, which `sitestack load` "
+                        "cannot load: load them with your module system first")
+    return new, rec.ref, messages
+
+
+def diff_code(before: Mapping[str, str], after: Mapping[str, str], shell: str) -> str:
+    """Shell code that turns environment `before` into `after` (exported variables)."""
+    if shell not in SHELLS:
+        raise UsageError(f"unknown shell {shell!r} (choose from {', '.join(SHELLS)})")
+    lines = []
+    for var in sorted(set(before) | set(after)):
+        if before.get(var) == after.get(var):
+            continue
+        if not _NAME.fullmatch(var):
+            raise UsageError(f"{var!r} is not a variable name a shell can set")
+        value = after.get(var)
+        if shell == "fish":
+            if value is None:
+                lines.append(f"set -e {var}")
+            elif var.endswith("PATH") and value:
+                # fish keeps *PATH variables as lists; one element per entry.
+                lines.append(f"set -gx {var} " + " ".join(fish_quote(p) for p in value.split(":")))
+            else:
+                lines.append(f"set -gx {var} {fish_quote(value)}")
+        else:
+            lines.append(f"unset {var}" if value is None else f"export {var}={sh_quote(value)}")
+    return "".join(line + ";\n" for line in lines)
+
+
+def fish_quote(s: str) -> str:
+    """One fish word: in single quotes fish only treats \\\\ and \\' specially."""
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def load(site: Site, ref: str, env: Mapping[str, str], shell: str = "bash") -> ShellCode:
+    """The code `eval "$(sitestack load REF)"` runs."""
+    if shell not in SHELLS:
+        raise UsageError(f"unknown shell {shell!r} (choose from {', '.join(SHELLS)})")
+    new, stack, messages = load_env(site, ref, env)
+    return ShellCode(code=diff_code(env, new, shell), ref=stack, messages=tuple(messages))
+
+
+def unload(env: Mapping[str, str], shell: str = "bash") -> ShellCode:
+    """The code `eval "$(sitestack unload)"` runs: every variable back as before load."""
+    data = _saved(env)
+    if data is None:
+        raise UsageError("no stack was loaded with `sitestack load` in this shell",
+                         hint="a stack loaded by `module load` is unloaded with `module unload`")
+    return ShellCode(code=diff_code(env, restored(env), shell), ref=None)
