@@ -16,7 +16,7 @@ import zstandard
 from sitestack.core.manifest import Manifest
 from sitestack.core.records import StackRecord
 from sitestack.errors import VerifyError
-from sitestack.scale.pack import META
+from sitestack.scale.pack import META, content_hash
 from sitestack.scale.unpack import read_header, unpack_squashfs, unpack_tar
 from tests.conftest import run_cli
 
@@ -104,10 +104,12 @@ def test_pack_squashfs_roundtrip(stack: StackRecord, site_root, tmp_path: Path) 
 def craft(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
           manifest: dict[str, object] | None = None, prefix: str = "/opt/orig/stack") -> Path:
     """A tar.zst with a valid sitestack header and manifest, then `members`."""
-    header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "stack",
-              "python_xy": "3.11", "prefixes": {"stack": prefix}, "content_hash": "0" * 64,
-              "files": 1, "bytes": 1}
     man = manifest or {"files": {}, "symlinks": {}, "dirs": []}
+    m = Manifest.from_json(man)  # a consistent header: each test breaks one thing only
+    header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "stack",
+              "python_xy": "3.11", "prefixes": {"stack": prefix},
+              "content_hash": content_hash([("stack", prefix, m)]),
+              "files": len(m.files), "bytes": m.total_bytes}
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, obj in ((f"{META}/header.json", header), (f"{META}/stack/manifest.json", man),

@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("--publish packs a stack alone, as tar.zst")
         rec = Site(root).get(args.target)
         args.output = str(root.archive(rec.name, rec.version))
-        os.makedirs(os.path.dirname(args.output), exist_ok=True)
     fmt = args.fmt or ("squashfs" if args.output.endswith((".sqfs", ".squashfs")) else "tar.zst")
-    header = pack(args.target, root, args.output, fmt=fmt, layer=args.layer, level=args.level)
+    header = pack(args.target, root, args.output, fmt=fmt, layer=args.layer, level=args.level,
+                  make_parent=args.publish)
     size = os.path.getsize(args.output)
     if args.json:
         emit_json({**header.to_json(), "archive": os.path.abspath(args.output), "format": fmt,

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from sitestack.scale.mpibcast import load_mpi
     from sitestack.scale.stage import DEFAULT_CHUNK, stage
 
-    chunk = args.chunk_size or DEFAULT_CHUNK
+    chunk = DEFAULT_CHUNK if args.chunk_size is None else args.chunk_size
     if not 0 < chunk < (1 << 31):
         raise UsageError("--chunk-size must be between 1 byte and 2 GiB")
     mpi = load_mpi(not args.no_mpi)

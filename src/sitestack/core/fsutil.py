@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sitestack.errors import ConflictError
+from sitestack.errors import ConflictError, UsageError
 
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 
@@ -24,7 +24,7 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     A reader sees the old content or the new one, never a torn file, even after kill -9.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -47,24 +47,132 @@ def atomic_write_json(path: Path, data: Any, mode: int = 0o644) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode)
 
 
-@contextlib.contextmanager
-def file_lock(path: Path, *, timeout: float = -1, what: str = "") -> Iterator[None]:
-    """Hold an exclusive lock file. timeout=-1 waits; 0 refuses at once."""
-    from filelock import FileLock, Timeout  # lazy: keeps CLI start-up fast
+LOCK_TIMEOUT_ENV = "SITESTACK_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 600.0  # seconds; a wait never lasts forever
 
+
+def make_dirs(path: Path, mode: int = 0o755) -> None:
+    """mkdir -p with an exact mode on every folder it creates, whatever the umask."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
+    missing = []
+    while not path.exists():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for p in reversed(missing):
+        try:
+            os.mkdir(p, 0o700)
+        except FileExistsError:
+            continue  # another process made it: its mode is its maker's business
+        os.chmod(p, mode)
+
+
+def lock_mode(folder: Path) -> int:
+    """Lock files are for those who may write the folder that holds them, nobody else.
+
+    flock(2) works on any open descriptor, even a read-only one: a lock file anyone can
+    read is a lock anyone can hold, and so stall every writer. 0600, or 0660 where the
+    folder is group-writable (a staff group shares the site)."""
     try:
-        lock.acquire(timeout=timeout)
-    except Timeout:
-        raise ConflictError(
-            f"{what or path} is locked by another sitestack command ({path})"
-        ) from None
+        group = os.stat(folder).st_mode & stat.S_IWGRP
+    except OSError:
+        group = 0
+    return 0o660 if group else 0o600
+
+
+def open_lock(path: Path, what: str = "") -> int:
+    """Open (or create) a lock file, with lock_mode; ConflictError if this user may not."""
+    path = Path(path)
     try:
+        make_dirs(path.parent)
+        mode = lock_mode(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except PermissionError:
+        raise ConflictError(f"cannot lock {what or path}: {path.parent} is not writable by "
+                            "this user (only the site's writers may change it)") from None
+    except OSError as e:
+        raise ConflictError(f"cannot lock {what or path}: {e.strerror} ({e.filename or path})") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != mode:
+            os.fchmod(fd, mode)  # older sitestack made them 0644: anyone could hold those
+    except OSError:
+        pass
+    return fd
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+    except OSError:
+        text = ""
+    return text or "an unknown process (no sitestack holder recorded)"
+
+
+def lock_timeout(timeout: float | None) -> float:
+    """None or negative: $SITESTACK_LOCK_TIMEOUT, else DEFAULT_LOCK_TIMEOUT seconds."""
+    if timeout is not None and timeout >= 0:
+        return timeout
+    try:
+        return max(0.0, float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT)))
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, timeout: float | None = None, what: str = "") -> Iterator[None]:
+    """Hold an exclusive flock on a lock file that only the folder's writers can open.
+
+    timeout: seconds to wait (0 refuses at once; None or negative: $SITESTACK_LOCK_TIMEOUT,
+    else 600). The holder writes "pid user@host since" into the file, so a waiter, and the
+    error when it gives up, name who holds it. The kernel drops a flock when its process dies:
+    no lock outlives a kill -9.
+    """
+    import fcntl
+    import time
+
+    fd = open_lock(Path(path), what)
+    try:
+        limit = lock_timeout(timeout)
+        t0, told = time.monotonic(), False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                pass
+            waited = time.monotonic() - t0
+            if waited >= limit:
+                raise ConflictError(
+                    f"{what or path} is locked by {_holder(fd)} ({path}); gave up after "
+                    f"{waited:.1f}s", hint=f"wait for that command to finish, or set "
+                    f"{LOCK_TIMEOUT_ENV}=SECONDS to wait longer")
+            if not told and waited >= 1:
+                print(f"sitestack: waiting for {what or path}, held by {_holder(fd)}",
+                      file=sys.stderr, flush=True)
+                told = True
+            time.sleep(0.05 if waited < 1 else 0.25)
+        _record_holder(fd)
         yield
     finally:
-        lock.release()
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _record_holder(fd: int) -> None:
+    import getpass
+    import socket
+    import time
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry (a container's uid): the number will do
+        user = str(os.geteuid())
+    text = f"pid {os.getpid()}, user {user} on host {socket.gethostname()}, since " \
+           f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode(), 0)
 
 
 def make_readonly(root: Path, *, world_readable: bool = True) -> None:
@@ -168,3 +276,16 @@ def crash_point(where: str) -> None:
         import signal
 
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def check_can_create(path: Path, what: str = "") -> None:
+    """Refuse up front, in one line, a path this user cannot create: a file in the way
+    (UsageError, exit 2) or a folder it may not write (ConflictError, exit 5)."""
+    path = Path(path)
+    p = path.parent
+    while not os.path.lexists(p) and p.parent != p:
+        p = p.parent
+    if not p.is_dir():
+        raise UsageError(f"cannot make {what or path}: {p} is a file, not a folder")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ConflictError(f"cannot make {what or path}: {p} is not writable by this user")

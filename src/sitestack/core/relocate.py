@@ -11,10 +11,11 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sitestack.core import safepath
 from sitestack.core.manifest import PrefixHit
 from sitestack.errors import UsageError
 
@@ -35,16 +36,19 @@ class _Acc:
 
 
 def fix_shebang(data: bytes) -> bytes:
-    """Make a too-long '#!' line portable with the sh trick pip and uv use."""
+    """Make a '#!' line to a python the kernel cannot run (too long, or a path with a space)
+    portable with the sh trick pip and uv use."""
     if not data.startswith(b"#!"):
         return data
     end = data.find(b"\n")
     line = data[2:end if end >= 0 else len(data)].strip()
-    if len(line) + 2 <= MAX_SHEBANG or b" " in line.split(b"/")[-1]:
+    last = line.rsplit(b"/", 1)[-1]
+    # `#!/usr/bin/env python3` or `#!.../python -E`: arguments, not a path; leave it be.
+    if not line.startswith(b"/") or not last.startswith(b"python") or b" " in last:
+        return data
+    if len(line) + 2 <= MAX_SHEBANG and not any(c in line for c in b" \t"):
         return data
     rest = data[end + 1 :] if end >= 0 else b""
-    if not line.split(b"/")[-1].startswith(b"python"):
-        return data
     return b"#!/bin/sh\n'''exec' " + _shquote(line) + b' "$0" "$@"\n' + b"' '''\n" + rest
 
 
@@ -156,9 +160,14 @@ def relocate_map(
     new = {os.fsencode(o): os.fsencode(n) for o, n in mapping.items()}
     acc = _Acc()
     for hit in hits:
-        path = root / hit.path
-        if hit.path in skipped or os.path.islink(path) or not path.is_file():
+        if hit.path in skipped:
             continue
+        # The one path rule (safepath): a listed file is rewritten only if it is a regular
+        # file inside root reached without a link; a path that leaves root is refused.
+        found = safepath.plain_file(root, hit.path)
+        if found is None:
+            continue
+        path = found
         data = path.read_bytes()
         if not pat.search(data):
             continue  # a hit for another prefix (build: the final one), nothing to do
@@ -178,17 +187,31 @@ def relocate_map(
     return Relocation(tuple(acc.rewritten), tuple(acc.binaries))
 
 
-def relocate_symlinks(root: Path, old_prefix: str, new_prefix: str) -> list[str]:
-    """Point absolute symlinks that target old_prefix at new_prefix instead."""
+def retarget(target: str, mapping: dict[str, str]) -> str | None:
+    """A link target into an old prefix of `mapping`, pointed at its new one; None if it
+    names none. Longest old prefix first, as relocate_map does."""
+    for old in sorted(mapping, key=len, reverse=True):
+        if target == old or target.startswith(old + "/"):
+            return mapping[old] + target[len(old):]
+    return None
+
+
+def relink(root: Path, mapping: dict[str, str], links: Mapping[str, str] | None = None) -> list[str]:
+    """Point absolute symlinks under `root` into an old prefix at the new one (the one
+    symlink repointer). `links` ({rel: target}, from a manifest) spares walking the tree."""
+    if links is None:
+        links = {}
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in dirnames + filenames:
+                p = os.path.join(dirpath, name)
+                if os.path.islink(p):
+                    links[os.path.relpath(p, root)] = os.readlink(p)
     changed = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            if not os.path.islink(p):
-                continue
-            target = os.readlink(p)
-            if target == old_prefix or target.startswith(old_prefix + "/"):
-                os.unlink(p)
-                os.symlink(new_prefix + target[len(old_prefix) :], p)
-                changed.append(os.path.relpath(p, root))
+    for rel, target in links.items():
+        new = retarget(target, mapping)
+        if new is not None:
+            p = os.path.join(root, rel)
+            os.unlink(p)
+            os.symlink(new, p)
+            changed.append(rel)
     return changed

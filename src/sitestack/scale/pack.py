@@ -18,6 +18,7 @@ import io
 import json
 import os
 import posixpath
+import re
 import stat
 import subprocess
 import tarfile
@@ -29,10 +30,11 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from sitestack import __version__
+from sitestack.core import pyvenv
 from sitestack.core.layout import SiteRoot
 from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, load_prefix_files, scan
 from sitestack.core.records import MANIFEST, PREFIX_FILES
-from sitestack.errors import ArchiveError, ToolMissingError, UsageError, VerifyError
+from sitestack.errors import ArchiveError, ConflictError, ToolMissingError, UsageError, VerifyError
 
 META = ".sitestack-pack"
 ROLES = ("stack", "layer")
@@ -42,6 +44,8 @@ READ_AHEAD_JOBS = 8  # files being read at once while packing
 READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
 READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
 STREAM_LEVEL = 1  # packing on the fly for stage: compression speed is on the critical path
+HASH_RE = re.compile(r"[0-9a-f]{64}")
+XY_RE = re.compile(r"3\.[0-9]{1,3}")
 T = TypeVar("T")
 
 
@@ -83,7 +87,14 @@ class Header:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Header:
-        if d.get("format") != "sitestack-pack":
+        try:
+            return cls._from_json(d)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise VerifyError(f"archive header is corrupt ({type(e).__name__}: {e})") from None
+
+    @classmethod
+    def _from_json(cls, d: dict[str, Any]) -> Header:
+        if not isinstance(d, dict) or d.get("format") != "sitestack-pack":
             raise VerifyError("not a sitestack archive (no sitestack header)")
         prefixes = {str(k): str(v) for k, v in dict(d["prefixes"]).items()}
         for role, p in prefixes.items():
@@ -95,6 +106,10 @@ class Header:
         for key in ("name", "version"):
             if not _safe_component(str(d[key])):
                 raise VerifyError(f"archive header has a bad {key}: {d[key]!r}")
+        if not HASH_RE.fullmatch(str(d["content_hash"])):  # it becomes part of a path
+            raise VerifyError(f"archive header has a bad content hash: {d['content_hash']!r}")
+        if not XY_RE.fullmatch(str(d["python_xy"])):  # it names the interpreter to run
+            raise VerifyError(f"archive header has a bad python_xy: {d['python_xy']!r}")
         known = {"name", "version", "kind", "python_xy", "prefixes", "content_hash", "files", "bytes"}
         return cls(str(d["name"]), str(d["version"]), str(d["kind"]), str(d["python_xy"]),
                    prefixes, str(d["content_hash"]), int(d["files"]), int(d["bytes"]),
@@ -102,7 +117,21 @@ class Header:
 
 
 def _safe_component(s: str) -> bool:
-    return bool(s) and "/" not in s and s not in (".", "..") and "\0" not in s
+    # It becomes part of DIR/sitestack/<name>-<version>-<hash>: no '/', no leading '.'
+    # (stage's own .tmp-*/.locks entries), no control characters.
+    return (bool(s) and "/" not in s and not s.startswith(".")
+            and not any(ord(c) < 32 or ord(c) == 127 for c in s))
+
+
+def content_hash(parts: list[tuple[str, str, Manifest]]) -> str:
+    """The content hash of (role, original prefix, manifest) parts, in order.
+
+    pack writes it into the header; unpack computes it again from the manifests it checked
+    every received file against, so a header cannot claim another stack's hash."""
+    h = hashlib.sha256()
+    for role, prefix, manifest in parts:
+        h.update(json.dumps([role, prefix, manifest.to_json()], sort_keys=True).encode())
+    return h.hexdigest()
 
 
 # --- what to pack ---------------------------------------------------------------------------
@@ -113,15 +142,6 @@ def _python_xy(prefix: Path) -> str | None:
         if xy.replace(".", "").isdigit() and (prefix / "lib" / f"python{xy}").is_dir():
             return xy
     return None
-
-
-def _read_cfg(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        k, sep, v = line.partition("=")
-        if sep:
-            out[k.strip()] = v.strip()
-    return out
 
 
 def prefix_part(prefix: Path, role: str = "stack") -> tuple[Part, dict[str, Any]]:
@@ -152,10 +172,10 @@ def prefix_part(prefix: Path, role: str = "stack") -> tuple[Part, dict[str, Any]
 def layer_part(layer: Path) -> tuple[Part, Path]:
     """A venv layer; returns it with the stack prefix its pyvenv.cfg points at."""
     layer = Path(os.path.abspath(layer))
-    cfg = layer / "pyvenv.cfg"
+    cfg = layer / pyvenv.CFG
     if not cfg.is_file():
         raise UsageError(f"{layer} is not a layer (no pyvenv.cfg)")
-    home = _read_cfg(cfg).get("home")
+    home = pyvenv.read(cfg).get("home")
     if not home:
         raise UsageError(f"{cfg} has no 'home' line")
     stack = Path(home).parent
@@ -194,12 +214,10 @@ def resolve(target: str, root: SiteRoot, layer: str | None = None) -> tuple[Head
 
 
 def make_header(info: dict[str, Any], parts: list[Part]) -> Header:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps([p.role, p.prefix, p.manifest.to_json()], sort_keys=True).encode())
+    digest = content_hash([(p.role, p.prefix, p.manifest) for p in parts])
     extra = {"layer_name": Path(parts[1].prefix).name} if len(parts) > 1 else {}
     return Header(info["name"], info["version"], "layer" if len(parts) > 1 else "stack",
-                  info["python_xy"], {p.role: p.prefix for p in parts}, h.hexdigest(),
+                  info["python_xy"], {p.role: p.prefix for p in parts}, digest,
                   sum(len(p.manifest.files) for p in parts),
                   sum(p.manifest.total_bytes for p in parts), extra)
 
@@ -329,11 +347,68 @@ def _add_file(tf: tarfile.TarFile, name: str, path: Path, entry: FileEntry, st: 
         raise VerifyError(f"{path} changed since its manifest was written; run `sitestack verify`")
 
 
-def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
-         layer: str | None = None, level: int = 3) -> Header:
-    header, parts = resolve(target, root, layer)
+def check_output(output: Path, *, make_parent: bool = False) -> Path:
+    """Where an archive may be written: a file path in an existing, writable folder.
+
+    Refused up front (exit 2, or 5 when the folder is not writable by this user), before
+    any byte is read, so a bad -o never costs a pack of the whole stack."""
     output = Path(os.path.abspath(output))
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    parent = output.parent
+    if make_parent and not parent.exists():
+        try:
+            parent.mkdir(mode=0o755, parents=True)
+        except PermissionError:
+            raise ConflictError(f"cannot create {parent}: permission denied") from None
+        except (FileExistsError, NotADirectoryError):
+            raise UsageError(f"cannot create {parent}: a parent is not a folder") from None
+    if output.is_dir():
+        raise UsageError(f"-o {output} is a folder; give the archive's file name")
+    if not parent.exists():
+        bad = next((a for a in parent.parents if a.exists() and not a.is_dir()), None)
+        if bad is not None:
+            raise UsageError(f"-o {output}: {bad} is a file, not a folder")
+        raise UsageError(f"-o {output}: the folder {parent} does not exist")
+    if not parent.is_dir():
+        raise UsageError(f"-o {output}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConflictError(f"cannot write {output}: {parent} is not writable by this user")
+    return output
+
+
+def _clear_stale_temps(output: Path) -> None:
+    """Temps of packs that were killed (their process is gone on this host): each can be as
+    large as the archive, and nothing else would ever remove them."""
+    from sitestack.core.publish import clear_stale
+
+    prefix = f".{output.name}.tmp-"
+    clear_stale(output.parent, prefix)
+    # Names from before temps carried their host: `.NAME.tmp-PID`.
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(output.parent):
+            pid = entry.name[len(prefix):]
+            if entry.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
+         layer: str | None = None, level: int = 3, make_parent: bool = False) -> Header:
+    from sitestack.core.publish import temp_name
+
+    output = check_output(output, make_parent=make_parent)
+    header, parts = resolve(target, root, layer)
+    _clear_stale_temps(output)
+    tmp = output.with_name(temp_name(f".{output.name}.tmp-"))
     try:
         if fmt == "tar.zst":
             with open(tmp, "wb") as raw:
@@ -344,6 +419,7 @@ def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
             _write_squashfs(tmp, header, parts)
         else:
             raise UsageError(f"unknown format {fmt!r} (tar.zst or squashfs)")
+        os.chmod(tmp, 0o644)  # whatever the umask: readers may stage it, nobody may edit it
         os.replace(tmp, output)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sitestack.core import safepath
 from sitestack.core.fsutil import (
     atomic_write_json,
     atomic_write_text,
@@ -150,11 +151,21 @@ def finish_copy(tmp: Path, final: Path, u: Unpacked) -> None:
 
 
 def _relink(root: Path, links: dict[str, str], mapping: dict[str, str]) -> set[str]:
-    """Point absolute links into an old prefix at the staged copy."""
+    """Point absolute links into an old prefix at the staged copy.
+
+    Every link was resolved inside the tree (through all the others) when the archive was
+    checked (unpack.check_received); a link path is still checked to be a plain relative
+    path whose folder is reached without a link, so the unlink cannot act elsewhere."""
     changed = set()
     for rel, target in links.items():
         for old in sorted(mapping, key=len, reverse=True):
             if target == old or target.startswith(old + "/"):
+                safepath.check_relative(rel, "archive symlink")
+                parent = os.path.dirname(rel)
+                if parent and safepath.plain_dir(root, parent) is None:
+                    raise VerifyError(f"unsafe archive: the folder of symlink {rel} is not a folder")
+                if not os.path.islink(root / rel):
+                    raise VerifyError(f"archive symlink {rel} is not a symlink on disk")
                 os.unlink(root / rel)
                 os.symlink(mapping[old] + target[len(old):], root / rel)
                 changed.add(rel)
@@ -187,19 +198,17 @@ def _recompile(tmp: Path, root: Path, final_root: Path, xy: str, changed: set[st
 
 
 def activate_script(final: Path, layer: bool) -> str:
+    """The staged copy's `activate`: every path goes through the sh quoting rule, so a --to
+    folder holding `"`, `$()`, backticks or spaces is a path, never a command."""
+    from sitestack.core.templates import render_file
+
     bins = f"{final}/layer/bin:{final}/stack/bin" if layer else f"{final}/stack/bin"
-    lines = [
-        "# Written by `sitestack stage`. Source it: . " + str(final / "activate"),
-        f'export PATH="{bins}${{PATH:+:$PATH}}"',
-        "export PYTHONNOUSERSITE=1  # the staged copy only: no user site-packages",
-        f'export SITESTACK_STAGED="{final}"',
-        f'export SITESTACK_PREFIX="{final}/stack"',
-        "unset PYTHONHOME",
-    ]
+    text = render_file("sitestack.scale", "stage-activate.sh",
+                       {"BINS": bins, "STAGED": str(final), "PREFIX": f"{final}/stack"})
     if layer:
-        lines.append(f'export VIRTUAL_ENV="{final}/layer"')
-    lines.append("hash -r 2>/dev/null || true")
-    return "\n".join(lines) + "\n"
+        text += render_file("sitestack.scale", "stage-activate-layer.sh",
+                            {"LAYER": f"{final}/layer"})
+    return text + "hash -r 2>/dev/null || true\n"
 
 
 def _prepare_node(nodes: Nodes, to: str, header: Header, extra_bytes: int
@@ -287,6 +296,8 @@ def _prepare_source(target: str | None, layer: str | None, archive: str | None, 
         if not path.is_file():
             raise UsageError(f"archive {archive} does not exist")
         fmt, header = read_header(path)
+        if target:
+            _check_archive_holds(target, layer, header, path, root)
         size = path.stat().st_size
 
         def read() -> Iterator[bytes]:
@@ -301,6 +312,22 @@ def _prepare_source(target: str | None, layer: str | None, archive: str | None, 
         return _prepare_source(None, None, str(published), root, chunk)
     header, chunks = stream_chunks(target, root, layer, chunk)
     return header, "tar.zst", chunks, 0
+
+
+def _check_archive_holds(target: str, layer: str | None, header: Header, path: Path,
+                         root: SiteRoot) -> None:
+    """TARGET with --archive: the archive must hold exactly TARGET (and --layer), as built.
+
+    Staging something else under the name the job asked for would run other code than the
+    job script says; so it is refused, not just reported (docs/security.md)."""
+    from sitestack.scale.pack import resolve
+
+    expected, _parts = resolve(target, root, layer)
+    if header.content_hash != expected.content_hash:
+        raise UsageError(
+            f"archive {path} holds {header.name}/{header.version} ({header.short_hash}), not "
+            f"{expected.name}/{expected.version} ({expected.short_hash}) as built",
+            hint="give only --archive to stage what it holds, or pack TARGET again")
 
 
 def _published_archive(target: str, root: SiteRoot) -> Path | None:

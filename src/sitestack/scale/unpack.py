@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import stat
 import subprocess
 import threading
@@ -24,17 +23,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
-from sitestack.core.manifest import Manifest, PrefixHit, load_prefix_files
+from sitestack.core import safepath
+from sitestack.core.manifest import Manifest, PrefixHit
 from sitestack.core.records import MANIFEST, PREFIX_FILES
 from sitestack.errors import ToolMissingError, VerifyError
-from sitestack.scale.pack import META, SQUASHFS_MAGIC, ZSTD_MAGIC, Header
+from sitestack.scale.pack import META, ROLES, SQUASHFS_MAGIC, ZSTD_MAGIC, Header, content_hash
 from sitestack.scale.tarstream import (
     BLOCK,
     CONTIGUOUS,
     DIRECTORY,
     HARDLINK,
+    MAX_META,
     REGULAR,
     SPECIAL,
     SYMLINK,
@@ -71,7 +72,7 @@ def read_header(archive: Path) -> tuple[str, Header]:
                            capture_output=True)
         if r.returncode != 0:
             raise VerifyError(f"{archive}: cannot read its header: {r.stderr.decode()[-300:]}")
-        return fmt, Header.from_json(json.loads(r.stdout))
+        return fmt, Header.from_json(_load_meta(r.stdout, "header.json"))
     import zstandard
 
     try:
@@ -83,35 +84,82 @@ def read_header(archive: Path) -> tuple[str, Header]:
             data = tr.read_meta(m)
     except zstandard.ZstdError as e:
         raise VerifyError(f"{archive}: archive is corrupt: {e}") from None
-    return fmt, Header.from_json(json.loads(data))
+    return fmt, Header.from_json(_load_meta(data, "header.json"))
 
 
 # --- checks -----------------------------------------------------------------------------------
 
-def check_link(role: str, rel: str, target: str, header: Header) -> None:
-    """Refuse a symlink that would point outside the staged tree (absolute links may name
-    an original prefix: relocation maps those inside)."""
+def check_link(role: str, rel: str, target: str, header: Header,
+               links: dict[str, str] | None = None) -> None:
+    """Refuse a symlink that would point outside the staged tree, resolved through the
+    links seen so far (absolute links may name an original prefix: relocation maps those
+    inside). `links` (tree path -> target) gets this link added."""
+    name = f"{role}/{rel}"
     if "\0" in target or not target:
-        raise VerifyError(f"unsafe archive: symlink {role}/{rel} has an empty or bad target")
-    if target.startswith("/"):
-        t = posixpath.normpath(target)
-        if not any(t == p or t.startswith(p + "/") for p in header.prefixes.values()):
-            raise VerifyError(f"unsafe archive: symlink {role}/{rel} -> {target} points outside "
-                              "the target")
-        return
-    resolved = posixpath.normpath(posixpath.join(role, posixpath.dirname(rel), target))
-    if resolved == ".." or resolved.startswith("../"):
-        raise VerifyError(f"unsafe archive: symlink {role}/{rel} -> {target} points outside "
-                          "the target")
+        raise VerifyError(f"unsafe archive: symlink {name} has an empty or bad target")
+    known = links if links is not None else {}
+    known[name] = target
+    try:
+        safepath.resolve(name, known.get, _prefix_map(header))
+    except safepath.Escape:
+        raise VerifyError(f"unsafe archive: symlink {name} -> {target} points outside "
+                          "the target") from None
+
+
+def _prefix_map(header: Header) -> dict[str, str]:
+    return {old: role for role, old in header.prefixes.items()}
+
+
+def check_received(header: Header, manifests: dict[str, Manifest],
+                   hits: dict[str, list[PrefixHit]], links: dict[str, str]) -> None:
+    """What every archive must satisfy once all of it is in: all links (now that every one is
+    known) stay inside; the relocation list names only files of the manifest; and the header's
+    content hash, file count and size are those of the manifests every file was checked
+    against. A header cannot claim another stack's identity over other files."""
+    safepath.check_links(links, _prefix_map(header))
+    for role, role_hits in hits.items():
+        files = manifests[role].files
+        for hit in role_hits:
+            safepath.check_relative(hit.path, "relocation list")
+            if hit.path not in files or hit.kind not in ("text", "binary"):
+                raise VerifyError(f"unsafe archive: the relocation list names {role}/{hit.path}, "
+                                  "which is not a file of the archive")
+    roles = [r for r in ROLES if r in header.prefixes]
+    digest = content_hash([(r, header.prefixes[r], manifests[r]) for r in roles])
+    if digest != header.content_hash:
+        raise VerifyError(f"archive content does not match its header: the files are not "
+                          f"{header.name}/{header.version} {header.short_hash} (they hash to "
+                          f"{digest[:12]})")
+    files = sum(len(manifests[r].files) for r in roles)
+    size = sum(manifests[r].total_bytes for r in roles)
+    if (files, size) != (header.files, header.bytes):
+        raise VerifyError(f"archive header claims {header.files} files, {header.bytes} bytes; "
+                          f"its manifests hold {files} files, {size} bytes")
+
+
+def _load_meta(data: bytes, what: str) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError as e:
+        raise VerifyError(f"archive metadata {what} is corrupt: {e}") from None
+
+
+def _manifest(data: Any, what: str) -> Manifest:
+    try:
+        return Manifest.from_json(data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+        raise VerifyError(f"archive manifest {what} is corrupt ({type(e).__name__}: {e})") from None
+
+
+def _hits(data: Any, what: str) -> list[PrefixHit]:
+    try:
+        return [PrefixHit(str(e["path"]), str(e["kind"])) for e in data["files"]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise VerifyError(f"archive relocation list {what} is corrupt ({type(e).__name__}: {e})") from None
 
 
 def check_name(name: str) -> None:
-    if name.startswith("/") or "\0" in name:
-        raise VerifyError(f"unsafe archive: absolute path {name!r}")
-    if ".." in name.split("/"):
-        raise VerifyError(f"unsafe archive: path with '..': {name!r}")
-    if posixpath.normpath(name) != name.rstrip("/"):
-        raise VerifyError(f"unsafe archive: path is not normalized: {name!r}")
+    safepath.check_relative(name, "archive")
 
 
 # --- extracting a tar.zst ---------------------------------------------------------------------
@@ -211,6 +259,7 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
     hits: dict[str, list[PrefixHit]] = {}
     seen: set[str] = set()
     links: set[str] = set()
+    all_links: dict[str, str] = {}
     dirsets: dict[str, set[str]] = {}
     made: set[str] = {dest}
 
@@ -235,7 +284,7 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
         if header is None:
             if name != f"{META}/header.json" or not is_file:
                 raise VerifyError("not a sitestack archive (no header first)")
-            header = Header.from_json(json.loads(tr.read_meta(m)))
+            header = Header.from_json(_load_meta(tr.read_meta(m), name))
             continue
         role, _, rel = name.partition("/")
         if role == META:
@@ -244,11 +293,11 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
             r, _, what = rel.partition("/")
             if r not in header.prefixes or not is_file:
                 raise VerifyError(f"unexpected archive member {name}")
-            data = json.loads(tr.read_meta(m))
+            data = _load_meta(tr.read_meta(m), name)
             if what == MANIFEST:
-                manifests[r] = Manifest.from_json(data)
+                manifests[r] = _manifest(data, name)
             elif what == PREFIX_FILES:
-                hits[r] = [PrefixHit(e["path"], e["kind"]) for e in data["files"]]
+                hits[r] = _hits(data, name)
             continue
         if role not in manifests:
             raise VerifyError(f"archive member {name} comes before its manifest")
@@ -273,7 +322,7 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
         elif m.type == SYMLINK:
             if man.symlinks.get(rel) != m.linkname:
                 raise VerifyError(f"archive symlink {name} does not match its manifest")
-            check_link(role, rel, m.linkname, header)
+            check_link(role, rel, m.linkname, header, all_links)
             makedirs(os.path.dirname(path))
             os.symlink(m.linkname, path)
             links.add(name)
@@ -304,6 +353,7 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
         if missing:
             raise VerifyError(f"archive is truncated: {len(missing)} files missing, "
                               f"e.g. {sorted(missing)[0]}")
+    check_received(header, manifests, hits, all_links)
     return Unpacked(header, manifests, hits)
 
 
@@ -328,6 +378,19 @@ def _write_big(tr: TarReader, m: Member, path: str, sha: str, padded: int, name:
     tr.skip(padded - m.size)
 
 
+def _read_regular(path: Path) -> bytes:
+    """A metadata file of an extracted image: a regular file, never followed through a link."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as e:
+        raise VerifyError(f"archive metadata {path.name} is missing or not a file: "
+                          f"{e.strerror}") from None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise VerifyError(f"archive metadata {path.name} is not a regular file")
+        return f.read(MAX_META + 1)
+
+
 # --- squashfs ---------------------------------------------------------------------------------
 
 def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
@@ -350,15 +413,17 @@ def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
                         str(image)], capture_output=True, text=True)
     if r.returncode != 0:
         raise VerifyError(f"squashfs extraction failed: {r.stderr.strip()[-300:]}")
-    header = Header.from_json(json.loads((out / META / "header.json").read_bytes()))
+    header = Header.from_json(_load_meta(_read_regular(out / META / "header.json"), "header"))
     manifests: dict[str, Manifest] = {}
     hits: dict[str, list[PrefixHit]] = {}
+    links: dict[str, str] = {}
     for entry in os.listdir(out):
         if entry != META and entry not in header.prefixes:
             raise VerifyError(f"unexpected archive member {entry}")
     for role in header.prefixes:
-        manifests[role] = Manifest.load(out / META / role / MANIFEST)
-        hits[role] = load_prefix_files(out / META / role / PREFIX_FILES)[1]
+        meta = out / META / role
+        manifests[role] = _manifest(_load_meta(_read_regular(meta / MANIFEST), MANIFEST), role)
+        hits[role] = _hits(_load_meta(_read_regular(meta / PREFIX_FILES), PREFIX_FILES), role)
         root = out / role
         files, syms, _dirs = walk(root, ())
         for rel in files + syms:
@@ -366,7 +431,10 @@ def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
             if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
                 raise VerifyError(f"unsafe archive: special file {role}/{rel}")
             if stat.S_ISLNK(st.st_mode):
-                check_link(role, rel, os.readlink(root / rel), header)
+                check_link(role, rel, os.readlink(root / rel), header, links)
+    check_received(header, manifests, hits, links)  # before anything is read through a link
+    for role in header.prefixes:
+        root = out / role
         problems = verify(root, manifests[role], exclude=())  # the one hash pass of squashfs
         if problems:
             p = problems[0]

@@ -261,10 +261,9 @@ def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
         _write(sp / PIP_PTH, f"{layer_pip}\n")
     if has_pip:
         script = f"#!{final / 'bin' / 'python'}\n{PIP_SCRIPT}"
-        if len(script.partition("\n")[0]) > 127:  # too long for the kernel: the sh trick
-            from sitestack.core.relocate import fix_shebang
+        from sitestack.core.relocate import fix_shebang  # too long, or a space: the sh trick
 
-            script = fix_shebang(script.encode()).decode()
+        script = fix_shebang(script.encode()).decode()
         for name in ("pip", "pip3", f"pip{xy}"):
             _write(bindir / name, script, 0o755)
     return has_pip

@@ -1,0 +1,1 @@
+export VIRTUAL_ENV=__LAYER__
