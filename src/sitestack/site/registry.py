@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord, StackRecord
-from sitestack.errors import NotFoundError, UsageError
+from sitestack.errors import NotFoundError, UsageError, VerifyError
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,12 @@ class Site:
             for v in sorted(d.iterdir()):
                 if v.name.startswith(".") or not (records_dir(v) / STACK_JSON).is_file():
                     continue
-                out.append(StackRecord.load(v))
+                try:
+                    out.append(StackRecord.load(v))
+                except (OSError, KeyError, ValueError, TypeError) as e:
+                    # One corrupt record must not hide every other version from `list`.
+                    print(f"sitestack: warning: skipping {n}/{v.name}: its {STACK_JSON} is "
+                          f"unreadable ({type(e).__name__}: {e})", file=sys.stderr)
         return out
 
     def retired(self, name: str | None = None) -> list[RetiredRecord]:
@@ -124,7 +130,12 @@ class Site:
                                     hint=f"sitestack restore {gone.ref}")
             have = ", ".join(r.version for r in self.versions(name)) or "none"
             raise NotFoundError(f"no stack {name}/{version} in {self.root.path} (versions: {have})")
-        return StackRecord.load(prefix)
+        try:
+            return StackRecord.load(prefix)
+        except (OSError, KeyError, ValueError, TypeError) as e:
+            raise VerifyError(f"{name}/{version}: its {records_dir(prefix) / STACK_JSON} is "
+                              f"unreadable ({type(e).__name__}: {e})",
+                              hint="run `sitestack verify`; the stack's records were changed") from None
 
     @staticmethod
     def from_prefix(prefix: Path) -> StackRecord | None:
@@ -139,6 +150,7 @@ class Site:
         """Apply `change` to one stack's state under the lock, then rewrite its modulefiles."""
         from sitestack.core.fsutil import atomic_write_json, file_lock
 
+        self.require_writer()
         with file_lock(self.root.state_lock, what=f"site root {self.root.path}"):
             state = self.state()
             entry = self.stack_state(name, state)
