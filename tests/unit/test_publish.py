@@ -25,6 +25,8 @@ def test_temp_names_carry_host_and_pid(tmp_path: Path) -> None:
     assert owner(t.name, ".x.clone-") == (HOST, os.getpid())
     assert oct(t.stat().st_mode & 0o777) == oct(0o755)
     assert owner(".x.clone-killed", ".x.clone-") is None
+    # Fields are read from the right: a build's temp carries its version before them.
+    assert owner(f"py-2025-01-{HOST}-42-ab12", "py-") == (HOST, 42)
 
 
 def test_stale_temp_of_a_dead_pid_is_removed_a_live_one_kept(tmp_path: Path) -> None:
@@ -42,12 +44,13 @@ def test_stale_temp_of_a_dead_pid_is_removed_a_live_one_kept(tmp_path: Path) -> 
     assert live.is_dir() and other_host.is_dir() and unparsable.is_dir() and other_name.is_dir()
 
 
-def test_locked_clears_every_match(tmp_path: Path) -> None:
-    for name in (".tmp-killed", f".tmp-{HOST}-{os.getpid()}-ab", ".tmp-far-1-ab"):
+def test_locked_clears_every_match_but_live_ones(tmp_path: Path) -> None:
+    live = f".tmp-{HOST}-{os.getpid()}-ab"  # e.g. another stack's build, under its own lock
+    for name in (".tmp-killed", live, ".tmp-far-1-ab", f".tmp-v1-{HOST}-{_dead_pid()}-ab"):
         (tmp_path / name).mkdir()
     (tmp_path / "keep").mkdir()
     assert len(clear_stale(tmp_path, ".tmp-", locked=True)) == 3
-    assert [p.name for p in tmp_path.iterdir()] == ["keep"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live, "keep"]
     assert clear_stale(tmp_path / "missing", ".tmp-") == []
 
 

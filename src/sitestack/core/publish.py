@@ -4,7 +4,9 @@ A temp folder sits in a folder on the same filesystem as its destination (so the
 step is one rename) and is named ``PREFIX<host>-<pid>-<random>``: a later run tells the
 temp of a killed run (same host, pid gone) from one still being built. Callers that hold
 the lock every writer of such temps holds pass ``locked=True``: then every matching temp is
-garbage, whatever its name says.
+garbage (also one of another host, or from before names carried owners), except one whose
+owner is alive on this host: a prefix such as ``py-`` also matches another stack's
+``py-ml-...``, built under another lock.
 
 ``publish`` never overwrites an existing version; ``replace=True`` swaps a new tree in for
 an old one (one ``renameat2(RENAME_EXCHANGE)`` where the kernel has it) and the old tree
@@ -43,11 +45,14 @@ def make_temp(parent: Path, prefix: str, mode: int | None = 0o755) -> Path:
 
 
 def owner(name: str, prefix: str) -> tuple[str, int] | None:
-    """(host, pid) from a temp's name, or None when the name has no such fields."""
+    """(host, pid) from a temp's name, or None when the name has no such fields.
+
+    Read from the right: the part after `prefix` may hold more fields (a build's version).
+    """
     fields = name[len(prefix):].split("-")
-    if len(fields) != 3 or not fields[1].isdigit():
+    if len(fields) < 3 or not fields[-2].isdigit():
         return None
-    return fields[0], int(fields[1])
+    return fields[-3], int(fields[-2])
 
 
 def _alive(pid: int) -> bool:
@@ -64,7 +69,8 @@ def clear_stale(parent: Path, prefix: str, *, locked: bool = False) -> list[Path
     """Remove temps of killed runs in `parent` whose names start with `prefix`.
 
     Unlocked, only temps of this host whose process is gone: those of live processes and of
-    other hosts (a shared home) stay. `locked` removes every match.
+    other hosts (a shared home) stay. `locked` removes every match but those of live
+    processes on this host.
     """
     removed = []
     try:
@@ -72,10 +78,11 @@ def clear_stale(parent: Path, prefix: str, *, locked: bool = False) -> list[Path
     except FileNotFoundError:
         return []
     for name in entries:
-        if not locked:
-            who = owner(name, prefix)
-            if who is None or who[0] != HOST or _alive(who[1]):
-                continue
+        who = owner(name, prefix)
+        live = who is not None and who[0] == HOST and _alive(who[1])
+        dead = who is not None and who[0] == HOST and not live
+        if live or not (locked or dead):
+            continue
         path = Path(parent) / name
         with contextlib.suppress(FileNotFoundError):  # another run cleared it first
             _rmtree(path)

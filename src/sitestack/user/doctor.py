@@ -90,14 +90,14 @@ def check_shell(env: dict[str, str]) -> list[Finding]:
 
 
 def _userbase_shadows(ub: Path, rec: StackRecord) -> list[Finding]:
-    from sitestack.user.rebase import own_dists
+    from sitestack.core.dists import site_dists
 
     user_sp = ub / "lib" / f"python{rec.python_xy}" / "site-packages"
     from packaging.utils import canonicalize_name
 
     stack = {str(canonicalize_name(k)): v for k, v in rec.packages.items()}
     out = []
-    for n, (name, version) in sorted(own_dists(user_sp).items()):
+    for n, (name, version) in sorted(site_dists(user_sp).items()):
         if n in stack:
             out.append(Finding(
                 "userbase-shadows-stack", f"{name} ({user_sp})",

@@ -13,18 +13,17 @@ is never written to, so a failed or killed rebase leaves it byte-identical.
 
 from __future__ import annotations
 
-import ctypes
-import email.parser
-import errno
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sitestack.core.fsutil import rmtree
+from sitestack.core.dists import site_dists
+from sitestack.core.publish import publish, temp_tree
 from sitestack.core.records import SPEC
 from sitestack.errors import BuildError, NotFoundError
+from sitestack.user import requested as asked_record
 from sitestack.user.layer import KEY_USER_SITE, find_stack, layer_lock, open_layer, populate
 
 
@@ -49,23 +48,6 @@ class IndexOptions:
     find_links: tuple[str, ...] = ()
     index_url: str | None = None
     no_index: bool = False
-
-
-def own_dists(site_packages: Path) -> dict[str, tuple[str, str]]:
-    """{canonical name: (name, version)} of the distributions installed in the layer itself."""
-    from packaging.utils import canonicalize_name
-
-    out: dict[str, tuple[str, str]] = {}
-    if not site_packages.is_dir():
-        return out
-    for info in sorted(site_packages.glob("*.dist-info")):
-        try:
-            meta = email.parser.Parser().parsestr((info / "METADATA").read_text(encoding="utf-8"), headersonly=True)
-        except OSError:
-            continue
-        if meta["Name"] and meta["Version"]:
-            out[str(canonicalize_name(meta["Name"]))] = (meta["Name"], meta["Version"])
-    return out
 
 
 def _index_from_spec(records: Path) -> IndexOptions:
@@ -97,43 +79,13 @@ def _compile(py: Path, pins: list[str], constraints: list[str], index: list[str]
     return [ln.strip() for ln in r.stdout.splitlines() if "==" in ln and not ln.lstrip().startswith("#")]
 
 
-def _exchange(a: Path, b: Path) -> bool:
-    """Swap two paths atomically (Linux renameat2). False where the kernel or fs can't."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fn = libc.renameat2
-    except (OSError, AttributeError):
-        return False
-    AT_FDCWD, RENAME_EXCHANGE = -100, 2
-    if fn(AT_FDCWD, os.fsencode(a), AT_FDCWD, os.fsencode(b), RENAME_EXCHANGE) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
-        return False
-    raise OSError(err, os.strerror(err), str(a))
-
-
-def _swap(new: Path, final: Path) -> None:
-    """After this, `final` is the new layer and `new` holds the old one."""
-    if _exchange(new, final):
-        return
-    aside = final.with_name(f".{final.name}.old-{os.getpid()}")
-    os.rename(final, aside)
-    try:
-        os.rename(new, final)
-    except BaseException:
-        os.rename(aside, final)
-        raise
-    os.rename(aside, new)
-
-
 def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
            index: IndexOptions | None = None, allow_missing_stack: bool = False) -> RebaseResult:
     from packaging.utils import canonicalize_name
 
     from sitestack.core.layout import SiteRoot, resolve_root
     from sitestack.core.manifest import scan
-    from sitestack.core.relocate import relocate, relocate_symlinks
+    from sitestack.core.relocate import relink, relocate
     from sitestack.site.registry import Site
     from sitestack.user.check import check, probe
 
@@ -156,18 +108,22 @@ def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
     iargs = index_args(idx.find_links, idx.index_url, (), idx.no_index)
     final = layer.path
     with layer_lock(final):
-        for stale in final.parent.glob(f".{final.name}.rebase-*"):
-            rmtree(stale)  # a killed rebase's temp folder; we hold the lock
-        own = own_dists(layer.site_packages)
+        own = site_dists(layer.site_packages)
+        # What `sitestack install` was asked for: kept even where the old stack provided it.
+        asked = asked_record.read(final)
         new_stack = {str(canonicalize_name(k)): v for k, v in new.packages.items()}
         stack_has_pip = (new.prefix / "lib" / "sitestack-pip").is_dir() or "pip" in new_stack
         user_site = layer.cfg.get(KEY_USER_SITE, "false").lower() == "true"
         prompt = layer.cfg.get("prompt", "").strip("'\"") or None
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.rebase-", dir=final.parent))
-        try:
-            os.chmod(tmp, os.stat(final).st_mode & 0o7777)
+        # We hold the layer's lock: any temp of a rebase of this layer is from a killed one.
+        # At the end the temp's path holds the old layer (swapped out), and goes with it.
+        with temp_tree(final.parent, f".{final.name}.rebase-", locked=True,
+                       mode=os.stat(final).st_mode & 0o7777) as tmp:
             populate(tmp, tmp, new, inherit=layer.inherit, user_site=user_site, prompt=prompt)
-            changes, install = _plan(own, new_stack, tmp, iargs, layer.inherit, stack_has_pip)
+            if asked.requirements:
+                asked_record.write(tmp, asked)
+            extra = [r for r in asked.requirements if asked_record.req_name(r) not in own]
+            changes, install = _plan(own, new_stack, tmp, iargs, layer.inherit, stack_has_pip, extra)
             if install:
                 r = _uv(["pip", "install", "--no-deps", "--python", str(tmp / "bin" / "python"), *iargs,
                          *install])
@@ -179,23 +135,21 @@ def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
                 raise BuildError(f"the rebased layer would be broken ({listed}); {final} is unchanged")
             _m, hits = scan(tmp, [str(tmp)], exclude=())
             relocate(tmp, str(tmp), str(final), hits)
-            relocate_symlinks(tmp, str(tmp), str(final))
-            _swap(tmp, final)
-        except BaseException:
-            rmtree(tmp)
-            raise
-        rmtree(tmp)  # the old layer, swapped out
+            relink(tmp, {str(tmp): str(final)})
+            publish(tmp, final, replace=True)
     return RebaseResult(final, old.ref if old else layer.stack_ref, new.ref, tuple(changes))
 
 
 def _plan(own: dict[str, tuple[str, str]], stack: dict[str, str], tmp: Path, iargs: list[str],
-          inherit: bool, stack_has_pip: bool) -> tuple[list[Change], list[str]]:
-    """What to install into the new layer (pins), and the change list to report."""
+          inherit: bool, stack_has_pip: bool, extra: list[str] | None = None) -> tuple[list[Change], list[str]]:
+    """What to install into the new layer (pins), and the change list to report. `extra`: the
+    layer's recorded requests that are not in its site-packages (the old stack had them)."""
     from packaging.utils import canonicalize_name
 
     keep = {n: v for n, v in own.items() if not (n == "pip" and stack_has_pip)}
     changes = [Change(own[n][0], own[n][1], stack.get(n), "from-stack") for n in own if n not in keep]
-    if not keep:
+    extra = extra or []
+    if not keep and not extra:
         return changes, []
     names = sorted(keep)
     constraints = [f"{n}=={v}" for n, v in sorted(stack.items()) if n not in keep] if inherit else []
@@ -203,16 +157,16 @@ def _plan(own: dict[str, tuple[str, str]], stack: dict[str, str], tmp: Path, iar
     with tempfile.TemporaryDirectory(prefix="sitestack-rebase-") as w:
         work = Path(w)
         pinned = set(names)
-        resolved = _compile(py, [f"{keep[n][0]}=={keep[n][1]}" for n in names], constraints, iargs, work)
+        resolved = _compile(py, [f"{keep[n][0]}=={keep[n][1]}" for n in names] + extra, constraints, iargs, work)
         if isinstance(resolved, str):
             # Greedy: keep each pin that still resolves together with those kept before it.
             pinned = set()
             for n in names:
-                trial = [f"{keep[m][0]}=={keep[m][1]}" if m in pinned | {n} else keep[m][0] for m in names]
+                trial = [f"{keep[m][0]}=={keep[m][1]}" if m in pinned | {n} else keep[m][0] for m in names] + extra
                 if not isinstance(_compile(py, trial, constraints, iargs, work), str):
                     pinned.add(n)
             resolved = _compile(py, [f"{keep[m][0]}=={keep[m][1]}" if m in pinned else keep[m][0]
-                                     for m in names], constraints, iargs, work)
+                                     for m in names] + extra, constraints, iargs, work)
             if isinstance(resolved, str):
                 raise BuildError(f"the layer's packages do not resolve on the new stack:\n{resolved}")
     versions = {canonicalize_name(p.split("==")[0]): p.split("==", 1)[1].split(";")[0].strip() for p in resolved}
