@@ -6,46 +6,27 @@ which an unprivileged test user could not enter).
 
 from __future__ import annotations
 
+import inspect
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from sitestack.build.stack import BuildLog, build
-from sitestack.core.layout import SiteRoot
-from sitestack.core.records import StackRecord
-from sitestack.site.registry import Site
-from sitestack.site.spec import parse_spec
-from tests.helpers.wheels import make_wheel
+# Re-exported: test modules import these from here (new code: from tests.helpers...).
+from tests.helpers.cli import REPO, run_cli  # noqa: F401
+from tests.helpers.env import clean_env  # noqa: F401
+from tests.helpers.stacks import BuildStack, make_builder, make_test_wheelhouse, spec_text  # noqa: F401
 
-REPO = Path(__file__).resolve().parents[1]
-
-# The tiny wheels every test may install, offline.
-WHEELS: list[dict[str, object]] = [
-    {"name": "shadowme", "version": "1.0"},
-    {"name": "shadowme", "version": "2.0"},
-    {"name": "needsnew", "version": "1.0", "requires": ["shadowme>=2"]},
-    {"name": "tinyapp", "version": "1.0", "console_scripts": {"tinyapp": "tinyapp:main"}},
-    {"name": "userpkg", "version": "1.0", "console_scripts": {"userpkg-hello": "userpkg:main"}},
-    {"name": "layerpkg", "version": "1.0", "requires": ["shadowme"]},
-    {"name": "basepkg", "version": "1.0"},
-    {"name": "basepkg", "version": "2.0"},
-    {"name": "onlyold", "version": "1.0", "requires": ["basepkg<2"]},
-]
-
-
-def _main_module(name: str, version: str) -> dict[str, str]:
-    return {
-        f"{name}/__init__.py": (
-            f'__version__ = "{version}"\n\n'
-            f"def main():\n    print(\"{name} {version}\")\n"
-        )
-    }
+if TYPE_CHECKING:
+    from sitestack.core.layout import SiteRoot
+    from sitestack.core.records import StackRecord
 
 
 @pytest.fixture(scope="session")
@@ -60,56 +41,16 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def wheelhouse(workdir: Path) -> Path:
-    wh = workdir / "wheels"
-    wh.mkdir()
-    for w in WHEELS:
-        name, version = str(w["name"]), str(w["version"])
-        make_wheel(
-            wh, name, version,
-            requires=tuple(w.get("requires", ())),  # type: ignore[arg-type]
-            files=_main_module(name, version),
-            console_scripts=w.get("console_scripts"),  # type: ignore[arg-type]
-        )
-    return wh
-
-
-def spec_text(name: str, requirements: list[str], wheelhouse: Path, *, site: str = "testsite",
-              imports: list[str] | None = None, commands: list[str] | None = None,
-              extra: str = "") -> str:
-    reqs = ", ".join(f'"{r}"' for r in requirements)
-    imp = ", ".join(f'"{i}"' for i in (imports or []))
-    cmds = ", ".join(repr(c).replace("'", '"') if '"' not in c else f"'{c}'" for c in (commands or []))
-    return (
-        f'[stack]\nname = "{name}"\npython = "{sys.executable}"\nsite = "{site}"\n'
-        f'description = "test stack"\n\n'
-        f'[packages]\nrequirements = [{reqs}]\nfind-links = ["{wheelhouse}"]\nno-index = true\n\n'
-        f"[tests]\nimports = [{imp}]\ncommands = [{cmds}]\n{extra}"
-    )
+    return make_test_wheelhouse(workdir / "wheels")
 
 
 @pytest.fixture(scope="session")
 def site_root(workdir: Path) -> SiteRoot:
+    from sitestack.core.layout import SiteRoot
+
     root = SiteRoot(workdir / "site")
     root.path.mkdir()
     return root
-
-
-BuildStack = Callable[..., StackRecord]
-
-
-def make_builder(root: SiteRoot, wheelhouse: Path) -> BuildStack:
-    cache: dict[tuple[str, str], StackRecord] = {}
-
-    def build_stack(name: str, version: str, requirements: list[str], *, default: bool = False,
-                    **kw: object) -> StackRecord:
-        key = (name, version)
-        if key not in cache:
-            spec = parse_spec(spec_text(name, requirements, wheelhouse, **kw))  # type: ignore[arg-type]
-            build(spec, root, version=version, make_default=default, log=BuildLog(echo=False))
-            cache[key] = Site(root).get(f"{name}/{version}")
-        return cache[key]
-
-    return build_stack
 
 
 @pytest.fixture(scope="session")
@@ -123,17 +64,6 @@ def stack(build_stack: BuildStack) -> StackRecord:
     """The shared stack: conda/2022-07-19, the default. Tests must not change its state."""
     return build_stack("conda", "2022-07-19", ["shadowme==1.0", "tinyapp", "basepkg==1.0", "onlyold"],
                        default=True, imports=["shadowme", "tinyapp"])
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
-            cwd: str | os.PathLike[str] | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real `sitestack` CLI in a subprocess."""
-    full_env = dict(os.environ if env is None else env)
-    r = subprocess.run([sys.executable, "-m", "sitestack", *args], capture_output=True, text=True,
-                       env=full_env, cwd=cwd, timeout=timeout)
-    if check and r.returncode != 0:
-        raise AssertionError(f"sitestack {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
-    return r
 
 
 @pytest.fixture(scope="session")
@@ -210,3 +140,43 @@ def stack_archive(stack: StackRecord, site_root: SiteRoot, workdir: Path) -> Pat
     out = workdir / "stack.tar.zst"
     run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
     return out
+
+
+# --- markers -----------------------------------------------------------------------------
+# Applied here from what a test uses, so new tests get them without remembering to:
+#   slow: builds a stack or installs packages (its fixtures need the wheelhouse or a conda
+#         channel); `python3 -m pytest -m "not slow"` is the fast tier (unit and static tests);
+#   mpi:  runs real mpiexec (the test or one of its fixtures calls mpirun/mpiexec);
+#   root: needs root: a real unprivileged user, mounts, chown (tests/helpers/users.py).
+# A test may also carry any of them explicitly.
+SLOW_FIXTURES = {"wheelhouse", "conda_channel"}
+MPI_WORDS = re.compile(r"\bmpirun\(|\bmpiexec\b")
+ROOT_WORDS = re.compile(r"\busers\.|\brequire_root\(|\bensure_user\(|\brun_as\(|\bmount\b")
+
+
+def _sources(item: pytest.Item) -> str:
+    """The test function's source and that of every fixture it uses."""
+    funcs = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        funcs += [d.func for d in defs]
+    out = []
+    for f in funcs:
+        try:
+            out.append(inspect.getsource(f))  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            continue
+    return "\n".join(out)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        src = _sources(item)
+        # -m "not slow" replaces addopts' -m "not network": network tests count as slow.
+        if names & SLOW_FIXTURES or item.get_closest_marker("network"):
+            item.add_marker(pytest.mark.slow)
+        if MPI_WORDS.search(src):
+            item.add_marker(pytest.mark.mpi)
+        if ROOT_WORDS.search(src):
+            item.add_marker(pytest.mark.root)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import pkgutil
 import sys
 
@@ -47,11 +48,29 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    only = _command_module(argv)
-    args = parser(only).parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        return _run(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # `sitestack list | head -1`: the reader has what it wanted. End quietly, as cat
+        # does; point stdout at devnull so the flush at exit cannot fail again.
+        if not _stdout_closed():
+            raise  # some other pipe broke: a bug, not a reader that stopped
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def _run(argv: list[str]) -> int:
+    only = _command_module(argv)
+    try:
+        args = parser(only).parse_args(argv)
+    except SystemExit:
+        sys.stdout.flush()  # --help into a closed pipe fails here, not at exit
+        raise
+    try:
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: buffered output meets a closed pipe here
+        return code
     except SitestackError as e:
         print(f"sitestack: error: {e}", file=sys.stderr)
         if e.hint:
@@ -60,6 +79,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("sitestack: interrupted", file=sys.stderr)
         return 130
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has gone."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _fd, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return True  # stdout closed or replaced: nothing left to tell
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING
 from sitestack.core.bytecode import compile_dirs
 from sitestack.core.fsutil import atomic_write_json, file_lock, make_readonly, rmtree
 from sitestack.core.manifest import scan
+from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.uvtool import run_logged, uv_bin, uv_env
 
 if TYPE_CHECKING:
@@ -108,8 +108,7 @@ def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Se
     missing = [p for p in pins if not (base / names[p] / ENTRY).is_file()]
     if missing:
         with file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"):
-            for stale in base.glob(".tmp-*"):
-                rmtree(stale)  # we hold the lock: these are from killed builds
+            clear_stale(base, ".tmp-", locked=True)  # we hold the lock: from killed builds
             missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
             if missing:
                 log.step(f"installing {len(missing)} new distribution(s) into the site cache")
@@ -130,7 +129,7 @@ def _populate(missing: Sequence[str], names: dict[str, str], python: str, prefix
     temps: dict[str, Path] = {}
     try:
         for pin in missing:
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+            tmp = make_temp(base, ".tmp-", 0o700)
             temps[pin] = tmp
             _uv(["pip", "install", "--no-deps", "--link-mode", "copy", "--prefix", str(tmp / "tree"),
                  "--python", python, *index, pin], log, f"installing {pin}")
@@ -142,7 +141,7 @@ def _populate(missing: Sequence[str], names: dict[str, str], python: str, prefix
             atomic_write_json(tmp / ENTRY, {"pin": pin, "old": list(old), "rewrite": sorted(h.path for h in hits)})
             make_readonly(tmp)
             try:
-                os.rename(tmp, base / names[pin])
+                publish(tmp, base / names[pin])
             except OSError:
                 rmtree(tmp)  # another build made it first
     finally:

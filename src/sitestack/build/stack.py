@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +31,8 @@ from sitestack.core.fsutil import (
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
 from sitestack.core.manifest import refresh, save_prefix_files, scan
-from sitestack.core.relocate import relocate, relocate_symlinks
+from sitestack.core.publish import clear_stale, make_temp, publish
+from sitestack.core.relocate import relink, relocate
 from sitestack.core.uvtool import index_args, run_logged, uv_bin, uv_env
 from sitestack.errors import BuildError, ConflictError, UsageError
 from sitestack.site.spec import StackSpec, check_name
@@ -72,14 +71,6 @@ def _check_root(root: SiteRoot) -> None:
         raise UsageError(f"site root {root.path} is not a folder")
 
 
-def _clear_stale(root: SiteRoot, name: str) -> None:
-    # We hold the name's lock, so any temp folder of this name is from a killed build.
-    if root.tmp.is_dir():
-        for d in root.tmp.iterdir():
-            if d.name.startswith(f"{name}-"):
-                rmtree(d)
-
-
 def build(
     spec: StackSpec,
     root: SiteRoot,
@@ -108,9 +99,9 @@ def build(
                 f"{spec.name}/{version} is already published at {final}; published versions "
                 "are never overwritten (choose another --version)"
             )
-        _clear_stale(root, spec.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f"{spec.name}-{version}-", dir=root.tmp))
-        os.chmod(tmp, 0o755)  # mkdtemp makes 0700; a site stack is for everyone
+        # We hold the name's lock: a temp folder of this name is from a killed build.
+        clear_stale(root.tmp, f"{spec.name}-", locked=True)
+        tmp = make_temp(root.tmp, f"{spec.name}-{version}-")  # 0755: a site stack is for everyone
         try:
             if spec.conda is not None:
                 python, py_xy, extra, packages = _build_conda(spec, tmp, final, root, log, from_lock)
@@ -124,8 +115,7 @@ def build(
             finish(spec, tmp, final, root, version, python, py_xy, packages, results, log, extra)
             log.step(f"publishing {final}")
             final.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(tmp, final)
-            _fsync_dir(final.parent)
+            publish(tmp, final, durable=True)
         except BaseException:
             rmtree(tmp)
             raise
@@ -181,14 +171,6 @@ def _build_conda(
     condaprefix.check_conda_files(tmp, snap)  # uv must never have written over a conda file
     condalock.add_pypi_to_lock(records_dir(tmp) / conda.LOCK_NAME, packages, provides=provides)
     return python, py_xy, extra, packages
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
@@ -264,7 +246,7 @@ def finish(
     # makes sure every later write counts as "since"; at worst a few files are read twice.
     t_scan = time.time_ns() - 2_000_000_000
     rel = relocate(tmp, str(tmp), str(final), hits)
-    relocate_symlinks(tmp, str(tmp), str(final))
+    relink(tmp, {str(tmp): str(final)})
     if rel.binaries:
         log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
     log.step("compiling bytecode for every module")

@@ -1,3 +1,5 @@
+"""sitestack diff OLD NEW: packages added, removed and changed between two versions."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,17 +17,19 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from sitestack.core.layout import resolve_root
     from sitestack.output import emit_json, table
-    from sitestack.site.registry import Site
+    from sitestack.site.inventory import diff
 
-    site = Site(resolve_root(args.root))
-    a, b = site.get(args.old), site.get(args.new)
-    names = sorted(set(a.packages) | set(b.packages))
-    rows = [(n, a.packages.get(n), b.packages.get(n)) for n in names if a.packages.get(n) != b.packages.get(n)]
+    d = diff(resolve_root(args.root), args.old, args.new)
     if args.json:
-        emit_json({"old": a.ref, "new": b.ref, "python": [a.python, b.python],
-                   "changes": [{"name": n, "old": o, "new": v} for n, o, v in rows]})
+        emit_json(d.to_json())
         return 0
-    if a.python != b.python:
-        print(f"python: {a.python} -> {b.python}")
-    table(["package", a.ref, b.ref], [(n, o or "-", v or "-") for n, o, v in rows])
+    if d.same:
+        print(f"{d.old} and {d.new}: no differences (Python {d.old_python}, same packages)")
+        return 0
+    if d.old_python != d.new_python:
+        print(f"python: {d.old_python} -> {d.new_python}")
+    if d.changes:
+        table(["package", d.old, d.new], [(c.name, c.old or "-", c.new or "-") for c in d.changes])
+    else:
+        print("packages: no differences")
     return 0

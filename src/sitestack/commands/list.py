@@ -1,3 +1,5 @@
+"""sitestack list [NAME]: published versions, their sizes and state."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,6 +9,7 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("list", help="list published stack versions")
     p.add_argument("name", nargs="?", help="only this stack")
+    p.add_argument("--all", action="store_true", help="retired versions too, with their date and message")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -14,52 +17,31 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from sitestack.core.layout import resolve_root
     from sitestack.output import emit_json, human_bytes, table
-    from sitestack.site.registry import Site
+    from sitestack.site.inventory import list_versions
 
-    site = Site(resolve_root(args.root))
-    state = site.state()
-    rows: list[dict[str, Any]] = []
-    seen: set[tuple[int, int]] = set()  # inodes already counted by an earlier version
-    for rec in site.versions(args.name):
-        vs = site.version_state(rec, state)
-        disk, new = _disk_use(rec.prefix, seen)
-        rows.append({
-            "name": rec.name, "version": rec.version, "python": rec.python, "kind": rec.kind,
-            "packages": len(rec.packages), "files": rec.files, "bytes": rec.bytes, "disk_bytes": disk, "new_disk_bytes": new,
-            "default": site.default_version(rec.name) == rec.version, "hidden": vs.hidden,
-            "deprecated": vs.deprecated, "prefix": str(rec.prefix),
-        })
+    listing = list_versions(resolve_root(args.root), args.name)
+    retired = _retired(args) if args.all else ()
     if args.json:
-        emit_json(rows)
+        emit_json(listing.to_json() + [{**r.to_json(), "status": ["retired"]} for r in retired])
         return 0
-    if not rows:
-        print(f"no stacks in {site.root.path}")
+    if not listing.versions and not retired:
+        print(f"no stacks in {listing.root}")
         return 0
     table(
         ["stack", "python", "packages", "size", "on disk", "not shared", "status"],
-        [[f"{r['name']}/{r['version']}", r["python"], r["packages"], human_bytes(r["bytes"]),
-          human_bytes(r["disk_bytes"]), human_bytes(r["new_disk_bytes"]),
-          ", ".join(s for s, on in (("default", r["default"]), ("hidden", r["hidden"]),
-                                    ("deprecated", r["deprecated"])) if on)]
-         for r in rows],
-        title=f"stacks in {site.root.path}",
+        [[v.ref, v.python, v.packages, human_bytes(v.bytes), human_bytes(v.disk_bytes),
+          human_bytes(v.new_disk_bytes), ", ".join(v.status)] for v in listing.versions],
+        title=f"stacks in {listing.root}",
     )
-    print(f"total on disk: {human_bytes(sum(r['new_disk_bytes'] for r in rows))} "
+    print(f"total on disk: {human_bytes(listing.disk_bytes)} "
           "(files shared between versions through hardlinks counted once)")
+    for r in retired:
+        print(f"{r.ref}  retired on {r.date}: {r.message}")
     return 0
 
 
-def _disk_use(prefix: object, seen: set[tuple[int, int]]) -> tuple[int, int]:
-    """(blocks used by this prefix, blocks not already counted in `seen`)."""
-    import os
+def _retired(args: argparse.Namespace) -> tuple[Any, ...]:
+    from sitestack.core.layout import resolve_root
+    from sitestack.site.retire import list_retired
 
-    disk = new = 0
-    for dirpath, _dirs, files in os.walk(str(prefix)):
-        for name in files:
-            st = os.lstat(os.path.join(dirpath, name))
-            key = (st.st_dev, st.st_ino)
-            disk += st.st_blocks * 512
-            if key not in seen:
-                seen.add(key)
-                new += st.st_blocks * 512
-    return disk, new
+    return list_retired(resolve_root(args.root), args.name)

@@ -1,3 +1,5 @@
+"""sitestack show NAME[/VERSION]: one stack's python, packages, spec and module path."""
+
 from __future__ import annotations
 
 import argparse
@@ -13,33 +15,21 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sitestack.core.layout import resolve_root
-    from sitestack.core.records import SPEC
     from sitestack.output import emit_json, table
-    from sitestack.site.registry import Site
+    from sitestack.site.inventory import show
 
-    site = Site(resolve_root(args.root))
-    rec = site.get(args.ref)
-    vs = site.version_state(rec)
-    spec = (rec.records / SPEC).read_text(encoding="utf-8")
-    data = {
-        "name": rec.name, "version": rec.version, "python": rec.python, "kind": rec.kind,
-        "prefix": str(rec.prefix), "built": rec.built, "description": rec.description,
-        "packages": rec.packages, "spec": spec,
-        "modulefiles": {"lmod": str(site.root.lmod_dir / rec.name / f"{rec.version}.lua"),
-                        "tcl": str(site.root.tcl_dir / rec.name / rec.version)},
-        "modulepath": {"lmod": str(site.root.lmod_dir), "tcl": str(site.root.tcl_dir)},
-        "user_base": f"$HOME/.local/{rec.site}/{rec.name}/{rec.version}",
-        "default": site.default_version(rec.name) == rec.version, "hidden": vs.hidden,
-        "deprecated": vs.deprecated,
-    }
+    d = show(resolve_root(args.root), args.ref)
     if args.json:
-        emit_json(data)
+        emit_json(d.to_json())
         return 0
+    rec = d.record
     print(f"{rec.ref}  (Python {rec.python}, {rec.kind})")
-    for key in ("prefix", "built", "description", "user_base", "default", "hidden", "deprecated"):
-        if data[key] not in ("", None, False):
-            print(f"  {key}: {data[key]}")
-    print(f"  module: module use {site.root.lmod_dir}; module load {rec.ref}")
+    for key, value in (("prefix", rec.prefix), ("built", rec.built), ("description", rec.description),
+                       ("user_base", d.user_base), ("default", d.default), ("hidden", d.hidden),
+                       ("deprecated", d.deprecated)):
+        if value not in ("", None, False):
+            print(f"  {key}: {value}")
+    print(f"  module: module use {d.lmod_dir}; module load {rec.ref}")
     table(["package", "version"], sorted(rec.packages.items()))
-    print("spec:\n" + "\n".join("  " + ln for ln in spec.splitlines()))
+    print("spec:\n" + "\n".join("  " + ln for ln in d.spec.splitlines()))
     return 0
