@@ -275,7 +275,7 @@ def finish(
         packages=packages, files=len(manifest.files), bytes_=manifest.total_bytes,
         module={"depends_on": list(m.depends_on), "family": m.family, "setenv": dict(m.setenv),
                 "prepend_path": {k: list(v) for k, v in m.prepend_path.items()}, "help": m.help},
-        extra=extra,
+        extra=extra, user=spec.user,
     ))
     atomic_write_text(rec_dir / records.BUILD_LOG, log.text())
     log.step("making the stack read-only")

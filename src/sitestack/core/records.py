@@ -22,6 +22,10 @@ MANIFEST = "manifest.json"  # sha256 of every file (core.manifest.Manifest)
 PREFIX_FILES = "prefix-files.json"  # files that name the prefix (relocation list)
 BUILD_LOG = "build.log"
 TESTS = "tests.json"  # smoke-test results at build time
+# Files under LAYER/.sitestack/ (a layer's own records, written by `sitestack install`).
+LAYER_REQUESTED = "requested.json"  # what the user asked `sitestack install` for
+LAYER_CONSTRAINTS = "constraints.txt"  # the stack's [user] constraints, named by the layer's pip.conf
+LAYER_PIP_CONF = "pip.conf"  # in the layer's root: pip reads $VIRTUAL_ENV/pip.conf
 RETIRED = "retired.json"  # only in ROOT/.sitestack/retired/NAME/VERSION/: date, message
 
 
@@ -29,6 +33,35 @@ def user_base(site: str, name: str, version: str, home: str | None = None) -> Pa
     """The per-version PYTHONUSERBASE: ``~/.local/SITE/NAME/VERSION`` (never shared by versions)."""
     home = home or os.path.expanduser("~")
     return Path(home) / ".local" / site / name / version
+
+
+@dataclass(frozen=True)
+class UserPolicy:
+    """The spec's ``[user]`` table: how packages are installed into layers on the stack."""
+
+    find_links: tuple[str, ...] = ()
+    index_url: str | None = None
+    extra_index_url: tuple[str, ...] = ()
+    no_index: bool = False
+    constraints: tuple[str, ...] = ()
+    only_binary: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.find_links or self.index_url or self.extra_index_url or self.no_index
+                    or self.constraints or self.only_binary)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"find-links": list(self.find_links), "index-url": self.index_url,
+                "extra-index-url": list(self.extra_index_url), "no-index": self.no_index,
+                "constraints": list(self.constraints), "only-binary": list(self.only_binary)}
+
+    @classmethod
+    def from_json(cls, data: Any) -> UserPolicy:
+        if not isinstance(data, dict):
+            return cls()
+        return cls(tuple(data.get("find-links") or ()), data.get("index-url") or None,
+                   tuple(data.get("extra-index-url") or ()), bool(data.get("no-index", False)),
+                   tuple(data.get("constraints") or ()), tuple(data.get("only-binary") or ()))
 
 
 def lock_text(packages: dict[str, str]) -> str:
@@ -49,7 +82,7 @@ def stack_json(
     *, name: str, version: str, site: str, description: str, kind: str, python: str,
     python_xy: str, prefix: Path, root: Path, tool_version: str, built: str,
     packages: dict[str, str], files: int, bytes_: int, module: dict[str, Any],
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, user: UserPolicy | None = None,
 ) -> dict[str, Any]:
     """The ``stack.json`` document, the one writer of its schema."""
     return {
@@ -57,7 +90,7 @@ def stack_json(
         "kind": kind, "python": python, "python_xy": python_xy,
         "prefix": str(prefix), "root": str(root), "sitestack": tool_version, "built": built,
         "packages": packages, "files": files, "bytes": bytes_, "module": module,
-        **(extra or {}),
+        "user": (user or UserPolicy()).to_json(), **(extra or {}),
     }
 
 
@@ -80,6 +113,7 @@ class StackRecord:
     files: int = 0
     bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    user: UserPolicy = field(default_factory=UserPolicy)  # the spec's [user] table
 
     @property
     def ref(self) -> str:
@@ -121,6 +155,7 @@ class StackRecord:
             files=int(data.get("files", 0)),
             bytes=int(data.get("bytes", 0)),
             extra={k: v for k, v in data.items() if k not in known},
+            user=UserPolicy.from_json(data.get("user")),
         )
 
 

@@ -18,9 +18,7 @@ import errno
 import json
 import os
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -35,8 +33,10 @@ from sitestack.core.fsutil import (
     make_readonly,
     rmtree,
 )
+from sitestack.core.bytecode import compile_paths
 from sitestack.core.layout import SiteRoot
-from sitestack.core.relocate import relocate_map
+from sitestack.core.publish import clear_stale, make_temp, publish
+from sitestack.core.relocate import relocate_map, retarget
 from sitestack.errors import (
     BuildError,
     ConflictError,
@@ -158,18 +158,17 @@ def _relink(root: Path, links: dict[str, str], mapping: dict[str, str]) -> set[s
     path whose folder is reached without a link, so the unlink cannot act elsewhere."""
     changed = set()
     for rel, target in links.items():
-        for old in sorted(mapping, key=len, reverse=True):
-            if target == old or target.startswith(old + "/"):
-                safepath.check_relative(rel, "archive symlink")
-                parent = os.path.dirname(rel)
-                if parent and safepath.plain_dir(root, parent) is None:
-                    raise VerifyError(f"unsafe archive: the folder of symlink {rel} is not a folder")
-                if not os.path.islink(root / rel):
-                    raise VerifyError(f"archive symlink {rel} is not a symlink on disk")
-                os.unlink(root / rel)
-                os.symlink(mapping[old] + target[len(old):], root / rel)
-                changed.add(rel)
-                break
+        new = retarget(target, mapping)  # the one repointing rule (core.relocate)
+        if new is not None:
+            safepath.check_relative(rel, "archive symlink")
+            parent = os.path.dirname(rel)
+            if parent and safepath.plain_dir(root, parent) is None:
+                raise VerifyError(f"unsafe archive: the folder of symlink {rel} is not a folder")
+            if not os.path.islink(root / rel):
+                raise VerifyError(f"archive symlink {rel} is not a symlink on disk")
+            os.unlink(root / rel)
+            os.symlink(new, root / rel)
+            changed.add(rel)
     return changed
 
 
@@ -188,9 +187,7 @@ def _recompile(tmp: Path, root: Path, final_root: Path, xy: str, changed: set[st
             pycs |= mine
     if todo:
         py = tmp / "stack" / "bin" / f"python{xy}"
-        r = subprocess.run([str(py), "-E", "-s", "-m", "compileall", "-q", "-f",
-                            "-s", str(root), "-p", str(final_root), *todo],
-                           capture_output=True, text=True, env={"PATH": os.defpath})
+        r = compile_paths(str(py), todo, strip=str(root), prepend=str(final_root), force=True)
         if r.returncode != 0:
             raise StageError(f"recompiling relocated modules failed: {r.stdout[-300:]}",
                              BuildError.exit_code)
@@ -221,8 +218,7 @@ def _prepare_node(nodes: Nodes, to: str, header: Header, extra_bytes: int
     stack.enter_context(file_lock(base / ".locks" / f"{header.dirname}.lock", what=str(final)))
     if is_verified(final, header):
         return "have", final, stack
-    for old in base.glob(f".tmp-{header.dirname}-*"):
-        rmtree(old)  # we hold the lock: these are from a killed stage
+    clear_stale(base, f".tmp-{header.dirname}-", locked=True)  # we hold the lock: killed stages
     st = os.statvfs(base)
     free, need = st.f_bavail * st.f_frsize, header.bytes + extra_bytes
     if free < need:
@@ -268,13 +264,13 @@ def _lead(mpi: Any, nodes: Nodes, to: str, header: Header, fmt: str,
         try:
             if state != "need":
                 return failure or NodeResult(nodes.name, host, "reused", str(final))
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{header.dirname}-", dir=final.parent))
+            tmp = make_temp(final.parent, f".tmp-{header.dirname}-", 0o700)
             try:
                 u = _extract(ch, fmt, tmp)
                 if u.header.content_hash != header.content_hash:
                     raise VerifyError("archive content does not match its header")
                 finish_copy(tmp, final, u)
-                os.rename(tmp, final)
+                publish(tmp, final)
             except BaseException:
                 rmtree(tmp)
                 raise

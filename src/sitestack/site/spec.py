@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sitestack.core.records import UserPolicy
 from sitestack.errors import SpecError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
@@ -66,6 +67,7 @@ class StackSpec:
     conda: CondaSpec | None = None
     source: Path | None = None
     text: str = ""
+    user: UserPolicy = field(default_factory=UserPolicy)  # [user]: installs into layers
 
 
 _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -81,6 +83,8 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "module": {"depends_on": list, "family": str, "setenv": dict, "prepend_path": dict, "help": str},
     "tests": {"imports": list, "commands": list, "timeout": (int, float)},
     "conda": {"channels": list, "packages": list},
+    "user": {"find-links": list, "index-url": str, "extra-index-url": list, "no-index": bool,
+             "constraints": list, "only-binary": list},
 }
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", bool: "true or false"}
 
@@ -255,6 +259,23 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
             raise SpecError("conda.channels", "needs at least one channel", source=src)
         if not conda.packages:
             raise SpecError("conda.packages", "needs at least one package", source=src)
+    u = data.get("user", {})
+    only_binary = _strings(u.get("only-binary", []), "user.only-binary", src)
+    for i, n in enumerate(only_binary):
+        if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", n) and n != ":all:":
+            raise SpecError(f"user.only-binary[{i}]", f"{n!r} is not a distribution name", source=src)
+    user = UserPolicy(
+        find_links=tuple(local(x) for x in _strings(u.get("find-links", []), "user.find-links", src)),
+        index_url=u.get("index-url"),
+        extra_index_url=_strings(u.get("extra-index-url", []), "user.extra-index-url", src),
+        no_index=u.get("no-index", False),
+        constraints=_requirements(u.get("constraints", []), "user.constraints", src),
+        only_binary=only_binary,
+    )
+    for i, link in enumerate(user.find_links):
+        # They land in a pip.conf in every layer, one value per line.
+        if any(c in link for c in "\n\r\0") or link != link.strip():
+            raise SpecError(f"user.find-links[{i}]", "must not contain line breaks or surrounding spaces", source=src)
     return StackSpec(
         name=name,
         python=python,
@@ -266,6 +287,7 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         conda=conda,
         source=source,
         text=text,
+        user=user,
     )
 
 

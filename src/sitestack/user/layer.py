@@ -254,6 +254,8 @@ def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
         _write(bindir / name, text)
     if not user_site:
         _write(sp / NOUSERSITE_PTH, NOUSERSITE_LINE)
+    if rec.user:
+        write_pip_conf(tmp, final, rec)
     layer_pip = rec.prefix / "lib" / "sitestack-pip"
     has_pip = layer_pip.is_dir() or any(rec.site_packages.glob("pip-*.dist-info"))
     if layer_pip.is_dir():
@@ -267,6 +269,33 @@ def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
         for name in ("pip", "pip3", f"pip{xy}"):
             _write(bindir / name, script, 0o755)
     return has_pip
+
+
+def write_pip_conf(tmp: Path, final: Path, rec: StackRecord) -> None:
+    """The stack's [user] policy as `pip.conf` (pip reads $VIRTUAL_ENV/pip.conf), so plain pip
+    in the layer follows it; constraints go in a file, since pip's `constraint` takes a path."""
+    from sitestack.core.layout import records_dir
+    from sitestack.core.records import LAYER_CONSTRAINTS, LAYER_PIP_CONF
+
+    u = rec.user
+    lines = [f"# Written by sitestack from the [user] table of {rec.ref}: plain pip in this layer",
+             "# follows the site's package policy, as `sitestack install` does.", "[global]"]
+    if u.find_links:
+        lines += ["find-links ="] + [f"    {x}" for x in u.find_links]
+    if u.index_url:
+        lines.append(f"index-url = {u.index_url}")
+    if u.extra_index_url:
+        lines += ["extra-index-url ="] + [f"    {x}" for x in u.extra_index_url]
+    if u.no_index:
+        lines.append("no-index = true")
+    lines.append("[install]")
+    if u.constraints:
+        records_dir(tmp).mkdir(exist_ok=True)
+        _write(records_dir(tmp) / LAYER_CONSTRAINTS, "".join(c + "\n" for c in u.constraints))
+        lines.append(f"constraint = {records_dir(final) / LAYER_CONSTRAINTS}")
+    if u.only_binary:
+        lines.append(f"only-binary = {','.join(u.only_binary)}")
+    _write(tmp / LAYER_PIP_CONF, "\n".join(lines) + "\n")
 
 
 def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: bool = True,
