@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import stat
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,8 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """
     path = Path(path)
     make_dirs(path.parent)
+    import tempfile  # lazy, as shutil below: start-up of `sitestack venv` counts
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -229,6 +229,8 @@ def rmtree(path: Path) -> None:
         func(p)
 
     make_writable(path)
+    import shutil
+
     if sys.version_info >= (3, 12):
         shutil.rmtree(path, onexc=onerror)
     else:

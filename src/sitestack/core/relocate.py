@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import re
 import stat
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sitestack.core import safepath
-from sitestack.core.manifest import PrefixHit
 from sitestack.errors import UsageError
+
+if TYPE_CHECKING:  # not at run time: `sitestack venv` imports fix_shebang, and start-up counts
+    from sitestack.core.manifest import PrefixHit
 
 # Linux reads at most this much of a '#!' line on older kernels (BINPRM_BUF_SIZE).
 MAX_SHEBANG = 127
@@ -95,6 +97,8 @@ def replace_padded(data: bytes, old: bytes, new: bytes) -> bytes:
 def write_replacing(path: Path, data: bytes) -> None:
     """Replace a file with new content as a new inode, keeping its permission bits."""
     st = os.lstat(path)
+    import tempfile  # lazy, like PrefixHit: start-up of `sitestack venv`
+
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
