@@ -12,31 +12,44 @@ listed per entry and always copied and rewritten, never linked. A stack never de
 the cache: deleting ROOT/.sitestack/pypi leaves every published stack intact (its files
 are hardlinks, not references). The cache is never written in place: entries are built in
 a temp folder and renamed, and sitestack replaces files as new inodes.
+
+Packages with `[packages.build.NAME]` options are entries too: built from source by uv with
+their own environment, keyed also by a hash of those options, so the next dated version
+links the build instead of compiling again. New wheels are installed by ONE uv call into a
+shared temp prefix and split into per-distribution entries along their RECORD files (one uv
+call per distribution costs a resolver start and an install pass each). Each entry keeps
+the sha256, size and mode of its files (files.json), so a stack that links it need not
+read those bytes again.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sitestack.core.bytecode import compile_dirs
 from sitestack.core.fsutil import atomic_write_json, file_lock, make_readonly, rmtree
-from sitestack.core.manifest import scan
+from sitestack.core.manifest import FileEntry, Manifest, scan
+from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.uvtool import run_logged, uv_bin, uv_env
 
 if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
     from sitestack.core.log import BuildLog
+    from sitestack.site.spec import BuildOptions
 
 ENTRY = "entry.json"
+FILES = "files.json"  # Manifest of the entry's tree, modes as linked (read-only)
 
 
 @dataclass(frozen=True)
@@ -45,23 +58,50 @@ class Entry:
     pin: str
     rewrite: tuple[str, ...]  # files that name an old prefix: copied and rewritten
     old: tuple[str, ...]  # the prefixes they name
+    options: str = ""  # hash of the build options of a source build, "" for a wheel
 
     @property
     def tree(self) -> Path:
         return self.path / "tree"
+
+    def files(self) -> Manifest | None:
+        """The entry's recorded hashes (None for entries cached before they were kept)."""
+        from sitestack.errors import VerifyError
+
+        try:
+            return Manifest.load(self.path / FILES)
+        except (OSError, VerifyError):
+            return None  # then the stack hashes these files itself
+
+
+@dataclass(frozen=True)
+class LinkResult:
+    linked: int
+    copied: int
+    known: dict[str, FileEntry] = field(default_factory=dict)  # linked files, hashes from the entry
+    rewritten_py: bool = False  # a copied-and-rewritten .py: its cached .pyc no longer matches
 
 
 def cache_root(root: SiteRoot) -> Path:
     return root.meta / "pypi"
 
 
-def _uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None) -> str:
-    return run_logged([uv_bin(), *args], log, what, env=uv_env(), stdin=stdin)
+def _uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None,
+        env: Mapping[str, str] | None = None, tail: int | None = None) -> str:
+    return run_logged([uv_bin(), *args], log, what, env=uv_env(dict(env or {})), stdin=stdin, tail=tail)
 
 
-def resolve(requirements: Sequence[str], python: str, index: Sequence[str], log: BuildLog) -> list[str]:
+def no_binary_args(build: Mapping[str, BuildOptions]) -> list[str]:
+    """uv's flags for packages that must come from their sdist (uv has no per-package form
+    other than naming the package: ``--no-binary NAME``)."""
+    return [a for name, o in sorted(build.items()) if o.no_binary for a in ("--no-binary", name)]
+
+
+def resolve(requirements: Sequence[str], python: str, index: Sequence[str], log: BuildLog,
+            build: Mapping[str, BuildOptions] | None = None) -> list[str]:
     """Exact pins for the whole set, resolved by uv for this interpreter."""
-    out = _uv(["pip", "compile", "-", "--python", python, "--no-header", "--no-annotate", "--quiet", *index],
+    out = _uv(["pip", "compile", "-", "--python", python, "--no-header", "--no-annotate", "--quiet", *index,
+               *no_binary_args(build or {})],
               log, "resolving packages", stdin="\n".join(requirements) + "\n")
     return [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
@@ -75,16 +115,37 @@ def _local(pin: str) -> Path | None:
     return Path(pin) if pin.startswith("/") else None
 
 
-def _key(pin: str, tag: str) -> str:
-    """Cache key: the pin, or for a local wheel its file name and content hash, plus the tag.
+def pin_name(pin: str) -> str:
+    """The canonical project name of a pin."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    path = _local(pin)
+    if path is not None and " @ " not in pin:
+        return canonicalize_name(path.name.split("-")[0])
+    return canonicalize_name(Requirement(pin).name)
+
+
+def options_hash(opts: BuildOptions | None) -> str:
+    """A source build's identity beyond its pin: no-binary and every env value."""
+    if opts is None:
+        return ""
+    doc = json.dumps({"no_binary": opts.no_binary, "env": dict(sorted(opts.env.items()))}, sort_keys=True)
+    return hashlib.sha256(doc.encode()).hexdigest()[:16]
+
+
+def _key(pin: str, tag: str, options: str = "") -> str:
+    """Cache key: the pin, or for a local file its name and content hash, the interpreter's
+    tag and platform, and the build options' hash.
 
     A local wheel's path changes with every build (it may sit in the build folder), its
     content does not.
     """
     ident = pin
-    if (path := _local(pin)) is not None:
+    if (path := _local(pin)) is not None and path.is_file():
         ident = f"{path.name} sha256={hashlib.sha256(path.read_bytes()).hexdigest()}"
-    return hashlib.sha256(f"{ident}\n{tag}".encode()).hexdigest()[:20]
+    extra = f"\noptions={options}" if options else ""
+    return hashlib.sha256(f"{ident}\n{tag}{extra}".encode()).hexdigest()[:20]
 
 
 def _tag(python: str) -> str:
@@ -95,16 +156,23 @@ def _tag(python: str) -> str:
 
 def _load(path: Path) -> Entry:
     data = json.loads((path / ENTRY).read_text(encoding="utf-8"))
-    return Entry(path, data["pin"], tuple(data["rewrite"]), tuple(data["old"]))
+    return Entry(path, data["pin"], tuple(data["rewrite"]), tuple(data["old"]), data.get("options", ""))
 
 
 def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Sequence[str],
-           root: SiteRoot, log: BuildLog) -> list[Entry]:
-    """Every pin's entry, installing and compiling the missing ones (one uv call each)."""
+           root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None) -> list[Entry]:
+    """Every pin's entry, installing and compiling the missing ones.
+
+    Pins named in `build` are built from source with their options and keyed by them."""
+    build = build or {}
     base = cache_root(root)
     base.mkdir(parents=True, exist_ok=True)
     tag = _tag(python)
-    names = {pin: f"{_safe(pin)}-{_key(pin, tag)}" for pin in pins}
+    opts = {pin: build.get(pin_name(pin)) for pin in pins}
+    names = {}
+    for pin in pins:
+        h = options_hash(opts[pin])
+        names[pin] = f"{_safe(pin)}{'-src' if h else ''}-{_key(pin, tag, h)}"
     missing = [p for p in pins if not (base / names[p] / ENTRY).is_file()]
     if missing:
         with file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"):
@@ -112,7 +180,10 @@ def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Se
             missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
             if missing:
                 log.step(f"installing {len(missing)} new distribution(s) into the site cache")
-                _populate(missing, names, python, prefix, py_xy, index, base, log)
+                _populate(missing, names, opts, python, prefix, py_xy, index, base, log)
+    hits = len(pins) - len(missing)
+    log.add(f"site cache: {hits} hit(s), {len(missing)} new: " + ", ".join(
+        f"{p} -> {names[p]}" + (" (new)" if p in missing else "") for p in pins))
     return [_load(base / names[p]) for p in pins]
 
 
@@ -124,21 +195,55 @@ def _safe(pin: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{version}")[:80]
 
 
-def _populate(missing: Sequence[str], names: dict[str, str], python: str, prefix: Path, py_xy: str,
-              index: Sequence[str], base: Path, log: BuildLog) -> None:
+def _install_args(python: str, tree: Path, index: Sequence[str]) -> list[str]:
+    return ["pip", "install", "--no-deps", "--link-mode", "copy", "--prefix", str(tree),
+            "--python", python, *index]
+
+
+def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, BuildOptions | None],
+              python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog) -> None:
     temps: dict[str, Path] = {}
+    shared: Path | None = None
     try:
-        for pin in missing:
-            tmp = make_temp(base, ".tmp-", 0o700)
-            temps[pin] = tmp
-            _uv(["pip", "install", "--no-deps", "--link-mode", "copy", "--prefix", str(tmp / "tree"),
-                 "--python", python, *index, pin], log, f"installing {pin}")
+        wheels = [p for p in missing if opts[p] is None]
+        sources = [p for p in missing if opts[p] is not None]
+        with Progress(log, "installed into the site cache", len(missing), noun="distributions") as bar:
+            if wheels:
+                shared = Path(tempfile.mkdtemp(prefix=".tmp-all-", dir=base))
+                _uv([*_install_args(python, shared / "tree", index), *wheels], log,
+                    f"installing {len(wheels)} distribution(s)")
+                split = _split(shared / "tree", py_xy, wheels, base)
+                temps.update(split)
+                bar.advance(len(split))
+                for pin in wheels:
+                    if pin not in split:  # no dist-info matched its name: install it alone
+                        temps[pin] = make_temp(base, ".tmp-", 0o700)
+                        _uv([*_install_args(python, temps[pin] / "tree", index), pin], log, f"installing {pin}")
+                        bar.advance()
+            for pin in sources:
+                o = opts[pin]
+                assert o is not None
+                name = pin_name(pin)
+                temps[pin] = make_temp(base, ".tmp-", 0o700)
+                log.step(f"building {name} from source" if o.no_binary else f"installing {name} with its build env")
+                # --no-cache: uv's cache keeps a wheel built from an sdist and would hand it
+                # back whatever the env now says; this site cache is keyed by the env instead.
+                args = [*_install_args(python, temps[pin] / "tree", index), "--no-cache",
+                        *(["--no-binary", name] if o.no_binary else []), pin]
+                _uv(args, log, f"building {name} from source" if o.no_binary else f"installing {name}",
+                    env=o.env, tail=25)
+                bar.advance()
         # One compile for all new entries: every core busy once, not once per package.
         compile_dirs(python, [str(t / "tree" / "lib" / f"python{py_xy}") for t in temps.values()], log)
         for pin, tmp in temps.items():
-            old = (str(tmp / "tree"), str(prefix))
-            _m, hits = scan(tmp / "tree", old, exclude=())
-            atomic_write_json(tmp / ENTRY, {"pin": pin, "old": list(old), "rewrite": sorted(h.path for h in hits)})
+            old = (str(tmp / "tree"), str(prefix), *((str(shared / "tree"),) if shared else ()))
+            m, hits = scan(tmp / "tree", old, exclude=())
+            for rel, fe in m.files.items():
+                m.files[rel] = FileEntry(fe.sha256, fe.size, _readonly_mode(fe.mode))
+            m.save(tmp / FILES)
+            atomic_write_json(tmp / ENTRY, {"pin": pin, "old": list(old), "options": options_hash(opts[pin]),
+                                            "env": dict(opts[pin].env) if opts[pin] else {},  # type: ignore[union-attr]
+                                            "rewrite": sorted(h.path for h in hits)})
             make_readonly(tmp)
             try:
                 publish(tmp, base / names[pin])
@@ -147,15 +252,63 @@ def _populate(missing: Sequence[str], names: dict[str, str], python: str, prefix
     finally:
         for tmp in temps.values():
             rmtree(tmp)
+        if shared is not None:
+            rmtree(shared)
 
 
-def link(entries: Sequence[Entry], prefix: Path) -> tuple[int, int]:
-    """Hardlink every entry's files into `prefix`; copy and rewrite the prefix-naming ones."""
+def _readonly_mode(mode: int) -> int:
+    """The mode make_readonly gives a file (the entry is scanned before it is locked)."""
+    mode = (mode & ~0o222) | 0o444
+    return mode | 0o111 if mode & 0o100 else mode
+
+
+def _split(tree: Path, py_xy: str, pins: Sequence[str], base: Path) -> dict[str, Path]:
+    """Move each distribution's files (its RECORD) out of one shared install into its own
+    temp entry; returns {pin: temp entry folder} for every pin whose dist-info was found."""
+    sp = tree / "lib" / f"python{py_xy}" / "site-packages"
+    by_name = {pin_name(p): p for p in pins}
+    out: dict[str, Path] = {}
+    if not sp.is_dir():
+        return out
+    from packaging.utils import canonicalize_name
+
+    for info in sorted(sp.glob("*.dist-info")):
+        pin = by_name.get(canonicalize_name(info.name[: -len(".dist-info")].rsplit("-", 1)[0]))
+        record = info / "RECORD"
+        if pin is None or pin in out or not record.is_file():
+            continue
+        tmp = make_temp(base, ".tmp-", 0o700)
+        out[pin] = tmp
+        dest_tree = tmp / "tree"
+        with open(record, newline="", encoding="utf-8") as f:
+            rels = [row[0] for row in csv.reader(f) if row]
+        for rel in [*rels, *(str(p.relative_to(sp)) for p in info.iterdir())]:
+            src = Path(os.path.normpath(rel if os.path.isabs(rel) else sp / rel))
+            try:
+                sub = src.relative_to(tree)
+            except ValueError:
+                continue  # outside the prefix: nothing a stack could link
+            if not os.path.lexists(src):
+                continue  # listed twice, or already moved with its dist-info
+            dest = dest_tree / sub
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(src, dest)
+    return out
+
+
+def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:
+    """Hardlink every entry's files into `prefix`; copy and rewrite the prefix-naming ones.
+
+    Returns the linked files' recorded hashes, so the build need not read them again."""
     linked = copied = 0
+    rewritten_py = False
+    known: dict[str, FileEntry] = {}
     new = str(prefix).encode()
     for e in entries:
         tree = str(e.tree)
         rewrite = set(e.rewrite)
+        m = e.files()
+        files = m.files if m is not None else {}
         for dirpath, dirnames, filenames in os.walk(tree):
             rel_dir = os.path.relpath(dirpath, tree)
             dest_dir = prefix if rel_dir == "." else prefix / rel_dir
@@ -171,6 +324,7 @@ def link(entries: Sequence[Entry], prefix: Path) -> tuple[int, int]:
                 rel = f if rel_dir == "." else f"{rel_dir}/{f}"
                 if os.path.lexists(dest):
                     os.unlink(dest)  # a file two distributions ship: the later wins, as with pip
+                    known.pop(rel, None)
                 if os.path.islink(src):
                     _replace_link(src, dest)
                 elif rel in rewrite:
@@ -180,17 +334,70 @@ def link(entries: Sequence[Entry], prefix: Path) -> tuple[int, int]:
                     dest.write_bytes(data)
                     os.chmod(dest, os.stat(src).st_mode & 0o777 | 0o200)
                     copied += 1
+                    rewritten_py = rewritten_py or f.endswith(".py")
                 else:
                     try:
                         os.link(src, dest)
                         linked += 1
+                        if rel in files:
+                            known[rel] = files[rel]
                     except OSError:
                         shutil.copy2(src, dest)  # another filesystem, or not allowed
                         copied += 1
-    return linked, copied
+    return LinkResult(linked, copied, known, rewritten_py)
 
 
 def _replace_link(src: str, dest: Path) -> None:
     if os.path.lexists(dest):
         os.unlink(dest)
     os.symlink(os.readlink(src), dest)
+
+
+# --- the cache's layout, for `sitestack gc` (build/gc.py) -------------------------------------
+# Complete entries are ROOT/.sitestack/pypi/<name>/ with entry.json; anything starting with "."
+# is a build's temp (.tmp-*) or an entry being removed (.gc-*), never looked up by a build.
+
+GC_PREFIX = ".gc-"
+
+
+def use_lock(root: SiteRoot) -> Path:
+    """Held shared by a build from choosing its entries to linking them; exclusive by gc."""
+    return root.locks / "pypi-cache.use.lock"
+
+
+def entries(root: SiteRoot) -> list[Path]:
+    """Every complete entry folder."""
+    base = cache_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if not p.name.startswith(".") and (p / ENTRY).is_file())
+
+
+def leftovers(root: SiteRoot) -> list[Path]:
+    """Temp folders of killed cache fills and half-removed entries (call under the use-lock)."""
+    base = cache_root(root)
+    if not base.is_dir():
+        return []
+    return sorted(p for p in base.iterdir() if p.name.startswith((".tmp-", GC_PREFIX)))
+
+
+def entry_files(entry: Path) -> list[Path]:
+    """The regular files of an entry's tree (the ones stacks hardlink)."""
+    out = []
+    for dirpath, _dirs, files in os.walk(entry / "tree"):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            if not os.path.islink(p):
+                out.append(Path(p))
+    return out
+
+
+def discard(entry: Path) -> Path:
+    """Take an entry out of the cache in one rename; the caller deletes what this returns.
+
+    A build looks entries up by their exact name, so a `.gc-` folder half deleted by a killed
+    gc is never linked; the next gc removes it.
+    """
+    dest = entry.with_name(f"{GC_PREFIX}{entry.name}-{os.getpid()}")
+    os.rename(entry, dest)
+    return dest

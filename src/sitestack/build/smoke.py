@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -42,34 +43,104 @@ def clean_env(prefix: Path, home: str) -> dict[str, str]:
     }
 
 
-def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog) -> list[dict[str, object]]:
+def gpu_visible() -> tuple[bool, str]:
+    """Whether this node has a GPU the tests can use, and how we know.
+
+    `nvidia-smi -L` listing a GPU, else a device node: /dev/nvidia0 (NVIDIA) or /dev/kfd
+    (AMD ROCm). A device node alone is enough: containers often have the device but not the
+    tool. SITESTACK_GPU=0 or 1 overrides both (a site whose GPUs show otherwise).
+    """
+    forced = os.environ.get("SITESTACK_GPU", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1", f"SITESTACK_GPU={forced}"
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            r = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 and "GPU" in r.stdout:
+                return True, f"nvidia-smi -L: {r.stdout.strip().splitlines()[0]}"
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    for dev in ("/dev/nvidia0", "/dev/kfd"):
+        if os.path.exists(dev):
+            return True, f"{dev} exists"
+    return False, "no GPU visible (nvidia-smi -L lists none; no /dev/nvidia0 or /dev/kfd)"
+
+
+def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
+                    gpu: bool | None = None, stop_on_failure: bool = True,
+                    cpu: bool = True) -> list[dict[str, object]]:
+    """Run the spec's tests with the prefix's python. Each result has `status`: passed,
+    failed or skipped (`ok` is null for a skipped one: never counted as passed).
+
+    [tests.gpu] runs only where `gpu` (default: gpu_visible()) is true; elsewhere each of its
+    tests is recorded as skipped. With `stop_on_failure` the first failure raises
+    SmokeTestError (a build); without, every test runs and the failures are in the results.
+    """
     py = str(prefix / "bin" / f"python{py_xy}")
     results: list[dict[str, object]] = []
+    t = spec.tests
+    if gpu is None and (t.gpu_imports or t.gpu_commands):
+        gpu, why = gpu_visible()
+        log.add(f"GPU tests: {'run' if gpu else 'skipped'} ({why})")
     with tempfile.TemporaryDirectory(prefix="sitestack-smoke-") as home:
         env = clean_env(prefix, home)
-        imports = ["pip", *spec.tests.imports]
+        sets: list[tuple[str, tuple[str, ...], tuple[str, ...], bool]] = []
+        if cpu:
+            sets.append(("", ("pip", *t.imports), t.commands, True))
+        if t.gpu_imports or t.gpu_commands:
+            sets.append(("gpu", t.gpu_imports, t.gpu_commands, bool(gpu)))
+        for kind, imports, commands, run in sets:
+            if not run:
+                results += [_skipped(f"import {m}", kind) for m in imports]
+                results += [_skipped(c, kind) for c in commands]
+                continue
+            results += _run_set(py, prefix, env, home, imports, commands, kind, t.timeout, log, stop_on_failure)
+    passed = sum(1 for r in results if r["status"] == "passed")
+    skipped = sum(1 for r in results if r["status"] == "skipped")
+    log.add(f"{passed} smoke test(s) passed" + (f", {skipped} skipped" if skipped else ""))
+    return results
+
+
+def _skipped(test: str, kind: str) -> dict[str, object]:
+    return {"test": test, "kind": kind, "ok": None, "status": "skipped", "output": "no GPU visible",
+            "seconds": 0.0}
+
+
+def _run_set(py: str, prefix: Path, env: dict[str, str], home: str, imports: tuple[str, ...],
+             commands: tuple[str, ...], kind: str, timeout: float, log: BuildLog,
+             stop: bool) -> list[dict[str, object]]:
+    results: list[dict[str, object]] = []
+    label = "GPU " if kind else ""
+
+    def record(test: str, ok: bool, output: str, seconds: float, **more: object) -> None:
+        results.append({"test": test, "kind": kind, "ok": ok, "status": "passed" if ok else "failed",
+                        "output": output, "seconds": round(seconds, 3), **more})
+        if not ok:
+            log.add(json.dumps(results[-1]))
+            if stop:
+                _fail(f"{label}{test}", output, log)
+
+    if imports:
         t0 = time.monotonic()
-        r = _run([py, "-c", _IMPORTS, *imports], env, home, spec.tests.timeout)
+        r = _run([py, "-c", _IMPORTS, *imports], env, home, timeout)
+        took = time.monotonic() - t0
         if r.returncode != 0:
-            _fail("the stack's python", r.stdout + r.stderr, log)
+            record("the stack's python", False, (r.stdout + r.stderr)[-4000:], took)
+            return results
         data = json.loads(r.stdout)
         if os.path.realpath(data["prefix"]) != os.path.realpath(prefix):
-            _fail("sys.prefix", f"python reports sys.prefix={data['prefix']}, expected {prefix}", log)
-        took = time.monotonic() - t0
+            record("sys.prefix", False, f"python reports sys.prefix={data['prefix']}, expected {prefix}", took)
+            return results
         for name, ok, err in data["results"]:
-            results.append({"test": f"import {name}", "ok": ok, "output": err, "seconds": round(took, 3)})
-            if not ok:
-                log.add(json.dumps(results[-1]))
-                _fail(f"import {name}", err, log)
-        for cmd in spec.tests.commands:
-            t0 = time.monotonic()
-            r = _run(["bash", "-c", cmd], env, home, spec.tests.timeout)
-            out = (r.stdout + r.stderr)[-4000:]
-            results.append({"test": cmd, "ok": r.returncode == 0, "output": out,
-                            "returncode": r.returncode, "seconds": round(time.monotonic() - t0, 3)})
-            if r.returncode != 0:
-                _fail(cmd, f"exit code {r.returncode}\n{out}", log)
-    log.add(f"{len(results)} smoke test(s) passed")
+            record(f"import {name}", ok, err, took)
+    for cmd in commands:
+        t0 = time.monotonic()
+        r = _run(["bash", "-c", cmd], env, home, timeout)
+        out = (r.stdout + r.stderr)[-4000:]
+        ok = r.returncode == 0
+        record(cmd, ok, out if ok else f"exit code {r.returncode}\n{out}", time.monotonic() - t0,
+               returncode=r.returncode)
     return results
 
 

@@ -13,7 +13,8 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitestack import __version__
@@ -27,10 +28,12 @@ from sitestack.core.fsutil import (
     is_writable_dir,
     make_readonly,
     rmtree,
+    shared_lock,
 )
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
-from sitestack.core.manifest import refresh, save_prefix_files, scan
+from sitestack.core.manifest import FileEntry, Manifest, refresh, save_prefix_files
+from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.relocate import relink, relocate
 from sitestack.core.uvtool import index_args, run_logged, uv_bin, uv_env
@@ -60,6 +63,17 @@ class BuildResult:
     default: bool
 
 
+@dataclass
+class Installed:
+    """What install_packages leaves for the later steps."""
+
+    # Files hardlinked from the site cache, with the hashes recorded there: not read again.
+    known: dict[str, FileEntry] = field(default_factory=dict)
+    # Every file in site-packages came compiled from the cache: no bytecode check needed there.
+    site_packages_compiled: bool = False
+    since_ns: int = 0  # a known file changed after this is hashed again after all
+
+
 def today() -> str:
     return _dt.date.today().isoformat()
 
@@ -80,9 +94,11 @@ def build(
     log: BuildLog | None = None,
     lock_timeout: float = -1,
     from_lock: Path | None = None,
+    expect_packages: dict[str, str] | None = None,
 ) -> BuildResult:
     """Build `spec` into ROOT/stacks/NAME/VERSION. `from_lock` rebuilds an exact set:
-    a conda lock (rattler/pixi format) for conda stacks, a lock.txt for PyPI stacks."""
+    a conda lock (rattler/pixi format) for conda stacks, a lock.txt for PyPI stacks.
+    `expect_packages` (restore) refuses to publish any other set than that one."""
     log = log or BuildLog()
     t0 = time.monotonic()
     version = check_name(version or today(), "--version")
@@ -103,16 +119,19 @@ def build(
         clear_stale(root.tmp, f"{spec.name}-", locked=True)
         tmp = make_temp(root.tmp, f"{spec.name}-{version}-")  # 0755: a site stack is for everyone
         try:
+            installed = Installed()
             if spec.conda is not None:
                 python, py_xy, extra, packages = _build_conda(spec, tmp, final, root, log, from_lock)
             else:
                 log.step(f"copying Python {source.version} from {source.base_prefix}")
                 copy_interpreter(source, tmp, final)
                 python, py_xy, extra = source.version, source.xy, {}
-                packages = install_packages(spec, tmp, py_xy, log, root=root)
-            log.step("running smoke tests")
-            results = run_smoke_tests(spec, tmp, py_xy, log)
-            finish(spec, tmp, final, root, version, python, py_xy, packages, results, log, extra)
+                packages = install_packages(spec, tmp, py_xy, log, root=root, installed=installed)
+            if expect_packages is not None and packages != expect_packages:
+                diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
+                raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
+            finish(spec, tmp, final, root, version, python, py_xy, packages,
+                   lambda: run_smoke_tests(spec, tmp, py_xy, log), log, extra, installed)
             log.step(f"publishing {final}")
             final.parent.mkdir(parents=True, exist_ok=True)
             publish(tmp, final, durable=True)
@@ -174,12 +193,13 @@ def _build_conda(
 
 
 def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
-                     root: SiteRoot | None = None) -> dict[str, str]:
+                     root: SiteRoot | None = None, installed: Installed | None = None) -> dict[str, str]:
     """Install pip and the spec's requirements with uv; return {name: version} of everything.
 
-    With a site root (and no per-package build options, no conda layer underneath), the set
-    is resolved once and every distribution comes from the site's compiled package cache
-    (pkgcache.py), hardlinked; otherwise uv installs straight into the prefix.
+    With a site root (and no conda layer underneath), the set is resolved once and every
+    distribution comes from the site's compiled package cache (pkgcache.py), hardlinked;
+    packages with build options are built from source into their own cache entries, keyed
+    by those options. Otherwise uv installs straight into the prefix.
     """
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -204,23 +224,31 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
             reqs = [str(bundled[-1]) if r in pip_reqs else r for r in reqs]
     elif not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
         reqs.insert(0, "pip")
-    if root is not None and not p.build and not skip and reqs:
+    if root is not None and not skip and reqs:
         from sitestack.build import pkgcache
 
         index = index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)
         log.step(f"resolving {len(reqs)} requirement(s) with uv")
-        pins = pkgcache.resolve(reqs, py, index, log)
-        entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log)
-        linked, copied = pkgcache.link(entries, prefix)
-        log.step(f"linked {len(pins)} distribution(s) from the site cache ({linked} files shared, {copied} copied)")
+        # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
+        with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
+            pins = pkgcache.resolve(reqs, py, index, log, p.build)
+            entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log, p.build)
+            since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
+            res = pkgcache.link(entries, prefix)
+        if installed is not None:
+            installed.known, installed.since_ns = res.known, since
+            installed.site_packages_compiled = not res.rewritten_py
+        log.step(f"linked {len(pins)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
         reqs = []
     # Packages with build options go first, each with its own environment, so their
     # options apply to them alone; the final call then finds them already satisfied.
-    for pkg, opts in p.build.items():
+    # uv's cache would hand back a wheel built under another env: --no-cache.
+    for pkg, opts in (p.build.items() if reqs else ()):
         match = [r for r in reqs if not r.startswith("/") and canonicalize_name(Requirement(r).name) == pkg] or [pkg]
-        cmd = base + (["--no-binary-package", pkg] if opts.no_binary else []) + match
-        log.step(f"building {pkg}" + (" from source" if opts.no_binary else ""))
-        run_logged(cmd, log, f"installing {pkg}", env=uv_env(dict(opts.env)))
+        cmd = base + ["--no-cache"] + (["--no-binary", pkg] if opts.no_binary else []) + match
+        what = f"building {pkg}" + (" from source" if opts.no_binary else "")
+        log.step(what)
+        run_logged(cmd, log, what, env=uv_env(dict(opts.env)), tail=25)
     if reqs:
         log.step(f"installing {len(reqs)} requirement(s) with uv")
         run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
@@ -235,13 +263,24 @@ def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:
 
 def finish(
     spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, version: str, python: str,
-    py_xy: str, packages: dict[str, str], results: list[dict[str, object]], log: BuildLog,
-    extra: dict[str, object],
+    py_xy: str, packages: dict[str, str], smoke: Callable[[], list[dict[str, object]]], log: BuildLog,
+    extra: dict[str, object], installed: Installed | None = None,
 ) -> None:
-    """Relocate to the final path, compile bytecode, write records and manifest, lock down."""
-    log.step("hashing every file and relocating scripts to the final prefix")
-    # One read of every byte: hash it, and find files that name the temp or the final prefix.
-    manifest, hits = scan(tmp, [str(tmp), str(final)])
+    """Smoke-test while hashing, relocate to the final path, compile bytecode, write records
+    and manifest, lock down."""
+    installed = installed or Installed()
+    log.step("running smoke tests while hashing every file")
+    # One read of every byte that did not come from the site cache (whose hashes are kept
+    # with each entry): hash it, and find files that name the temp or the final prefix.
+    # The smoke tests only read the prefix, so they run meanwhile.
+    manifest = Manifest(files=dict(installed.known))
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        tests = pool.submit(smoke)
+        with Progress(log, "hashed", unit="bytes") as bar:
+            hits = refresh(tmp, manifest, installed.since_ns, [str(tmp), str(final)],
+                           progress=lambda n: bar.advance(n))
+        results = tests.result()  # a failed smoke test raises here: nothing is published
+    log.add(f"{len(installed.known)} file(s) linked from the site cache were not read again")
     # File times come from a coarse kernel clock that can lag time_ns() by a tick: a margin
     # makes sure every later write counts as "since"; at worst a few files are read twice.
     t_scan = time.time_ns() - 2_000_000_000
@@ -250,7 +289,7 @@ def finish(
     if rel.binaries:
         log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
     log.step("compiling bytecode for every module")
-    compile_bytecode(tmp, final, py_xy, log)
+    compile_bytecode(tmp, final, py_xy, log, skip_site_packages=installed.site_packages_compiled)
     log.step("writing records")
     _layer_pip(tmp, py_xy)  # after compiling, so its bytecode is copied, not compiled twice
     atomic_write_text(tmp / "pip.conf", PIP_CONF)
@@ -275,11 +314,31 @@ def finish(
         packages=packages, files=len(manifest.files), bytes_=manifest.total_bytes,
         module={"depends_on": list(m.depends_on), "family": m.family, "setenv": dict(m.setenv),
                 "prepend_path": {k: list(v) for k, v in m.prepend_path.items()}, "help": m.help},
-        extra=extra, user=spec.user,
+        extra=extra, user=spec.user, requested=requested_names(spec),
     ))
     atomic_write_text(rec_dir / records.BUILD_LOG, log.text())
     log.step("making the stack read-only")
     make_readonly(tmp)
+
+
+def requested_names(spec: StackSpec) -> list[str]:
+    """The spec's own requirements by canonical name, in its order, conda packages first."""
+    import re
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    names: list[str] = []
+    for c in spec.conda.packages if spec.conda else ():
+        m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)", c.split("::")[-1])
+        if m:
+            names.append(canonicalize_name(m.group(1)))
+    for r in spec.packages.requirements:
+        try:
+            names.append(canonicalize_name(Requirement(r).name))
+        except InvalidRequirement:
+            continue
+    return list(dict.fromkeys(names))
 
 
 def _layer_pip(prefix: Path, py_xy: str) -> None:
@@ -290,9 +349,14 @@ def _layer_pip(prefix: Path, py_xy: str) -> None:
         shutil.copytree(src, prefix / "lib" / "sitestack-pip" / "pip", symlinks=True)
 
 
-def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog) -> None:
-    """Compile every .py (stdlib too): a read-only prefix can never cache bytecode later."""
+def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog, *,
+                     skip_site_packages: bool = False) -> None:
+    """Compile every .py (stdlib too): a read-only prefix can never cache bytecode later.
+
+    Files linked from the site cache were compiled there: with `skip_site_packages`,
+    compileall does not even check their .pyc again."""
     from sitestack.core.bytecode import compile_dirs
 
     compile_dirs(str(prefix / "bin" / f"python{py_xy}"), [str(prefix / "lib" / f"python{py_xy}")], log,
-                 strip=str(prefix), prepend=str(final))
+                 strip=str(prefix), prepend=str(final),
+                 exclude=f"^{prefix}/lib/python{py_xy}/site-packages/" if skip_site_packages else None)

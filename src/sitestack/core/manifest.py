@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +130,11 @@ def scan(
     *,
     exclude: Iterable[str] = (".sitestack",),
     jobs: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[Manifest, list[PrefixHit]]:
-    """Hash every file below root; also report files that contain any of `prefixes`."""
+    """Hash every file below root; also report files that contain any of `prefixes`.
+
+    `progress` is called with each file's size once it is hashed."""
     root = Path(root)
     needles = tuple(p.encode() if isinstance(p, str) else p for p in prefixes)
     files, links, dirs = walk(root, exclude)
@@ -143,6 +146,8 @@ def scan(
         results = pool.map(lambda rel: _scan_file(str(root / rel), needles), files)
         for rel, (digest, size, mode, hit) in zip(files, results, strict=True):
             manifest.files[rel] = FileEntry(digest, size, mode)
+            if progress is not None:
+                progress(size)
             if hit:
                 hits.append(PrefixHit(rel, hit))
     return manifest, hits
@@ -155,6 +160,7 @@ def refresh(
     prefixes: Iterable[str | bytes] = (),
     *,
     exclude: Iterable[str] = (".sitestack",),
+    progress: Callable[[int], None] | None = None,
 ) -> list[PrefixHit]:
     """Bring `manifest` up to date after changes made since `since_ns`.
 
@@ -177,6 +183,8 @@ def refresh(
             todo, pool.map(lambda r: _scan_file(str(root / r), needles), todo), strict=True
         ):
             manifest.files[rel] = FileEntry(digest, size, mode)
+            if progress is not None:
+                progress(size)
             if hit:
                 hits.append(PrefixHit(rel, hit))
     return hits

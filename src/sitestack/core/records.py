@@ -83,6 +83,7 @@ def stack_json(
     python_xy: str, prefix: Path, root: Path, tool_version: str, built: str,
     packages: dict[str, str], files: int, bytes_: int, module: dict[str, Any],
     extra: dict[str, Any] | None = None, user: UserPolicy | None = None,
+    requested: list[str] | None = None,
 ) -> dict[str, Any]:
     """The ``stack.json`` document, the one writer of its schema."""
     return {
@@ -90,7 +91,9 @@ def stack_json(
         "kind": kind, "python": python, "python_xy": python_xy,
         "prefix": str(prefix), "root": str(root), "sitestack": tool_version, "built": built,
         "packages": packages, "files": files, "bytes": bytes_, "module": module,
-        "user": (user or UserPolicy()).to_json(), **(extra or {}),
+        "user": (user or UserPolicy()).to_json(),
+        # The spec's own requirements (canonical names), in its order: what the site asked for.
+        "requested": list(requested or []), **(extra or {}),
     }
 
 
@@ -114,6 +117,7 @@ class StackRecord:
     bytes: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
     user: UserPolicy = field(default_factory=UserPolicy)  # the spec's [user] table
+    requested: tuple[str, ...] = ()  # the spec's requirements by name (modulefile help/whatis)
 
     @property
     def ref(self) -> str:
@@ -156,6 +160,7 @@ class StackRecord:
             bytes=int(data.get("bytes", 0)),
             extra={k: v for k, v in data.items() if k not in known},
             user=UserPolicy.from_json(data.get("user")),
+            requested=tuple(data.get("requested") or ()),
         )
 
 

@@ -64,12 +64,24 @@ def uv_reason(text: str) -> str:
     return "\n".join("  " + ln for ln in lines[-15:])
 
 
+def output_tail(text: str, lines: int = 25) -> str:
+    """The last lines of a failed source build: where the compiler's error is."""
+    kept = [ln for ln in text.rstrip().splitlines() if ln.strip()]
+    return "\n".join("  " + ln for ln in kept[-lines:])
+
+
 def run_logged(cmd: list[str], log: LogSink, what: str, *, env: dict[str, str] | None = None,
-               stdin: str | None = None) -> str:
-    """Run a uv (or other) command into the build log; BuildError with uv's reason on failure."""
+               stdin: str | None = None, tail: int | None = None) -> str:
+    """Run a uv (or other) command into the build log; BuildError with uv's reason on failure.
+
+    `tail` shows that many last lines of the output unfiltered instead (a compiler's error
+    sits among lines that uv_reason would drop as noise).
+    """
     log.add("$ " + " ".join(cmd))
     r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env)
     log.add(r.stdout + r.stderr)
     if r.returncode != 0:
-        raise BuildError(f"{what} failed:\n{uv_reason(r.stderr or r.stdout)}")
+        text = r.stderr or r.stdout
+        reason = output_tail(text, tail) if tail else uv_reason(text)
+        raise BuildError(f"{what} failed:\n{reason}")
     return r.stdout

@@ -47,6 +47,9 @@ class TestsSpec:
     imports: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
     timeout: float = 600.0
+    # [tests.gpu]: run only where a GPU is visible (build.smoke.gpu_visible), else skipped
+    gpu_imports: tuple[str, ...] = ()
+    gpu_commands: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
         "build": dict,
     },
     "module": {"depends_on": list, "family": str, "setenv": dict, "prepend_path": dict, "help": str},
-    "tests": {"imports": list, "commands": list, "timeout": (int, float)},
+    "tests": {"imports": list, "commands": list, "timeout": (int, float), "gpu": dict},
     "conda": {"channels": list, "packages": list},
     "user": {"find-links": list, "index-url": str, "extra-index-url": list, "no-index": bool,
              "constraints": list, "only-binary": list},
@@ -243,10 +246,18 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
     timeout = float(t.get("timeout", 600))
     if timeout <= 0:
         raise SpecError("tests.timeout", "must be a positive number of seconds", source=src)
+    gpu = t.get("gpu", {})
+    for k, v in gpu.items():
+        if k not in ("imports", "commands"):
+            raise SpecError(f"tests.gpu.{k}", "unknown key (allowed: commands, imports)", source=src)
+        if not isinstance(v, list):
+            raise SpecError(f"tests.gpu.{k}", f"must be a list of strings, not {type(v).__name__}", source=src)
     tests = TestsSpec(
         imports=_strings(t.get("imports", []), "tests.imports", src),
         commands=_strings(t.get("commands", []), "tests.commands", src),
         timeout=timeout,
+        gpu_imports=_strings(gpu.get("imports", []), "tests.gpu.imports", src),
+        gpu_commands=_strings(gpu.get("commands", []), "tests.gpu.commands", src),
     )
     conda = None
     if "conda" in data:

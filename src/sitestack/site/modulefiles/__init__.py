@@ -37,6 +37,7 @@ def content_for(rec: StackRecord, state: dict[str, Any]) -> ModuleContent:
         prepend_path=prepend,
         deprecated=state["deprecated"].get(rec.version),
         conda=rec.kind == "conda",
+        requested=rec.requested,
     )
 
 

@@ -28,15 +28,29 @@ class ModuleContent:
     prepend_path: tuple[tuple[str, str], ...]  # (VAR, path) in the order to prepend
     deprecated: str | None
     conda: bool = False
+    # The spec's own requirements by name, in its order: named first in help and whatis.
+    requested: tuple[str, ...] = ()
+
+    @property
+    def main_packages(self) -> str:
+        """`torch 2.5.1, jax 0.4.35 and 77 more`: what the site asked for, with versions,
+        then how many came with them. Without a request list (older records): the first
+        MAIN_PACKAGES by name."""
+        versions = dict(self.packages)
+        main = [(n, versions[n]) for n in self.requested if n in versions]
+        if not main:
+            main = list(self.packages[:MAIN_PACKAGES])
+        rest = len(self.packages) - len(main)
+        text = ", ".join(f"{n} {v}" for n, v in main)
+        return f"{text} and {rest} more" if rest > 0 and text else text
 
     @property
     def whatis(self) -> list[str]:
-        pkgs = ", ".join(f"{n} {v}" for n, v in self.packages[:MAIN_PACKAGES])
-        more = f" and {len(self.packages) - MAIN_PACKAGES} more" if len(self.packages) > MAIN_PACKAGES else ""
+        pkgs = self.main_packages
         lines = [f"Name: {self.name}", f"Version: {self.version}", f"Python: {self.python}"]
         if self.description:
             lines.append(f"Description: {self.description}")
-        lines.append(f"Packages: {pkgs}{more}" if pkgs else "Packages: none")
+        lines.append(f"Packages: {pkgs}" if pkgs else "Packages: none")
         return lines
 
     @property
@@ -51,7 +65,7 @@ class ModuleContent:
             parts.append(self.description)
         if self.help:
             parts.append(self.help)
-        parts.append("Main packages: " + (", ".join(f"{n} {v}" for n, v in self.packages[:MAIN_PACKAGES]) or "none"))
+        parts.append("Main packages: " + (self.main_packages or "none"))
         parts.append(
             "Extend it: `sitestack venv DIR` (layer), `sitestack clone` (writable copy), "
             "or `pip install --user` (goes to $PYTHONUSERBASE, this version only)."
