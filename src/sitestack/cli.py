@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
-import pkgutil
 import sys
 
 from sitestack import __version__, commands
@@ -28,8 +26,11 @@ def _command_module(argv: list[str]) -> str | None:
         elif arg.startswith("-"):
             return None
         else:
+            # A file test, not importlib.util.find_spec: importing importlib.util (and
+            # pkgutil) costs more than the rest of the look-up.
             name = arg.replace("-", "_")
-            return name if importlib.util.find_spec(f"{commands.__name__}.{name}") else None
+            found = any(os.path.isfile(os.path.join(d, f"{name}.py")) for d in commands.__path__)
+            return name if name.isidentifier() and found else None
     return None
 
 
@@ -38,7 +39,12 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"sitestack {__version__}")
     p.add_argument("--root", help="site root (default: $SITESTACK_ROOT, then the loaded stack module's root, then a per-user data folder)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    names = [only] if only else sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
+    if only:
+        names = [only]
+    else:
+        import pkgutil
+
+        names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
     for mod in names:
         importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
     for sp in sub.choices.values():
