@@ -1,9 +1,17 @@
 """Time `sitestack venv` against its peers on one stack, in one run, and print ratios.
 
-    python bench/venv.py [--root ROOT --stack NAME/VERSION] [-n 15]
+    python bench/venv.py [--root ROOT --stack NAME/VERSION] [-n 25] [--tool-venv DIR]
 
+sitestack is timed the way users run it: its own venv with sitestack installed from this
+checkout, not editable (what `uv tool install` and pipx do), started through that venv's
+`sitestack` script. Without --tool-venv one is made in a temp folder with `uv venv` +
+`uv pip install --compile-bytecode` (needs the package index or uv's cache, for the deps).
 Without --root a throw-away stack (Python only, plus pip) is built from this interpreter.
-Every tool makes a layer with the stack's packages visible, on the same stack python.
+Every tool makes a layer with the stack's packages visible, on the same stack python; the
+layer is deleted between runs, and each case runs once untimed first (page cache, .pyc).
+
+The goal (issue 9): `sitestack venv` <= 2x `uv venv --system-site-packages`. The floor rows
+show what no Python tool can beat: the tool venv's interpreter starting and exiting.
 """
 
 from __future__ import annotations
@@ -17,31 +25,67 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV", "PYTHON"))}
+
 
 def timed(cmd: list[str], dest: Path, n: int) -> list[float]:
     from sitestack.core.fsutil import rmtree
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV"))}
+    e = env()
     out = []
-    for _ in range(n):
+    for i in range(n + 1):
         rmtree(dest)
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=env)
-        out.append(time.perf_counter() - t0)
+        subprocess.run(cmd, check=True, capture_output=True, env=e)
+        if i:  # the first run warms caches and is not counted
+            out.append(time.perf_counter() - t0)
     rmtree(dest)
     return out
+
+
+def tool_venv(where: Path, uv: str) -> Path:
+    """sitestack installed from this checkout into its own venv, not editable."""
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(where)], check=True, env=env())
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(where / "bin" / "python"),
+                    str(REPO)], check=True, env=env())
+    return where
+
+
+def import_profile(tool: Path, cmd: list[str], dest: Path) -> list[tuple[float, str]]:
+    """The slowest top-level imports of one `sitestack venv` run (-X importtime), in ms."""
+    from sitestack.core.fsutil import rmtree
+
+    rmtree(dest)
+    r = subprocess.run([str(tool / "bin" / "python"), "-X", "importtime", "-c",
+                        "import sys; from sitestack.cli import main; sys.exit(main())", *cmd[1:]],
+                       capture_output=True, text=True, env=env(), check=True)
+    rmtree(dest)
+    rows = []
+    for line in r.stderr.splitlines():
+        parts = line.removeprefix("import time:").split("|")
+        if len(parts) == 3 and parts[1].strip().isdigit():
+            name = parts[2].rstrip()
+            if len(name) - len(name.lstrip()) == 1:  # imported by __main__ itself
+                rows.append((int(parts[1]) / 1000, name.strip()))
+    return sorted(rows, reverse=True)[:8]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--root")
     ap.add_argument("--stack", default="bench/1")
-    ap.add_argument("-n", type=int, default=15)
+    ap.add_argument("-n", type=int, default=25)
+    ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one)")
     a = ap.parse_args()
     from sitestack.core.layout import SiteRoot
     from sitestack.core.uvtool import uv_bin
     from sitestack.site.registry import Site
 
+    uv = uv_bin()
     tmp = Path(tempfile.mkdtemp(prefix="sitestack-bench-venv-"))
     root = Path(a.root) if a.root else tmp / "site"
     if not a.root:
@@ -51,31 +95,44 @@ def main() -> int:
         spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
                           '[packages]\nrequirements = []\n')
         build(spec, SiteRoot(root), version="1", log=BuildLog(echo=False))
+    tool = Path(a.tool_venv) if a.tool_venv else tool_venv(tmp / "tool", uv)
     rec = Site(SiteRoot(root)).get(a.stack)
     py = str(rec.python_exe)
     dest = tmp / "layer"
-    bindir = Path(sys.executable).parent
+    tpy = str(tool / "bin" / "python")
+    ours = [str(tool / "bin" / "sitestack"), "venv", "--root", str(root), "--stack", rec.ref, str(dest)]
     cases = [
-        ("sitestack venv", [str(bindir / "sitestack"), "venv", "--root", str(root), "--stack", rec.ref, str(dest)], a.n),
-        ("uv venv --system-site-packages", [uv_bin(), "venv", "-q", "--system-site-packages", "--python", py, str(dest)], a.n),
+        ("sitestack venv (own venv, not editable)", ours, a.n),
+        ("uv venv --system-site-packages", [uv, "venv", "-q", "--system-site-packages", "--python", py, str(dest)], a.n),
         ("python -m venv --system-site-packages --without-pip", [py, "-m", "venv", "--system-site-packages", "--without-pip", str(dest)], a.n),
         ("python -m venv --system-site-packages (with pip)", [py, "-m", "venv", "--system-site-packages", str(dest)], max(3, a.n // 5)),
         ("virtualenv --system-site-packages", [sys.executable, "-m", "virtualenv", "-q", "--system-site-packages", "-p", py, str(dest)], max(3, a.n // 3)),
-        ("(floor) sitestack's python -c pass", [sys.executable, "-c", "pass"], a.n),
+        ("(floor) tool venv's python -c pass", [tpy, "-c", "pass"], a.n),
+        ("(floor) tool venv's python -S -c pass (no site.py)", [tpy, "-S", "-c", "pass"], a.n),
     ]
-    results = []
+    results: dict[str, tuple[float, float, int]] = {}
     for name, cmd, n in cases:
         try:
             ts = timed(cmd, dest, n)
         except (subprocess.CalledProcessError, FileNotFoundError) as e:
             print(f"{name}: skipped ({e})")
             continue
-        results.append((name, min(ts), statistics.median(ts), n))
-    base = results[0][2]
-    print(f"stack {rec.ref} (Python {rec.python}) at {rec.prefix}")
-    print(f"{'tool':55} {'runs':>4} {'min ms':>8} {'median ms':>10} {'x sitestack':>12}")
-    for name, tmin, tmed, n in results:
-        print(f"{name:55} {n:>4} {tmin * 1e3:8.1f} {tmed * 1e3:10.1f} {tmed / base:12.2f}")
+        results[name] = (min(ts), statistics.median(ts), n)
+    ours_med = results[cases[0][0]][1]
+    uv_med = results[cases[1][0]][1]
+    load = os.getloadavg()[0]
+    print(f"stack {rec.ref} (Python {rec.python}) at {rec.prefix}; sitestack from {tool}; load {load:.1f}")
+    print(f"{'tool':55} {'runs':>4} {'min ms':>8} {'median ms':>10} {'x uv venv':>10} {'x sitestack':>12}")
+    for name, (tmin, tmed, n) in results.items():
+        print(f"{name:55} {n:>4} {tmin * 1e3:8.1f} {tmed * 1e3:10.1f} {tmed / uv_med:10.2f} {tmed / ours_med:12.2f}")
+    floor = results.get(cases[5][0])
+    print(f"sitestack venv / uv venv: {ours_med / uv_med:.2f}x (goal <= 2x)")
+    if floor:
+        print(f"  of which interpreter start-up (python -c pass): {floor[1] * 1e3:.1f} ms; "
+              f"sitestack's own work (imports + making the layer): {(ours_med - floor[1]) * 1e3:.1f} ms")
+    print("slowest imports of one run (-X importtime, cumulative ms):")
+    for ms, name in import_profile(tool, ours, dest):
+        print(f"  {ms:6.1f}  {name}")
     from sitestack.core.fsutil import rmtree
 
     rmtree(tmp)
