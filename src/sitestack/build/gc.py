@@ -129,8 +129,6 @@ def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
             temps = [p for p in (sorted(root.tmp.iterdir()) if root.tmp.is_dir() else [])
                      if _owner(p.name, names) == name]
             trash = sorted(trash_dir(root, name).iterdir()) if trash_dir(root, name).is_dir() else []
-            if not temps and not trash:
-                continue
             try:
                 with file_lock(root.lock_for(name), timeout=0, what=f"stack {name}"):
                     for p in temps:

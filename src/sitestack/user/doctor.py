@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sitestack.user.layer import Layer, find_stack, open_layer
 
 if TYPE_CHECKING:
-    from sitestack.core.records import StackRecord
+    from sitestack.core.records import RetiredRecord, StackRecord
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,9 @@ def check_layer(layer: Layer) -> list[Finding]:
     # The bin/python link ends in home: if it dangles, the layer's python cannot start.
     home_ok = layer.home is not None and layer.home.is_dir() and (p / "bin" / "python").exists()
     if rec is None:
+        gone = _retired_stack(layer.stack_ref, layer.stack_root, layer.home)
+        if gone is not None:
+            return [_retired_finding("layer", p, gone, rebase=bool(layer.stack_ref), sp=layer.site_packages)]
         name = (layer.stack_ref or "").split("/")[0]
         root = layer.stack_root
         target = _default_ref(name, root) if name and root else None
@@ -150,11 +153,62 @@ def check_layer(layer: Layer) -> list[Finding]:
     return out
 
 
+def _retired_stack(ref: str | None, root: Path | None, home: Path | None) -> RetiredRecord | None:
+    """The retirement of a layer's or clone's stack, from its NAME/VERSION and root or its path."""
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.registry import Site
+
+    if ref and root:
+        name, _, version = ref.partition("/")
+    elif home is not None and len(home.parents) >= 4:
+        prefix = home.parent if home.name == "bin" else home
+        name, version, root = prefix.parent.name, prefix.name, prefix.parents[2]
+    else:
+        return None
+    return Site(SiteRoot(root)).retired_record(name, version) if name and version else None
+
+
+def _retired_finding(what: str, p: Path, gone: RetiredRecord, *, rebase: bool, sp: Path | None = None,
+                     thin: bool = False) -> Finding:
+    root = gone.prefix.parents[2]
+    default = _default_ref(gone.name, root) or f"{gone.name}/VERSION"
+    if what == "clone":
+        fix = f"sitestack --root {_q(root)} clone {default} --prefix {_q(str(p) + '.new')}"
+    elif rebase:
+        # The old stack is gone, so rebase needs --allow-missing-stack to start from the records.
+        fix = f"sitestack rebase {_q(p)} {default} --allow-missing-stack"
+    else:
+        fix = (f"sitestack --root {_q(root)} venv {_q(str(p) + '.new')} --stack {default}  "
+               f"# then reinstall what `pip freeze --path {_q(sp)}` lists")
+    broken = " (a thin clone: it no longer runs)" if thin else ""
+    return Finding("stack-retired", str(p),
+                   f"{what} {p} sits on {gone.ref}, retired on {gone.date}: {gone.message}{broken}", fix)
+
+
+def check_clone(path: Path) -> list[Finding]:
+    """A clone keeps working without its stack (unless thin), but its stack may be retired."""
+    from sitestack.user.clone import load_clone_record
+
+    data = load_clone_record(path) or {}
+    src = data.get("source_prefix")
+    gone = _retired_stack(None, None, Path(str(src))) if src else None
+    if gone is None:
+        return []
+    return [_retired_finding("clone", path, gone, rebase=False, thin=bool(data.get("depends_on_stack")))]
+
+
 def diagnose(paths: list[str], env: dict[str, str] | None = None) -> list[Finding]:
-    """The shell's findings, then each layer's (the named ones, else $VIRTUAL_ENV)."""
+    """The shell's findings, then each layer's or clone's (the named ones, else $VIRTUAL_ENV)."""
+    from sitestack.core.layout import records_dir
+    from sitestack.user.clone import CLONE_RECORD
+
     env = dict(os.environ if env is None else env)
     findings = check_shell(env)
     targets = paths or ([env["VIRTUAL_ENV"]] if env.get("VIRTUAL_ENV") else [])
     for t in targets:
-        findings += check_layer(open_layer(t))
+        path = Path(os.path.abspath(os.path.expanduser(t)))
+        if not (path / "pyvenv.cfg").is_file() and (records_dir(path) / CLONE_RECORD).is_file():
+            findings += check_clone(path)
+        else:
+            findings += check_layer(open_layer(t))
     return findings
