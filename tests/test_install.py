@@ -13,7 +13,7 @@ import pytest
 from sitestack.core.records import StackRecord
 from sitestack.errors import SpecError
 from sitestack.site.spec import parse_spec
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 from tests.helpers.wheels import make_wheel
 from tests.test_doctor_rebase import tree_digest
 from tests.test_overlay import clean_env, layer_sp, make_layer, pyrun, sh, stack_untouched

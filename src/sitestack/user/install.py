@@ -143,8 +143,10 @@ def install(layer: str | None, packages: Sequence[str] = (), requirement_files: 
         [a for f in requirement_files for a in ("-r", f)]
     if dry_run:  # reads only: no lock file, no temp folder beside the layer
         return _run(lay, rec.ref, reqs, allowed, policy, force, True, hint_args, rec)
+    from sitestack.user.layertx import recover
+
     with layer_lock(lay.path):
-        _recover(lay.path)
+        recover(lay.path)
         return _run(lay, rec.ref, reqs, allowed, policy, force, False, hint_args, rec)
 
 
@@ -153,16 +155,6 @@ def _policy(u: UserPolicy, idx: IndexOptions) -> UserPolicy:
 
     return replace(u, find_links=u.find_links + idx.find_links, index_url=idx.index_url or u.index_url,
                    no_index=u.no_index or idx.no_index)
-
-
-def _recover(layer: Path) -> None:
-    """Undo what a killed install left half-done (we hold the lock), then drop its folder."""
-    from sitestack.core.fsutil import rmtree
-    from sitestack.user.layertx import rollback
-
-    for stale in layer.parent.glob(f".{layer.name}.install-*"):
-        rollback(stale)
-        rmtree(stale)
 
 
 def _run(lay: Layer, ref: str, reqs: list[str], allowed: list[str], policy: UserPolicy, force: bool,

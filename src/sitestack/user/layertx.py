@@ -130,3 +130,12 @@ def rollback(work: Path) -> bool:
         elif kind == "rmdir" and not os.path.lexists(t):
             os.makedirs(t, exist_ok=True)
     return True
+
+
+def recover(layer: Path) -> None:
+    """Undo what a killed install left half-done, then drop its folder (the caller holds the lock)."""
+    from sitestack.core.fsutil import rmtree
+
+    for stale in layer.parent.glob(f".{layer.name}.install-*"):
+        rollback(stale)
+        rmtree(stale)

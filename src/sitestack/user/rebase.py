@@ -23,7 +23,9 @@ from sitestack.core.dists import site_dists
 from sitestack.core.publish import publish, temp_tree
 from sitestack.core.records import SPEC
 from sitestack.errors import BuildError, NotFoundError
+from sitestack.user import requested as asked_record
 from sitestack.user.layer import KEY_USER_SITE, find_stack, layer_lock, open_layer, populate
+from sitestack.user.layertx import recover as recover_install
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,10 @@ def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
     iargs = index_args(idx.find_links, idx.index_url, (), idx.no_index)
     final = layer.path
     with layer_lock(final):
+        recover_install(final)  # a killed `sitestack install` is undone before we read the layer
         own = site_dists(layer.site_packages)
+        # What `sitestack install` was asked for: kept even where the old stack provided it.
+        asked = asked_record.read(final)
         new_stack = {str(canonicalize_name(k)): v for k, v in new.packages.items()}
         stack_has_pip = (new.prefix / "lib" / "sitestack-pip").is_dir() or "pip" in new_stack
         user_site = layer.cfg.get(KEY_USER_SITE, "false").lower() == "true"
@@ -117,7 +122,10 @@ def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
         with temp_tree(final.parent, f".{final.name}.rebase-", locked=True,
                        mode=os.stat(final).st_mode & 0o7777) as tmp:
             populate(tmp, tmp, new, inherit=layer.inherit, user_site=user_site, prompt=prompt)
-            changes, install = _plan(own, new_stack, tmp, iargs, layer.inherit, stack_has_pip)
+            if asked.requirements:
+                asked_record.write(tmp, asked)
+            extra = [r for r in asked.requirements if asked_record.req_name(r) not in own]
+            changes, install = _plan(own, new_stack, tmp, iargs, layer.inherit, stack_has_pip, extra)
             if install:
                 r = _uv(["pip", "install", "--no-deps", "--python", str(tmp / "bin" / "python"), *iargs,
                          *install])
@@ -135,13 +143,15 @@ def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
 
 
 def _plan(own: dict[str, tuple[str, str]], stack: dict[str, str], tmp: Path, iargs: list[str],
-          inherit: bool, stack_has_pip: bool) -> tuple[list[Change], list[str]]:
-    """What to install into the new layer (pins), and the change list to report."""
+          inherit: bool, stack_has_pip: bool, extra: list[str] | None = None) -> tuple[list[Change], list[str]]:
+    """What to install into the new layer (pins), and the change list to report. `extra`: the
+    layer's recorded requests that are not in its site-packages (the old stack had them)."""
     from packaging.utils import canonicalize_name
 
     keep = {n: v for n, v in own.items() if not (n == "pip" and stack_has_pip)}
     changes = [Change(own[n][0], own[n][1], stack.get(n), "from-stack") for n in own if n not in keep]
-    if not keep:
+    extra = extra or []
+    if not keep and not extra:
         return changes, []
     names = sorted(keep)
     constraints = [f"{n}=={v}" for n, v in sorted(stack.items()) if n not in keep] if inherit else []
@@ -149,16 +159,16 @@ def _plan(own: dict[str, tuple[str, str]], stack: dict[str, str], tmp: Path, iar
     with tempfile.TemporaryDirectory(prefix="sitestack-rebase-") as w:
         work = Path(w)
         pinned = set(names)
-        resolved = _compile(py, [f"{keep[n][0]}=={keep[n][1]}" for n in names], constraints, iargs, work)
+        resolved = _compile(py, [f"{keep[n][0]}=={keep[n][1]}" for n in names] + extra, constraints, iargs, work)
         if isinstance(resolved, str):
             # Greedy: keep each pin that still resolves together with those kept before it.
             pinned = set()
             for n in names:
-                trial = [f"{keep[m][0]}=={keep[m][1]}" if m in pinned | {n} else keep[m][0] for m in names]
+                trial = [f"{keep[m][0]}=={keep[m][1]}" if m in pinned | {n} else keep[m][0] for m in names] + extra
                 if not isinstance(_compile(py, trial, constraints, iargs, work), str):
                     pinned.add(n)
             resolved = _compile(py, [f"{keep[m][0]}=={keep[m][1]}" if m in pinned else keep[m][0]
-                                     for m in names], constraints, iargs, work)
+                                     for m in names] + extra, constraints, iargs, work)
             if isinstance(resolved, str):
                 raise BuildError(f"the layer's packages do not resolve on the new stack:\n{resolved}")
     versions = {canonicalize_name(p.split("==")[0]): p.split("==", 1)[1].split(";")[0].strip() for p in resolved}
