@@ -218,6 +218,10 @@ def _prepare_node(nodes: Nodes, to: str, header: Header, extra_bytes: int
     stack.enter_context(file_lock(base / ".locks" / f"{header.dirname}.lock", what=str(final)))
     if is_verified(final, header):
         return "have", final, stack
+    if os.path.lexists(final):
+        # Our own namespace, under our lock, but not a copy verified as this content (a copy
+        # is renamed into place only after its marker is written): never used, replaced.
+        rmtree(final)
     clear_stale(base, f".tmp-{header.dirname}-", locked=True)  # we hold the lock: killed stages
     st = os.statvfs(base)
     free, need = st.f_bavail * st.f_frsize, header.bytes + extra_bytes
@@ -326,6 +330,17 @@ def _check_archive_holds(target: str, layer: str | None, header: Header, path: P
             hint="give only --archive to stage what it holds, or pack TARGET again")
 
 
+def _check_to(to: str) -> None:
+    """Relocation writes the staged path into Python sources (sysconfigdata, scripts) as a
+    string literal: a quote or a backslash there would end or bend it. The shell is no limit
+    (activate quotes every path), so `$()`, backticks and spaces are fine."""
+    bad = sorted({c for c in to if c in "'\"\\" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise UsageError(f"--to {to!r} contains {' '.join(repr(c) for c in bad)}, which relocated "
+                         "Python files cannot carry", hint="stage to a folder without quotes, "
+                         "backslashes or control characters")
+
+
 def _published_archive(target: str, root: SiteRoot) -> Path | None:
     """The stack's archive from `pack --publish`, if it holds exactly this stack.
 
@@ -358,6 +373,7 @@ def stage(target: str | None, *, to: str, root: SiteRoot, layer: str | None = No
           archive: str | None = None, chunk: int = DEFAULT_CHUNK, use_mpi: bool = True,
           quiet: bool = False) -> StageResult:
     t0 = time.monotonic()
+    _check_to(to)
     mpi = load_mpi(use_mpi)
     world = mpi.COMM_WORLD if mpi is not None else None
     rank = world.rank if world is not None else 0
