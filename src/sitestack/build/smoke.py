@@ -1,4 +1,8 @@
-"""Smoke tests: run with the new stack's own python, in a clean environment."""
+"""Smoke tests: run with the new stack's own python, in a clean environment.
+
+At build time a failure stops the build; `sitestack test` reruns them on a published stack
+(e.g. in a GPU job) and records the results under ROOT/.sitestack/tests, never in the stack.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,14 @@ import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sitestack.errors import SmokeTestError
 
 if TYPE_CHECKING:
+    from sitestack.core.layout import SiteRoot
     from sitestack.core.log import BuildLog
     from sitestack.site.spec import StackSpec
 
@@ -160,3 +166,72 @@ def _fail(test: str, output: str, log: BuildLog) -> None:
     raise SmokeTestError(
         f"smoke test failed: {test}\n{text}\nnothing was published and the default did not move"
     )
+
+
+# --- `sitestack test NAME/VERSION`: rerun a published stack's tests ------------------------
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """One rerun of a published stack's smoke tests, as recorded in the site state."""
+
+    stack: str
+    ran: str  # ISO time, UTC
+    host: str
+    gpu: bool  # a GPU was visible
+    gpu_how: str
+    gpu_only: bool
+    results: tuple[dict[str, object], ...]
+    record: Path  # ROOT/.sitestack/tests/NAME/VERSION.json
+
+    def count(self, status: str) -> int:
+        return sum(1 for r in self.results if r["status"] == status)
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed, and with gpu_only the GPU tests really ran."""
+        return self.count("failed") == 0 and not (self.gpu_only and self.count("skipped"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"stack": self.stack, "ran": self.ran, "host": self.host,
+                "gpu": {"visible": self.gpu, "how": self.gpu_how}, "gpu_only": self.gpu_only,
+                "ok": self.ok, "passed": self.count("passed"), "failed": self.count("failed"),
+                "skipped": self.count("skipped"), "results": list(self.results), "record": str(self.record)}
+
+
+def rerun_record(root: SiteRoot, name: str, version: str) -> Path:
+    """Where reruns are recorded: the site state, never the read-only stack."""
+    return root.meta / "tests" / name / f"{version}.json"
+
+
+def rerun_tests(root: SiteRoot, ref: str, *, gpu_only: bool = False, log: BuildLog | None = None) -> SmokeRun:
+    """Run a published stack's smoke tests again (from its own spec.toml) and record them.
+
+    GPU tests run where a GPU is visible and are recorded as skipped elsewhere; `gpu_only`
+    runs only those (a GPU job after publishing)."""
+    import datetime as dt
+    import socket
+
+    from sitestack.core.fsutil import atomic_write_json, file_lock
+    from sitestack.core.log import BuildLog as _Log
+    from sitestack.core.records import SPEC
+    from sitestack.errors import UsageError
+    from sitestack.site.registry import Site
+    from sitestack.site.spec import parse_spec
+
+    rec = Site(root).get(ref)
+    spec = parse_spec((rec.records / SPEC).read_text(encoding="utf-8"), source=rec.records / SPEC)
+    if gpu_only and not (spec.tests.gpu_imports or spec.tests.gpu_commands):
+        raise UsageError(f"{rec.ref} has no [tests.gpu] tests", hint="add a [tests.gpu] table to its spec")
+    visible, how = gpu_visible()
+    log = log or _Log(echo=False)
+    results = run_smoke_tests(spec, rec.prefix, rec.python_xy, log, gpu=visible, stop_on_failure=False,
+                              cpu=not gpu_only)
+    path = rerun_record(root, rec.name, rec.version)
+    run = SmokeRun(stack=rec.ref, ran=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                  host=socket.gethostname(), gpu=visible, gpu_how=how, gpu_only=gpu_only,
+                  results=tuple(results), record=path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(root.locks / f"tests-{rec.name}.lock", what=f"test records of {rec.name}"):
+        atomic_write_json(path, run.to_json())
+    return run
