@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from sitestack.build.smoke import run_smoke_tests
 from sitestack.core.fsutil import crash_point, file_lock, make_readonly, rmtree
@@ -77,8 +78,23 @@ def _retired(site: Site, name: str, version: str) -> RetiredRecord:
     return r
 
 
-def restore(root: SiteRoot, ref: str, *, from_archive: bool = False, log: BuildLog | None = None) -> RestoreResult:
+class ArchiveReader(Protocol):
+    """Reads `pack --publish` archives (scale/restore.py gives one: scale sits above build)."""
+
+    def header(self, archive: Path) -> tuple[str, str, str]:
+        """(format, kind, the stack's original prefix) from the archive's header."""
+        ...
+
+    def unpack(self, archive: Path, dest: Path) -> Manifest:
+        """Extract into dest (dest/stack/...), every file checked; the archive's stack manifest."""
+        ...
+
+
+def restore(root: SiteRoot, ref: str, *, from_archive: bool = False, log: BuildLog | None = None,
+            reader: ArchiveReader | None = None) -> RestoreResult:
     t0 = time.monotonic()
+    if from_archive and reader is None:
+        raise UsageError("restoring from an archive needs an archive reader (sitestack.scale.restore)")
     name, version = exact_ref(ref)
     site = Site(root)
     log = log or BuildLog()
@@ -88,7 +104,8 @@ def restore(root: SiteRoot, ref: str, *, from_archive: bool = False, log: BuildL
     if str(r.prefix) != str(root.prefix(name, version)):
         raise UsageError(f"{r.ref} was published at {r.prefix}, not in this root ({root.path})")
     lock = read_lock_file(r.records)
-    rec = _from_archive(site, r, log) if from_archive else _from_lock(site, r, lock, log)
+    rec = _from_archive(site, r, log, reader) if reader is not None and from_archive \
+        else _from_lock(site, r, lock, log)
     crash_point("restore:after-publish")
     with file_lock(root.lock_for(name), what=f"stack {name}"):
         finish_pending(site, name)  # drops the kept records now that the stack is back
@@ -132,17 +149,15 @@ def _from_lock(site: Site, r: RetiredRecord, lock: dict[str, str], log: BuildLog
     return site.get(r.ref)
 
 
-def _from_archive(site: Site, r: RetiredRecord, log: BuildLog) -> StackRecord:
-    from sitestack.scale.unpack import read_header, unpack_tar
-
+def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveReader) -> StackRecord:
     root = site.root
     archive = root.archive(r.name, r.version)
     if not archive.is_file():
         raise UsageError(f"{r.ref} has no kept archive ({archive})",
                          hint=f"`sitestack restore {r.ref}` rebuilds it from its kept spec and lock")
-    fmt, header = read_header(archive)
+    fmt, kind, original = reader.header(archive)
     prefix = root.prefix(r.name, r.version)
-    if fmt != "tar.zst" or header.kind != "stack" or header.prefixes.get("stack") != str(prefix):
+    if fmt != "tar.zst" or kind != "stack" or original != str(prefix):
         raise VerifyError(f"{archive} is not the published archive of {r.ref} at {prefix}")
     kept = Manifest.load(r.records / MANIFEST)
     spec = _spec(r)
@@ -155,9 +170,7 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog) -> StackRecord:
         tmp = Path(tempfile.mkdtemp(prefix=f"{r.name}-{r.version}-", dir=root.tmp))
         try:
             log.step(f"unpacking {archive}, checking every file's sha256")
-            with open(archive, "rb") as f:
-                u = unpack_tar(f, tmp)
-            if u.manifests["stack"].to_json() != kept.to_json():
+            if reader.unpack(archive, tmp).to_json() != kept.to_json():
                 raise VerifyError(f"{archive} does not match the kept manifest of {r.ref}: "
                                   "it is not the archive of this build")
             stack = tmp / "stack"

@@ -20,9 +20,9 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sitestack.build.restore import restore
     from sitestack.core.layout import resolve_root
     from sitestack.core.log import BuildLog
+    from sitestack.scale.restore import restore
 
     res = restore(resolve_root(args.root), args.ref, from_archive=args.from_archive,
                   log=BuildLog(echo=args.verbose and not args.json))
