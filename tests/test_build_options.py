@@ -275,3 +275,39 @@ def test_module_help_and_whatis_name_what_the_site_asked_for(system: str, opts_r
     text = r.stdout + r.stderr
     assert "Main packages: tinyapp 1.0, needsnew 1.0 and 2 more" in text, text
     assert "Packages: tinyapp 1.0, needsnew 1.0 and 2 more" in text.replace("Main packages", ""), text
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_step() -> None:
+    from sitestack.core.log import BuildLog as Log
+    from sitestack.core.progress import Progress
+
+    out = io.StringIO()
+    log = Log(echo=True)
+    with Progress(log, "hashed", unit="bytes", stream=out) as bar:
+        for _ in range(3):
+            bar.advance(1536)
+    with Progress(log, "installed into the site cache", 4, noun="distributions", stream=out) as bar:
+        bar.advance(4)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in out.getvalue() and "\x1b" not in out.getvalue()
+    assert lines[0].startswith("--> hashed: 4.5 KiB in 3 files, ") and lines[0].endswith("s")
+    assert lines[1].startswith("--> installed into the site cache: 4 of 4 distributions, ")
+    assert lines[0][4:] in log.lines  # the same line goes into the build log
+
+
+def test_build_shows_progress_lines_in_a_log(opts_root: SiteRoot, wheelhouse: Path, sdists: Path,
+                                             workdir: Path) -> None:
+    spec = workdir / "progress.toml"
+    spec.write_text(_spec("cxprogress", wheelhouse, sdists, {"CEXT_VALUE": "p"}, reqs=["cext", "cextother", "needsnew"]))
+    r = run_cli("build", str(spec), "--root", str(opts_root.path), "--version", "1")
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    assert "\x1b[" not in err and "\r" not in err  # stderr is a pipe: no bars
+    import re
+
+    # needsnew and shadowme at least are new to this site's cache (and cext with these options).
+    counts = re.findall(r"^--> installed into the site cache: (\d+) of (\d+) distributions, ", err, re.M)
+    assert len(counts) == 1 and counts[0][0] == counts[0][1] and int(counts[0][0]) >= 3, err
+    assert [ln for ln in err.splitlines() if ln.startswith("--> hashed: ") and " files, " in ln]
+    log = (opts_root.prefix("cxprogress", "1") / ".sitestack" / "build.log").read_text()
+    assert "file(s) linked from the site cache were not read again" in log
