@@ -70,10 +70,12 @@ def snapshot(root: SiteRoot) -> dict[str, object]:
 
 @pytest.fixture(scope="module")
 def retired(site: tuple[SiteRoot, BuildStack]) -> SiteRoot:
-    """rt/1 published as an archive, a layer made on it, then retired with --keep-archive."""
+    """rt/1 published as an archive, a layer and a thin clone made on it, then retired with
+    --keep-archive."""
     root, _ = site
     cli(root, "pack", "rt/1", "--publish")
     cli(root, "venv", str(root.path.parent / "rt-layer"), "--stack", "rt/1")
+    cli(root, "clone", "rt/1", "--prefix", str(root.path.parent / "rt-clone"), "--mode", "thin")
     prefix = root.prefix("rt", "1")
     r = cli(root, "retire", "rt/1", "--message", MSG, "--keep-archive")
     assert f"retired rt/1 on {TODAY}: {MSG}" in r.stdout
@@ -129,6 +131,18 @@ def test_doctor_names_retired_layer(retired: SiteRoot, wheelhouse: Path) -> None
     fix = f[0]["fix"].split()[1:] + ["--find-links", str(wheelhouse), "--no-index"]
     run_cli(*fix, check=True)
     assert run_cli("doctor", str(layer)).returncode == 0
+
+
+def test_doctor_names_clone_of_retired_stack(retired: SiteRoot) -> None:
+    clone = retired.path.parent / "rt-clone"
+    r = run_cli("doctor", str(clone), "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    (f,) = json.loads(r.stdout)["findings"]
+    assert f["kind"] == "stack-retired" and f"retired on {TODAY}: {MSG}" in f["message"]
+    assert "thin clone" in f["message"]
+    assert f["fix"] == f"sitestack --root {retired.path} clone rt/2 --prefix {clone}.new"
+    run_cli(*f["fix"].split()[1:], check=True)
+    assert run_cli("doctor", f"{clone}.new").returncode == 0
 
 
 def test_gc_frees_unused_cache_entries(retired: SiteRoot) -> None:
