@@ -20,25 +20,21 @@ from sitestack.core.records import StackRecord
 from sitestack.site.registry import Site
 from tests.conftest import run_cli, spec_text
 from tests.helpers import users
-
-
-def clean(env_extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "PYTHON"))}
-    env.update(env_extra or {})
-    return env
+from tests.helpers.env import clean_env
+from tests.helpers.stacks import PY_XY
 
 
 def test_layout_and_records(stack: StackRecord) -> None:
     p = stack.prefix
-    assert (p / "bin" / "python3.11").is_file() and os.readlink(p / "bin" / "python3") == "python3.11"
-    rpath = subprocess.run([patchelf_bin(), "--print-rpath", str(p / "bin" / "python3.11")],
+    assert (p / "bin" / f"python{PY_XY}").is_file() and os.readlink(p / "bin" / "python3") == f"python{PY_XY}"
+    rpath = subprocess.run([patchelf_bin(), "--print-rpath", str(p / "bin" / f"python{PY_XY}")],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert rpath == "$ORIGIN/../lib"
-    assert (p / "lib" / "libpython3.11.so.1.0").is_file()
-    stdlib = p / "lib" / "python3.11"
+    assert (p / "lib" / f"libpython{PY_XY}.so.1.0").is_file()
+    stdlib = p / "lib" / f"python{PY_XY}"
     assert not (stdlib / "test").exists(), "the stdlib test suite is not copied"
-    assert (stdlib / "os.py").is_file() and (p / "include" / "python3.11" / "Python.h").is_file()
-    assert list(stdlib.glob("config-3.11*/Makefile")), "sysconfig config data is kept for C builds"
+    assert (stdlib / "os.py").is_file() and (p / "include" / f"python{PY_XY}" / "Python.h").is_file()
+    assert list(stdlib.glob(f"config-{PY_XY}*/Makefile")), "sysconfig config data is kept for C builds"
     sp = stack.site_packages
     assert {d.name.split("-")[0] for d in sp.glob("*.dist-info")} >= {"pip", "shadowme", "tinyapp", "basepkg", "onlyold"}
     rec = p / ".sitestack"
@@ -56,7 +52,7 @@ def test_sysconfig_names_the_stack(stack: StackRecord) -> None:
         [str(stack.python_exe), "-c",
          "import sys, sysconfig; print(sys.prefix); print(sysconfig.get_config_var('LIBDIR')); "
          "print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=True, env=clean()).stdout.split()
+        capture_output=True, text=True, check=True, env=clean_env()).stdout.split()
     assert out == [str(stack.prefix), str(stack.prefix / "lib"), str(stack.site_packages)]
 
 
@@ -64,7 +60,7 @@ def test_every_py_has_bytecode(stack: StackRecord) -> None:
     import importlib.util
 
     missing = []
-    for base in (stack.prefix / "lib" / "python3.11", stack.prefix / "lib" / "sitestack-pip"):
+    for base in (stack.prefix / "lib" / f"python{PY_XY}", stack.prefix / "lib" / "sitestack-pip"):
         for py in base.rglob("*.py"):
             pyc = Path(importlib.util.cache_from_source(str(py)))
             if not pyc.exists():
@@ -87,7 +83,7 @@ def test_no_write_bits_anywhere(stack: StackRecord) -> None:
 
 
 def test_stack_inherits_into_plain_venv(stack: StackRecord, tmp_path: Path) -> None:
-    env = clean()
+    env = clean_env()
     subprocess.run([str(stack.python_exe), "-m", "venv", "--without-pip", "--system-site-packages",
                     str(tmp_path / "v")], check=True, env=env)
     out = subprocess.run([str(tmp_path / "v" / "bin" / "python"), "-c",
@@ -105,11 +101,11 @@ def test_survives_removal_of_source_interpreter(workdir: Path, wheelhouse: Path)
     throwaway = workdir / "throwaway-python"
     copy_interpreter(find_python(sys.executable), throwaway, throwaway)
     root = SiteRoot(workdir / "site-throwaway")
-    text = spec_text("solo", ["tinyapp"], wheelhouse).replace(sys.executable, str(throwaway / "bin" / "python3.11"))
+    text = spec_text("solo", ["tinyapp"], wheelhouse).replace(sys.executable, str(throwaway / "bin" / f"python{PY_XY}"))
     build(parse_spec(text), root, version="1.0", log=BuildLog(echo=False))
     rmtree(throwaway)
     rec = Site(root).get("solo/1.0")
-    env = clean()
+    env = clean_env()
     r = subprocess.run([str(rec.python_exe), "-c", "import ssl, sqlite3, ctypes, tinyapp, sys; print(sys.prefix)"],
                        capture_output=True, text=True, env=env)
     assert r.returncode == 0 and r.stdout.strip() == str(rec.prefix), r.stderr
@@ -192,7 +188,7 @@ def test_kill_9_mid_build_leaves_no_version(site_root: SiteRoot, wheelhouse: Pat
     deadline = time.time() + 120
     while time.time() < deadline:
         tmps = [d for d in site_root.tmp.iterdir() if d.name.startswith("killed-")] if site_root.tmp.exists() else []
-        if tmps and list((tmps[0] / "lib" / "python3.11" / "site-packages").glob("tinyapp*")):
+        if tmps and list((tmps[0] / "lib" / f"python{PY_XY}" / "site-packages").glob("tinyapp*")):
             break
         time.sleep(0.2)
     else:
@@ -229,18 +225,18 @@ def test_user_cannot_change_stack_and_pip_is_clear(stack: StackRecord, wheelhous
     ub = users.make_user_dir(user) / "ub"
     r = users.run_as(user, [*pip, "userpkg"], env={"PYTHONUSERBASE": str(ub)})
     assert r.returncode == 0, r.stderr
-    assert list(ub.glob("lib/python3.11/site-packages/userpkg/__init__.py"))
+    assert list(ub.glob(f"lib/python{PY_XY}/site-packages/userpkg/__init__.py"))
     assert (ub / "bin" / "userpkg-hello").exists()
     assert not list(stack.site_packages.glob("userpkg*"))
     assert verify(stack.prefix, manifest, check_mode=True) == []
 
 
 def test_root_bare_pip_install_goes_to_user_base(stack: StackRecord, wheelhouse: Path, tmp_path: Path) -> None:
-    env = clean({"PYTHONUSERBASE": str(tmp_path / "ub"), "HOME": str(tmp_path)})
+    env = clean_env(PYTHONUSERBASE=str(tmp_path / "ub"), HOME=str(tmp_path))
     r = subprocess.run([str(stack.prefix / "bin" / "pip"), "install", "--no-index", "--find-links",
                         str(wheelhouse), "userpkg"], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
-    assert list((tmp_path / "ub").glob("lib/python3.11/site-packages/userpkg"))
+    assert list((tmp_path / "ub").glob(f"lib/python{PY_XY}/site-packages/userpkg"))
     assert not list(stack.site_packages.glob("userpkg*"))
 
 

@@ -23,6 +23,8 @@ from sitestack.core.manifest import Manifest, verify, walk
 from sitestack.core.records import StackRecord
 from tests.conftest import make_builder, run_cli
 from tests.helpers import modules, users
+from tests.helpers.env import clean_env
+from tests.helpers.stacks import PY_XY
 
 PTH_CMD = (
     'P="$(python -c "import sys; print(sys.prefix)")"; '
@@ -30,12 +32,6 @@ PTH_CMD = (
     'mkdir -p "$P/extra" && echo "WHERE = 1" > "$P/extra/pthmod.py" && '
     'echo "$P/extra" > "$SP/zz_clone_test.pth"'
 )
-
-
-def clean(env: dict[str, str] | None = None) -> dict[str, str]:
-    """This machine sets PIP_*/UV_* globally: never let them reach pip/uv in a test."""
-    base = dict(os.environ if env is None else env)
-    return {k: v for k, v in base.items() if not k.startswith(("PIP_", "UV_", "PYTHON"))}
 
 
 def stack_unchanged(rec: StackRecord) -> None:
@@ -61,7 +57,7 @@ def console_scripts(prefix: Path) -> list[Path]:
 
 def check_clone(clone: Path, rec: StackRecord, wheelhouse: Path, *, run: object = None) -> None:
     """sys.prefix, every script in bin/, then pip install/uninstall; the stack never changes."""
-    runner = run or (lambda argv, **kw: subprocess.run(argv, capture_output=True, text=True, env=clean(), **kw))
+    runner = run or (lambda argv, **kw: subprocess.run(argv, capture_output=True, text=True, env=clean_env(), **kw))
     py = str(clone / "bin" / f"python{rec.python_xy}")
     r = runner([py, "-c", "import sys, sysconfig; print(sys.prefix); print(sysconfig.get_config_var('prefix'))"])
     assert r.returncode == 0, r.stderr
@@ -90,7 +86,7 @@ def check_clone(clone: Path, rec: StackRecord, wheelhouse: Path, *, run: object 
     assert path.startswith(str(clone) + "/")
     stack_unchanged(rec)
     r = subprocess.run([str(rec.python_exe), "-s", "-c", "import shadowme, basepkg; print(shadowme.__version__)"],
-                       capture_output=True, text=True, env=clean())
+                       capture_output=True, text=True, env=clean_env())
     assert r.stdout.strip() == "1.0", r.stderr
 
 
@@ -115,11 +111,11 @@ def test_clone_each_mode_as_root(mode: str, stack: StackRecord, site_root: SiteR
     assert len(files) + len(links) == len(manifest.files) + len(manifest.symlinks) - 1 + 1
     assert data["files"] + data["symlinks"] == len(manifest.files) + len(manifest.symlinks) - 1
     stack_unchanged(stack)
-    probe = "lib/python3.11/site-packages/shadowme/__init__.py"
+    probe = f"lib/python{PY_XY}/site-packages/shadowme/__init__.py"
     a, b = os.lstat(stack.prefix / probe), os.lstat(dest / probe)
     if mode == "thin":
         assert os.readlink(dest / probe) == str(stack.prefix / probe)
-        assert not (dest / "bin/python3.11").is_symlink()  # CPython needs a real executable
+        assert not (dest / f"bin/python{PY_XY}").is_symlink()  # CPython needs a real executable
     elif data["mode"] == "hardlink":
         assert a.st_ino == b.st_ino
     else:
@@ -132,16 +128,16 @@ def test_relocates_shebangs_and_pth(pth_stack: StackRecord, site_root: SiteRoot,
     # A path long enough that a plain '#!' line would pass the kernel's 127-byte limit.
     dest = workdir / ("long-" + "x" * 120) / "pth-clone"
     data = clone_json(pth_stack.ref, "--root", str(site_root.path), "--prefix", str(dest), "--mode", "copy")
-    pth = "lib/python3.11/site-packages/zz_clone_test.pth"
+    pth = f"lib/python{PY_XY}/site-packages/zz_clone_test.pth"
     assert pth in data["relocated"]
     assert (dest / pth).read_text().strip() == f"{dest}/extra"
     assert (pth_stack.prefix / pth).read_text().strip() == f"{pth_stack.prefix}/extra"
     r = subprocess.run([str(dest / "bin/python3"), "-c", "import pthmod; print(pthmod.__file__)"],
-                       capture_output=True, text=True, env=clean())
+                       capture_output=True, text=True, env=clean_env())
     assert r.stdout.strip() == f"{dest}/extra/pthmod.py", r.stderr
     tinyapp = (dest / "bin/tinyapp").read_bytes()
     assert tinyapp.startswith(b"#!/bin/sh\n") and str(dest).encode() in tinyapp  # the sh trick
-    r = subprocess.run([str(dest / "bin/tinyapp")], capture_output=True, text=True, env=clean())
+    r = subprocess.run([str(dest / "bin/tinyapp")], capture_output=True, text=True, env=clean_env())
     assert r.stdout.strip() == "tinyapp 1.0", r.stderr
     stack_unchanged(pth_stack)
 
@@ -159,7 +155,7 @@ def test_existing_prefix_refused_unless_force(stack: StackRecord, site_root: Sit
     r = run_cli("clone", stack.ref, *root, "--prefix", str(dest), "--mode", "copy")
     assert r.returncode == 5 and "already exists" in r.stderr
     assert clone_json(stack.ref, *root, "--prefix", str(dest), "--mode", "copy", "--force")["mode"] == "copy"
-    assert not (dest / "lib/python3.11/os.py").is_symlink()
+    assert not (dest / f"lib/python{PY_XY}/os.py").is_symlink()
     assert sorted(p.name for p in workdir.iterdir() if p.name.startswith(".forced.")) == []
 
 
@@ -199,7 +195,7 @@ def test_activate_and_deactivate(stack: StackRecord, site_root: SiteRoot, workdi
         assert active["PYTHONUSERBASE"] == ub != before_ub
         assert active["PATH"] == f"{ub}/bin:{dest}/bin:/usr/bin:/bin"
         assert "userpkg 1.0" in r.stdout and str(dest) in r.stdout
-        assert list(Path(ub).glob("lib/python3.11/site-packages/userpkg/__init__.py"))
+        assert list(Path(ub).glob(f"lib/python{PY_XY}/site-packages/userpkg/__init__.py"))
     stack_unchanged(stack)
 
 
@@ -276,7 +272,7 @@ def test_clone_each_mode_as_user(mode: str, user_cli: UserCli, stack: StackRecor
         assert data["mode"] == ("copy" if mode == "auto" else mode)
         if mode == "auto":
             assert any("protected_hardlinks" in why for why in data["fallback"]), data["fallback"]
-        assert os.stat(dest / "lib/python3.11/site-packages").st_uid == user.uid
+        assert os.stat(dest / f"lib/python{PY_XY}/site-packages").st_uid == user.uid
         check_clone(dest, stack, wheelhouse,
                     run=lambda argv, **kw: users.run_as(user, argv, env={"PYTHONNOUSERSITE": "1"}))
     finally:
@@ -359,7 +355,7 @@ def test_reflink_on_xfs(mode: str, xfs: Path, xfs_stack: tuple[SiteRoot, StackRe
     assert data["shared"] > 0.9 * data["files"]  # type: ignore[operator]
     # Extents are shared: the clone costs a small share of the stack's bytes on disk.
     assert extra < 0.25 * rec.bytes, (extra, rec.bytes)
-    probe = "lib/python3.11/site-packages/shadowme/__init__.py"
+    probe = f"lib/python{PY_XY}/site-packages/shadowme/__init__.py"
     assert os.stat(dest / probe).st_ino != os.stat(rec.prefix / probe).st_ino
     stack_unchanged(rec)
     check_clone(dest, rec, wheelhouse)
@@ -381,7 +377,7 @@ def test_interrupted_clone_leaves_nothing_at_path(sig: str, stack: StackRecord, 
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         tmps = list(parent.glob(".interrupted.clone-*"))
-        if tmps and (tmps[0] / "lib/python3.11").is_dir() and any((tmps[0] / "bin").iterdir()):
+        if tmps and (tmps[0] / f"lib/python{PY_XY}").is_dir() and any((tmps[0] / "bin").iterdir()):
             break
         time.sleep(0.005)
     if proc.poll() is not None:
@@ -428,11 +424,11 @@ def test_conda_stack_clone(mode: str, conda_clone_stack: StackRecord, workdir: P
     dest = workdir / f"cc-{mode}"
     data = clone_json(rec.ref, "--root", str(rec.root), "--prefix", str(dest), "--mode", mode)
     assert "bin/binpfx" in data["relocated"] and data["binaries"] == []
-    r = subprocess.run([str(dest / "bin/binpfx")], capture_output=True, text=True, env=clean())
+    r = subprocess.run([str(dest / "bin/binpfx")], capture_output=True, text=True, env=clean_env())
     assert r.returncode == 0 and str(dest) in r.stdout and str(rec.prefix) not in r.stdout, r.stdout
     assert str(dest) in (dest / "etc/textpfx.conf").read_text()
-    r = subprocess.run([str(dest / "bin/python3.11"), "-c", "import sys, pyhello; print(sys.prefix)"],
-                       capture_output=True, text=True, env=clean())
+    r = subprocess.run([str(dest / f"bin/python{rec.python_xy}"), "-c", "import sys, pyhello; print(sys.prefix)"],
+                       capture_output=True, text=True, env=clean_env())
     assert r.stdout.strip() == str(dest), r.stderr
     assert "CONDA_PREFIX=" in (dest / "bin/activate").read_text()
     stack_unchanged(rec)

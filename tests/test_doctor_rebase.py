@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shlex
@@ -15,8 +14,9 @@ from sitestack.core.fsutil import rmtree
 from sitestack.core.layout import SiteRoot
 from sitestack.core.records import StackRecord
 from tests.conftest import make_builder, run_cli
+from tests.helpers.env import clean_env
+from tests.helpers.layers import layer_sp, make_layer, pyrun, sh, tree_digest
 from tests.helpers.wheels import make_wheel
-from tests.test_overlay import clean_env, layer_sp, make_layer, pyrun, sh
 
 OLD_REQS = ["shadowme==1.0", "tinyapp", "basepkg==1.0", "onlyold"]
 NEW_REQS = ["shadowme==2.0", "tinyapp", "basepkg==2.0"]
@@ -40,21 +40,6 @@ def doctor(*args: str, env: dict[str, str] | None = None) -> tuple[int, list[dic
     data = json.loads(r.stdout)
     assert data["ok"] == (r.returncode == 0)
     return r.returncode, data["findings"]
-
-
-def tree_digest(root: Path) -> dict[str, str]:
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for n in sorted(dirnames + filenames):
-            p = os.path.join(dirpath, n)
-            rel = os.path.relpath(p, root)
-            if os.path.islink(p):
-                out[rel] = "->" + os.readlink(p)
-            elif os.path.isfile(p):
-                out[rel] = hashlib.sha256(Path(p).read_bytes()).hexdigest() + oct(os.stat(p).st_mode)
-            else:
-                out[rel] = "dir" + oct(os.stat(p).st_mode)
-    return out
 
 
 def test_doctor_hidden_and_deprecated_stack(doc_root: SiteRoot, tmp_path: Path) -> None:

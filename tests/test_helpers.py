@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import zipfile
@@ -11,15 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import modules, users
+from tests.helpers.env import offline_env
 from tests.helpers.wheels import make_wheel, make_wheelhouse
-
-
-def _offline_env(**extra: str) -> dict[str, str]:
-    """An environment where neither pip nor uv reads this machine's config or indexes."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
-    env.update(PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1", UV_NO_CONFIG="1")
-    env.update(extra)
-    return env
 
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
@@ -60,12 +52,12 @@ def test_wheels_install_offline_with_pip_and_run_console_script(tmp_path: Path) 
     _run([sys.executable, "-m", "venv", str(venv)])
     py = str(venv / "bin" / "python")
     _run([py, "-m", "pip", "install", "--no-index", "--find-links", str(wh), "hello-app"],
-         env=_offline_env())
+         env=offline_env())
     out = _run([str(venv / "bin" / "hello-app")]).stdout
     assert out == "hello-app 1.0\n"
     out = _run([py, "-c", "import hello_lib; print(hello_lib.__version__)"]).stdout
     assert out == "2.0\n"  # Requires-Dist was honoured
-    _run([py, "-m", "pip", "check"], env=_offline_env())
+    _run([py, "-m", "pip", "check"], env=offline_env())
 
 
 def test_wheels_install_offline_with_uv(tmp_path: Path) -> None:
@@ -75,7 +67,7 @@ def test_wheels_install_offline_with_uv(tmp_path: Path) -> None:
     make_wheel(wh, "uvpkg", "3.1", modules={"uvpkg": "X = 1\n", "uvpkg.cli": "def main():\n    print('cli')\n"},
                console_scripts={"uvpkg-cli": "uvpkg.cli:main"})
     venv = tmp_path / "venv"
-    env = _offline_env(UV_CACHE_DIR=str(tmp_path / "uvcache"))
+    env = offline_env(UV_CACHE_DIR=str(tmp_path / "uvcache"))
     _run([uv, "venv", "--no-config", "--python", sys.executable, str(venv)], env=env)
     _run([uv, "pip", "install", "--no-config", "--python", str(venv / "bin" / "python"),
           "--no-index", "--find-links", str(wh), "uvpkg"], env=env)

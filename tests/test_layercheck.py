@@ -8,8 +8,9 @@ from pathlib import Path
 
 from sitestack.core.records import StackRecord
 from tests.conftest import run_cli
+from tests.helpers.env import clean_env
+from tests.helpers.layers import make_layer, sh
 from tests.helpers.wheels import make_wheel
-from tests.test_overlay import clean_env, make_layer, sh
 
 
 def pip(layer: Path, wheelhouse: Path, *args: str) -> None:

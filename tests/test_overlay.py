@@ -12,50 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.core.manifest import Manifest, verify
 from sitestack.core.records import StackRecord
 from sitestack.user.layer import layer_lock
 from tests.conftest import run_cli
 from tests.helpers import modules, users
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without pip/uv/sitestack/venv settings that would leak in."""
-    drop = ("PIP_", "UV_", "SITESTACK_", "VIRTUAL_ENV", "PYTHONUSERBASE", "PYTHONNOUSERSITE",
-            "PYTHONPATH")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    env.update(extra)
-    return env
-
-
-def sh(script: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(["bash", "--noprofile", "--norc", "-c", script], capture_output=True, text=True,
-                       env=env or clean_env())
-    if check and r.returncode != 0:
-        raise AssertionError(f"script failed ({r.returncode}):\n{script}\n{r.stdout}\n{r.stderr}")
-    return r
-
-
-def make_layer(path: Path, root: Path, *args: str) -> Path:
-    # The shared root holds several stack names (other tests add theirs), so name ours;
-    # the fallback to a root's only stack is tested in tests/test_site.py.
-    stack = () if "--stack" in args else ("--stack", "conda")
-    run_cli("venv", str(path), "--root", str(root), *stack, *args, env=clean_env(), check=True)
-    return path
-
-
-def stack_untouched(rec: StackRecord) -> None:
-    problems = verify(rec.prefix, Manifest.load(rec.records / "manifest.json"))
-    assert problems == [], problems
-
-
-def layer_sp(layer: Path) -> Path:
-    return next((layer / "lib").glob("python*/site-packages"))
-
-
-def pyrun(layer: Path, code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(layer / "bin" / "python"), "-c", code], capture_output=True, text=True,
-                          env=env or clean_env())
+from tests.helpers.env import clean_env
+from tests.helpers.layers import layer_sp, make_layer, pyrun, sh, stack_untouched
 
 
 def test_venv_layout_records_stack(stack: StackRecord, site_root, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -16,16 +15,13 @@ import zstandard
 from sitestack.core.manifest import Manifest
 from sitestack.core.records import StackRecord
 from sitestack.errors import VerifyError
-from sitestack.scale.pack import META, content_hash
+from sitestack.scale.pack import META
 from sitestack.scale.unpack import read_header, unpack_squashfs, unpack_tar
 from tests.conftest import run_cli
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
-    env["PIP_CONFIG_FILE"] = os.devnull
-    env.update(extra)
-    return env
+from tests.helpers.archives import craft
+from tests.helpers.archives import manifest_entry as _entry
+from tests.helpers.archives import tar_file as _file
+from tests.helpers.env import offline_env as clean_env  # noqa: F401  (tests/test_security.py imports it from here)
 
 
 def _members(archive: Path) -> dict[str, tarfile.TarInfo]:
@@ -100,39 +96,6 @@ def test_pack_squashfs_roundtrip(stack: StackRecord, site_root, tmp_path: Path) 
 
 
 # --- crafted, hostile archives ------------------------------------------------------------------
-
-def craft(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
-          manifest: dict[str, object] | None = None, prefix: str = "/opt/orig/stack") -> Path:
-    """A tar.zst with a valid sitestack header and manifest, then `members`."""
-    man = manifest or {"files": {}, "symlinks": {}, "dirs": []}
-    m = Manifest.from_json(man)  # a consistent header: each test breaks one thing only
-    header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "stack",
-              "python_xy": "3.11", "prefixes": {"stack": prefix},
-              "content_hash": content_hash([("stack", prefix, m)]),
-              "files": len(m.files), "bytes": m.total_bytes}
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, obj in ((f"{META}/header.json", header), (f"{META}/stack/manifest.json", man),
-                          (f"{META}/stack/prefix-files.json", {"prefix": prefix, "files": []})):
-            blob = json.dumps(obj).encode()
-            ti = tarfile.TarInfo(name)
-            ti.size = len(blob)
-            tf.addfile(ti, io.BytesIO(blob))
-        for ti, data in members:
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    path.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
-    return path
-
-
-def _file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    ti = tarfile.TarInfo(name)
-    ti.size = len(data)
-    return ti, data
-
-
-def _entry(data: bytes) -> list[object]:
-    return [hashlib.sha256(data).hexdigest(), len(data), 0o644]
-
 
 def _unpack(archive: Path, dest: Path) -> None:
     dest.mkdir(exist_ok=True)

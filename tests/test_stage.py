@@ -18,7 +18,8 @@ import pytest
 from sitestack.core.records import StackRecord
 from sitestack.scale.unpack import read_header
 from tests.conftest import run_cli
-from tests.test_pack import clean_env, craft
+from tests.helpers.archives import craft
+from tests.helpers.env import offline_env as clean_env
 
 NODE_MAP = "0:nodeA,1:nodeA,2:nodeB,3:nodeB"
 NODE_OF = {0: "nodeA", 1: "nodeA", 2: "nodeB", 3: "nodeB"}

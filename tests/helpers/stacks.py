@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
     from sitestack.core.records import StackRecord
 
+# The X.Y of every stack spec_text makes (it is built from this interpreter). Prefer the
+# record's own `python_xy` where a test has one.
+PY_XY = f"{sys.version_info.major}.{sys.version_info.minor}"
+
 # The tiny wheels every test may install, offline.
 WHEELS: list[dict[str, object]] = [
     {"name": "shadowme", "version": "1.0"},

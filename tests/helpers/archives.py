@@ -1,0 +1,51 @@
+"""Crafted archives for tests: a tar.zst with a valid sitestack header, then any members.
+
+Hostile archives (links out, `..`, devices) are built with these in pack, stage and
+security tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import zstandard
+
+from sitestack.core.manifest import Manifest
+from sitestack.scale.pack import META, content_hash
+
+
+def craft(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
+          manifest: dict[str, object] | None = None, prefix: str = "/opt/orig/stack") -> Path:
+    """A tar.zst with a valid sitestack header and manifest, then `members`."""
+    man = manifest or {"files": {}, "symlinks": {}, "dirs": []}
+    m = Manifest.from_json(man)  # a consistent header: each test breaks one thing only
+    header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "stack",
+              "python_xy": "3.11", "prefixes": {"stack": prefix},
+              "content_hash": content_hash([("stack", prefix, m)]),
+              "files": len(m.files), "bytes": m.total_bytes}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, obj in ((f"{META}/header.json", header), (f"{META}/stack/manifest.json", man),
+                          (f"{META}/stack/prefix-files.json", {"prefix": prefix, "files": []})):
+            blob = json.dumps(obj).encode()
+            ti = tarfile.TarInfo(name)
+            ti.size = len(blob)
+            tf.addfile(ti, io.BytesIO(blob))
+        for ti, data in members:
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    path.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
+    return path
+
+
+def tar_file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    ti = tarfile.TarInfo(name)
+    ti.size = len(data)
+    return ti, data
+
+
+def manifest_entry(data: bytes) -> list[object]:
+    return [hashlib.sha256(data).hexdigest(), len(data), 0o644]
