@@ -13,6 +13,9 @@ from tests.helpers import modules, users
 from tests.helpers.env import offline_env
 from tests.helpers.wheels import make_wheel, make_wheelhouse
 
+# Real venvs, pip and uv installs, module systems: seconds each, so not in the fast tier.
+pytestmark = pytest.mark.slow
+
 
 def _run(argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(argv, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload]
