@@ -1,6 +1,6 @@
 """One site root for the "find what is installed" tests (spider, catalog, load), built once.
 
-Its path has a space and a ``$`` in it, so every consumer (modulefiles,
+Its path has a space, so every consumer (modulefiles,
 catalog, shell code) must quote it. It holds
 
   conda/2023-01-01   numpy 2.3.5, onlyold (-> basepkg 1.0)       hidden
@@ -24,7 +24,7 @@ from tests.helpers.wheels import make_wheel
 if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
 
-ROOT_NAME = "find site $HOME"  # a ' breaks the build itself (sysconfigdata relocation), not tested here
+ROOT_NAME = "find site"  # quotes and $ in a root are refused up front (core.layout.check_root_path)
 EVIL = """<script>window.pwned=1</script><img src=x onerror="window.pwned=2"> "double" & 'single' </td>"""
 DEPRECATION = "use conda/2025-01-01 <b>now</b>"
 SETENV = {"FIND_GREETING": "it's a \"$HOME\" `id` value", "FIND_EMPTY": ""}

@@ -33,6 +33,7 @@
     table.classList.toggle("searching", !!name);
     shown.textContent = name ? count + " of " + rows.length + " stack versions" : "";
     none.hidden = !name || count > 0;
+    table.tHead.hidden = !none.hidden;
     document.getElementById("none-q").textContent = box.value.trim();
   }
   box.addEventListener("input", update);
