@@ -29,10 +29,19 @@ LAYER_PIP_CONF = "pip.conf"  # in the layer's root: pip reads $VIRTUAL_ENV/pip.c
 RETIRED = "retired.json"  # only in ROOT/.sitestack/retired/NAME/VERSION/: date, message
 
 
+def user_base_rel(site: str, name: str, version: str) -> str:
+    """The per-version PYTHONUSERBASE relative to $HOME: ``.local/SITE/NAME/VERSION``.
+
+    The one place that says where user bases live: modulefiles, clones (``sitestack/clones/
+    NAME-HASH``), `show` and the user side all take it from here.
+    """
+    return f".local/{site}/{name}/{version}"
+
+
 def user_base(site: str, name: str, version: str, home: str | None = None) -> Path:
     """The per-version PYTHONUSERBASE: ``~/.local/SITE/NAME/VERSION`` (never shared by versions)."""
     home = home or os.path.expanduser("~")
-    return Path(home) / ".local" / site / name / version
+    return Path(home) / user_base_rel(site, name, version)
 
 
 @dataclass(frozen=True)

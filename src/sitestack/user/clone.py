@@ -13,13 +13,9 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import shlex
-import socket
-import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sitestack.core.copytree import (
@@ -38,14 +34,19 @@ from sitestack.core.manifest import (
     PrefixHit,
     load_prefix_files,
 )
-from sitestack.core.records import MANIFEST, PREFIX_FILES, StackRecord
+from sitestack.core.publish import publish, temp_tree
+from sitestack.core.records import MANIFEST, PREFIX_FILES, StackRecord, user_base_rel
+from sitestack.core.relocate import retarget
+from sitestack.core.templates import render_file
 from sitestack.errors import ConflictError, NotFoundError, UsageError
+from sitestack.site.modulefiles.content import ModuleContent
 from sitestack.site.registry import Site
 
 CLONE_RECORD = "clone.json"
 # Top-level entries of a stack that a clone does not take: the stack's records (the clone
 # gets its own) and pip.conf, which sends installs to the user base (a clone is writable).
 SKIP_TOP = (RECORDS, "pip.conf")
+MODULE_HEADER = "Written by sitestack clone --module."
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def resolve_source(site: Site | None, ref: str | None, env: dict[str, str] | Non
 def clone_user_base(prefix: Path) -> str:
     """The clone's own PYTHONUSERBASE, relative to $HOME, distinct for every clone path."""
     digest = hashlib.sha256(str(prefix).encode()).hexdigest()[:8]
-    return f".local/sitestack/clones/{prefix.name}-{digest}"
+    return user_base_rel("sitestack", "clones", f"{prefix.name}-{digest}")
 
 
 def default_jobs() -> int:
@@ -122,14 +123,9 @@ def _check_dest(rec: StackRecord, dest: Path, force: bool) -> None:
 
 def _stale_pycs(hits: list[PrefixHit], py_xy: str) -> set[str]:
     """Bytecode of .py files that get rewritten: compiled from the old text, so not taken."""
-    tag = "cpython-" + py_xy.replace(".", "")
-    out = set()
-    for h in hits:
-        if h.path.endswith(".py"):
-            d, name = os.path.split(h.path)
-            base = os.path.join(d, "__pycache__", f"{name[:-3]}.{tag}")
-            out |= {f"{base}.pyc", f"{base}.opt-1.pyc", f"{base}.opt-2.pyc"}
-    return out
+    from sitestack.core.bytecode import pyc_paths
+
+    return {pyc for h in hits if h.path.endswith(".py") for pyc in pyc_paths(h.path, py_xy)}
 
 
 def _choose_mode(requested: str, probe_file: Path, scratch: Path) -> tuple[str, list[str]]:
@@ -150,21 +146,18 @@ def _choose_mode(requested: str, probe_file: Path, scratch: Path) -> tuple[str, 
     return "copy", reasons
 
 
-def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int | None = None,
-          force: bool = False, module: str | None = None, module_dir: Path | None = None,
-          progress: Progress | None = None,
-          on_plan: Callable[[int, int], None] | None = None) -> CloneResult:
-    """Clone `rec` to `dest`. `module` (a module name) also writes personal modulefiles."""
-    from sitestack.core.fsutil import rmtree
+@dataclass(frozen=True)
+class _Plan:
+    """What a clone takes from the stack, decided before anything is written."""
 
-    t0 = time.monotonic()
-    if mode not in MODES:
-        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
-    dest = Path(os.path.abspath(os.path.expanduser(dest)))
-    _check_dest(rec, dest, force)
-    mod_paths: list[Path] = []
-    if module is not None:
-        mod_paths = _module_paths(module or dest.name, module_dir, force)
+    old_prefix: str
+    hits: list[PrefixHit]  # files naming the stack's prefix: copied and rewritten
+    tree: Tree
+    shared: list[tuple[str, int]]  # files shared with the stack as the mode allows
+    copied: list[tuple[str, int]]  # files always copied
+
+
+def _plan_clone(rec: StackRecord, dest: Path) -> _Plan:
     old_prefix, hits = _prefix_files(rec)
     if rec.kind == "conda":
         from sitestack.conda.prefix import check_new_prefix, conda_relocation
@@ -176,69 +169,91 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         hits = hits + [PrefixHit(p, "text") for p in reloc.text_files if p not in known] + [
             PrefixHit(p, "binary") for p in reloc.binary_files if p not in known]
     tree = _plan(rec)
-    if on_plan:
-        on_plan(len(tree.files), tree.bytes)
     must_copy = {h.path for h in hits}
-    exe = f"bin/python{rec.python_xy}"
     stale = _stale_pycs(hits, rec.python_xy)
-    shared_files = [f for f in tree.files if f[0] not in must_copy and f[0] not in stale]
-    copied_files = [f for f in tree.files if f[0] in must_copy]
-    parent = dest.parent
+    return _Plan(old_prefix, hits, tree,
+                 [f for f in tree.files if f[0] not in must_copy and f[0] not in stale],
+                 [f for f in tree.files if f[0] in must_copy])
+
+
+def _writable_parent(parent: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as ex:
         raise ConflictError(f"cannot create {parent}: {ex.strerror}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ConflictError(f"{parent} is not writable by you")
-    _clear_stale_temps(parent, dest.name)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.clone-{_HOST}-{os.getpid()}-", dir=parent))
+
+
+def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int | None = None,
+          force: bool = False, module: str | None = None, module_dir: Path | None = None,
+          progress: Progress | None = None,
+          on_plan: Callable[[int, int], None] | None = None) -> CloneResult:
+    """Clone `rec` to `dest`. `module` (a module name) also writes personal modulefiles."""
+    t0 = time.monotonic()
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
+    dest = Path(os.path.abspath(os.path.expanduser(dest)))
+    _check_dest(rec, dest, force)
+    mod_paths = _module_paths(module or dest.name, module_dir, force) if module is not None else []
+    plan = _plan_clone(rec, dest)
+    if on_plan:
+        on_plan(len(plan.tree.files), plan.tree.bytes)
+    _writable_parent(dest.parent)
     try:
-        os.chmod(tmp, 0o755)
-        probe_file = _probe_file(rec.prefix, shared_files)
-        used, reasons = _choose_mode(mode, probe_file, tmp)
-        if used == "thin":
-            # CPython finds its prefix from the real path of its executable: a real copy.
-            copied_files += [f for f in shared_files if f[0] == exe]
-            shared_files = [f for f in shared_files if f[0] != exe]
-        make_dirs(tmp, tree.dirs)
-        j = jobs or default_jobs()
-        a = clone_files(rec.prefix, tmp, shared_files, used, jobs=j, progress=progress)
-        b = clone_files(rec.prefix, tmp, copied_files, "copy", jobs=j, progress=progress)
-        if a.fallbacks:
-            reasons.append(f"{a.fallbacks} file(s) could not be shared with {used} and were copied")
-        _symlinks(tree, tmp, old_prefix, str(dest))
-        relocated, binaries = _relocate(rec, tmp, old_prefix, str(dest), hits)
-        compiled = _recompile(tmp, str(dest), [h.path for h in hits if h.path.endswith(".py")],
-                              rec.python_xy)
-        user_base = "$HOME/" + clone_user_base(dest)
-        act = tmp / "bin" / "activate"
-        act.write_text(activate_script(dest, clone_user_base(dest), rec), encoding="utf-8")
-        (tmp / RECORDS).mkdir()
-        # Plain writes: the whole folder is published by one rename, nothing to tear.
-        (tmp / RECORDS / CLONE_RECORD).write_text(json.dumps({
-            "source": rec.ref, "source_prefix": str(rec.prefix), "site": rec.site,
-            "python": rec.python, "python_xy": rec.python_xy, "mode": used,
-            "requested_mode": mode, "prefix": str(dest), "user_base": user_base,
-            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "depends_on_stack": used == "thin",
-        }, indent=2) + "\n", encoding="utf-8")
-        _publish(tmp, dest)
+        # The temp's name carries host and pid: a later clone to this path removes the temps of
+        # killed clones (kill -9) on this host, never those of live ones or of other hosts.
+        with temp_tree(dest.parent, f".{dest.name}.clone-") as tmp:
+            done = _build(rec, plan, tmp, dest, mode, jobs or default_jobs(), progress)
+            # An earlier clone (--force) is swapped out only now, and goes with the temp.
+            publish(tmp, dest, replace=True)
     except OSError as ex:
-        rmtree(tmp)
         where = f": {ex.filename}" if ex.filename else ""
         raise ConflictError(f"cloning {rec.ref} failed, nothing was left at {dest}: "
                             f"{ex.strerror or ex}{where}") from ex
-    except BaseException:
-        rmtree(tmp)
-        raise
     if mod_paths:
         write_modulefiles(mod_paths, dest, clone_user_base(dest), rec)
+    return replace(done, seconds=time.monotonic() - t0, modulefiles=tuple(mod_paths))
+
+
+def _build(rec: StackRecord, plan: _Plan, tmp: Path, dest: Path, mode: str, jobs: int,
+           progress: Progress | None) -> CloneResult:
+    """Fill `tmp` with the clone: files, links, relocation, bytecode, activate, record."""
+    shared_files, copied_files = list(plan.shared), list(plan.copied)
+    used, reasons = _choose_mode(mode, _probe_file(rec.prefix, shared_files), tmp)
+    if used == "thin":
+        # CPython finds its prefix from the real path of its executable: a real copy.
+        exe = f"bin/python{rec.python_xy}"
+        copied_files += [f for f in shared_files if f[0] == exe]
+        shared_files = [f for f in shared_files if f[0] != exe]
+    make_dirs(tmp, plan.tree.dirs)
+    a = clone_files(rec.prefix, tmp, shared_files, used, jobs=jobs, progress=progress)
+    b = clone_files(rec.prefix, tmp, copied_files, "copy", jobs=jobs, progress=progress)
+    if a.fallbacks:
+        reasons.append(f"{a.fallbacks} file(s) could not be shared with {used} and were copied")
+    for rel, target in plan.tree.links:  # links keep their targets, unless into the stack
+        os.symlink(retarget(target, {plan.old_prefix: str(dest)}) or target, tmp / rel)
+    relocated, binaries = _relocate(rec, tmp, plan.old_prefix, str(dest), plan.hits)
+    compiled = _recompile(tmp, str(dest), [h.path for h in plan.hits if h.path.endswith(".py")],
+                          rec.python_xy)
+    user_base = "$HOME/" + clone_user_base(dest)
+    (tmp / "bin" / "activate").write_text(activate_script(dest, clone_user_base(dest), rec),
+                                          encoding="utf-8")
+    (tmp / RECORDS).mkdir()
+    # Plain writes: the whole folder is published by one rename, nothing to tear.
+    (tmp / RECORDS / CLONE_RECORD).write_text(json.dumps({
+        "source": rec.ref, "source_prefix": str(rec.prefix), "site": rec.site,
+        "python": rec.python, "python_xy": rec.python_xy, "mode": used,
+        "requested_mode": mode, "prefix": str(dest), "user_base": user_base,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "depends_on_stack": used == "thin",
+    }, indent=2) + "\n", encoding="utf-8")
     return CloneResult(
         source=rec.ref, source_prefix=rec.prefix, prefix=dest, mode=used, requested_mode=mode,
         fallback=tuple(reasons), files=a.shared + a.copied + b.copied + compiled,
-        shared=a.shared, copied=a.copied + b.copied, symlinks=len(tree.links), bytes=a.bytes + b.bytes,
-        relocated=relocated, binaries=binaries, seconds=time.monotonic() - t0,
-        activate=dest / "bin" / "activate", user_base=user_base, modulefiles=tuple(mod_paths),
+        shared=a.shared, copied=a.copied + b.copied, symlinks=len(plan.tree.links),
+        bytes=a.bytes + b.bytes, relocated=relocated, binaries=binaries, seconds=0.0,
+        activate=dest / "bin" / "activate", user_base=user_base, modulefiles=(),
     )
 
 
@@ -269,14 +284,6 @@ def _probe_file(prefix: Path, files: Sequence[tuple[str, int]]) -> Path:
     raise UsageError(f"{prefix} has no files to clone")
 
 
-def _symlinks(tree: Tree, tmp: Path, old: str, new: str) -> None:
-    """Links keep their targets; absolute ones into the stack point into the clone."""
-    for rel, target in tree.links:
-        if target == old or target.startswith(old + "/"):
-            target = new + target[len(old):]
-        os.symlink(target, tmp / rel)
-
-
 def _relocate(rec: StackRecord, tmp: Path, old: str, new: str,
               hits: list[PrefixHit]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     if rec.kind == "conda":
@@ -292,60 +299,19 @@ def _relocate(rec: StackRecord, tmp: Path, old: str, new: str,
 
 
 def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str) -> int:
-    """Bytecode for rewritten .py files, when our interpreter makes the same bytecode."""
-    if f"{sys.version_info[0]}.{sys.version_info[1]}" != py_xy or sys.implementation.name != "cpython":
-        return 0  # the clone's python writes it on first import (the clone is writable)
-    import importlib.util
-    import py_compile
+    """Bytecode for the rewritten .py files, by the clone's own interpreter (core.bytecode).
 
-    done = 0
-    for rel in rels:
-        src = tmp / rel
-        if src.is_file():
-            try:
-                py_compile.compile(str(src), cfile=importlib.util.cache_from_source(str(src)),
-                                   dfile=f"{final}/{rel}", doraise=True)
-                done += 1
-            except (py_compile.PyCompileError, OSError):
-                pass  # left to the import system
-    return done
+    Best effort: what fails is left to the import system (the clone is writable)."""
+    from sitestack.core.bytecode import compile_paths, pyc_paths
 
-
-_HOST = socket.gethostname().replace("-", "_")
-
-
-def _clear_stale_temps(parent: Path, name: str) -> None:
-    """Remove temp folders of clones to this path killed (kill -9) on this host.
-
-    The name carries host and pid; a folder whose process is gone is garbage. Folders of
-    live processes, and of other hosts (a shared home), are left alone.
-    """
-    from sitestack.core.fsutil import rmtree
-
-    for d in parent.glob(f".{name}.clone-{_HOST}-*-*"):
-        try:
-            pid = int(d.name[len(f".{name}.clone-{_HOST}-"):].split("-", 1)[0])
-        except ValueError:
-            continue
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            rmtree(d)
-        except PermissionError:
-            pass  # alive, another user's
-
-
-def _publish(tmp: Path, dest: Path) -> None:
-    """Rename the finished clone into place; an earlier clone (--force) goes only after."""
-    from sitestack.core.fsutil import rmtree
-
-    aside = None
-    if os.path.lexists(dest):
-        aside = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-        os.rename(dest, aside / "old")
-    os.rename(tmp, dest)
-    if aside is not None:
-        rmtree(aside)
+    todo = [str(tmp / rel) for rel in rels if (tmp / rel).is_file()]
+    if not todo:
+        return 0
+    try:
+        compile_paths(str(tmp / "bin" / f"python{py_xy}"), todo, strip=str(tmp), prepend=final)
+    except OSError:
+        return 0
+    return sum(1 for rel in rels if (tmp / pyc_paths(rel, py_xy)[0]).is_file())
 
 
 def _module_paths(name: str, module_dir: Path | None, force: bool) -> list[Path]:
@@ -370,91 +336,29 @@ def load_clone_record(prefix: Path) -> dict[str, object] | None:
 
 # --- activation ---------------------------------------------------------------------
 
-def _env_plan(prefix: Path, user_base_rel: str, rec: StackRecord) -> list[tuple[str, str]]:
-    """(VAR, shell expression) set on activation; each is restored on deactivate."""
-    p = shlex.quote(str(prefix))
-    ub = '"$HOME"/' + shlex.quote(user_base_rel)
-    out = [("PATH", f'{ub}/bin:{p}/bin:"$PATH"'), ("PYTHONUSERBASE", ub),
-           ("SITESTACK_CLONE", p)]
-    if rec.kind == "conda":
-        out.append(("CONDA_PREFIX", p))
-    return out
+def activate_script(prefix: Path, ub_rel: str, rec: StackRecord) -> str:
+    """A POSIX-sh activate (bash, zsh, dash) that deactivate undoes exactly; every value goes
+    through the sh quoting rule (core.templates), so any path is a path."""
+    return render_file("sitestack.user", "clone-activate.sh", {
+        "PREFIX": str(prefix), "USER_BASE": ub_rel, "PROMPT": f"({prefix.name}) ",
+        "CONDA": "1" if rec.kind == "conda" else ""})
 
 
-def activate_script(prefix: Path, user_base_rel: str, rec: StackRecord) -> str:
-    """A POSIX-sh activate (bash, zsh, dash) that deactivate undoes exactly."""
-    plan = _env_plan(prefix, user_base_rel, rec)
-    restore = []
-    for var, _ in plan:
-        restore += [
-            f'        if [ -n "${{_SITESTACK_OLD_{var}+x}}" ]; then',
-            f'            {var}="$_SITESTACK_OLD_{var}"; export {var}; unset _SITESTACK_OLD_{var}',
-            f"        else unset {var}; fi",
-        ]
-    save = []
-    for var, value in plan:
-        save += [f'if [ -n "${{{var}+x}}" ]; then _SITESTACK_OLD_{var}="${var}"; fi',
-                 f"{var}={value}; export {var}"]
-    name = shlex.quote(f"({prefix.name}) ")
-    return "\n".join([
-        f"# Written by sitestack clone: a clone of {rec.ref} at {prefix}.",
-        "# Use it with `source bin/activate` (bash, zsh, dash); `deactivate` undoes it.",
-        "# The clone gets its own PYTHONUSERBASE, so `pip install --user` never mixes with",
-        "# the stack's user base.",
-        "deactivate () {",
-        '    if [ -n "${_SITESTACK_CLONE_ACTIVE:-}" ]; then',
-        *restore,
-        '        if [ -n "${_SITESTACK_OLD_PS1+x}" ]; then PS1="$_SITESTACK_OLD_PS1"; unset _SITESTACK_OLD_PS1; fi',
-        "        unset _SITESTACK_CLONE_ACTIVE",
-        "        hash -r 2>/dev/null || true",
-        "    fi",
-        '    if [ "${1:-}" != nondestructive ]; then unset -f deactivate; fi',
-        "}",
-        "deactivate nondestructive",
-        *save,
-        "_SITESTACK_CLONE_ACTIVE=1",
-        'if [ -n "${PS1+x}" ] && [ -z "${VIRTUAL_ENV_DISABLE_PROMPT:-}" ]; then',
-        f'    _SITESTACK_OLD_PS1="$PS1"; PS1={name}"$PS1"',
-        "fi",
-        "hash -r 2>/dev/null || true",
-        "",
-    ])
+def module_content(prefix: Path, ub_rel: str, rec: StackRecord) -> ModuleContent:
+    """The clone's personal modulefile, in the terms every other modulefile is written in."""
+    return ModuleContent(
+        name=rec.name, version=rec.version, prefix=str(prefix), root=str(rec.root), site=rec.site,
+        python=rec.python, description=rec.description, help="", packages=(), family="",
+        depends_on=(), setenv=(), prepend_path=(), deprecated=None, conda=rec.kind == "conda",
+        user_base=ub_rel, clone=True)
 
 
-def write_modulefiles(paths: list[Path], prefix: Path, user_base_rel: str, rec: StackRecord) -> None:
+def write_modulefiles(paths: list[Path], prefix: Path, ub_rel: str, rec: StackRecord) -> None:
     """A personal Lmod (.lua) and Tcl modulefile for the clone; unload undoes load."""
     from sitestack.core.fsutil import atomic_write_text
     from sitestack.site.modulefiles import lmod, tcl
 
     lua_path, tcl_path = paths
-    ub_parts = user_base_rel.split("/")
-    what = f"Clone of {rec.ref} (Python {rec.python}) at {prefix}"
-    lua = [
-        "-- Written by sitestack clone --module.",
-        f"help({lmod.q(what)})",
-        f"whatis({lmod.q(what)})",
-        f"local prefix = {lmod.q(str(prefix))}",
-        'local home = os.getenv("HOME") or ""',
-        f"local userbase = pathJoin(home, {', '.join(lmod.q(x) for x in ub_parts)})",
-        'prepend_path("PATH", pathJoin(prefix, "bin"))',
-        'pushenv("PYTHONUSERBASE", userbase)',
-        'prepend_path("PATH", pathJoin(userbase, "bin"))',
-        'pushenv("SITESTACK_CLONE", prefix)',
-    ]
-    tcl_lines = [
-        "#%Module1.0",
-        "# Written by sitestack clone --module.",
-        "proc ModulesHelp { } {", f"    puts stderr {tcl.q(what)}", "}",
-        f"module-whatis {tcl.q(what)}",
-        f"set prefix {tcl.q(str(prefix))}",
-        f"set userbase [file join [getenv HOME] {' '.join(tcl.q(x) for x in ub_parts)}]",
-        "prepend-path PATH [file join $prefix bin]",
-        "pushenv PYTHONUSERBASE $userbase",
-        "prepend-path PATH [file join $userbase bin]",
-        "pushenv SITESTACK_CLONE $prefix",
-    ]
-    if rec.kind == "conda":
-        lua.append('pushenv("CONDA_PREFIX", prefix)')
-        tcl_lines.append("pushenv CONDA_PREFIX $prefix")
-    atomic_write_text(lua_path, "\n".join(lua) + "\n")
-    atomic_write_text(tcl_path, "\n".join(tcl_lines) + "\n")
+    c = module_content(prefix, ub_rel, rec)
+    atomic_write_text(lua_path, lmod.modulefile(c, MODULE_HEADER))
+    atomic_write_text(tcl_path, tcl.modulefile(c, MODULE_HEADER))

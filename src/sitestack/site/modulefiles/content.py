@@ -30,6 +30,21 @@ class ModuleContent:
     conda: bool = False
     # The spec's own requirements by name, in its order: named first in help and whatis.
     requested: tuple[str, ...] = ()
+    # PYTHONUSERBASE relative to $HOME ('/'-separated); "" is the stack's own (records.user_base_rel).
+    user_base: str = ""
+    # A clone's personal modulefile (`sitestack clone --module`): prefix is the clone's; it sets
+    # SITESTACK_CLONE instead of the stack's SITESTACK_* variables, of conda's only CONDA_PREFIX.
+    clone: bool = False
+
+    @property
+    def user_base_parts(self) -> tuple[str, ...]:
+        from sitestack.core.records import user_base_rel
+
+        return tuple((self.user_base or user_base_rel(self.site, self.name, self.version)).split("/"))
+
+    @property
+    def clone_summary(self) -> str:
+        return f"Clone of {self.name}/{self.version} (Python {self.python}) at {self.prefix}"
 
     @property
     def main_packages(self) -> str:
@@ -46,6 +61,8 @@ class ModuleContent:
 
     @property
     def whatis(self) -> list[str]:
+        if self.clone:
+            return [self.clone_summary]
         pkgs = self.main_packages
         lines = [f"Name: {self.name}", f"Version: {self.version}", f"Python: {self.python}"]
         if self.description:
@@ -60,6 +77,8 @@ class ModuleContent:
 
     @property
     def help_text(self) -> str:
+        if self.clone:
+            return self.clone_summary
         parts = [f"{self.name}/{self.version}: Python {self.python} stack"]
         if self.description:
             parts.append(self.description)

@@ -27,16 +27,22 @@ def modulefile(c: ModuleContent, header: str) -> str:
         f"local prefix = {q(c.prefix)}",
         # HOME is read at load time, so one modulefile serves every user.
         'local home = os.getenv("HOME") or ""',
-        f"local userbase = pathJoin(home, \".local\", {q(c.site)}, {q(c.name)}, {q(c.version)})",
+        f"local userbase = pathJoin(home, {', '.join(q(p) for p in c.user_base_parts)})",
         'prepend_path("PATH", pathJoin(prefix, "bin"))',
         # pushenv, not setenv: unload restores a value the user had before.
         'pushenv("PYTHONUSERBASE", userbase)',
         'prepend_path("PATH", pathJoin(userbase, "bin"))',
-        f"pushenv(\"SITESTACK_STACK\", {q(c.name + '/' + c.version)})",
-        'pushenv("SITESTACK_PREFIX", prefix)',
-        f"pushenv(\"SITESTACK_STACK_ROOT\", {q(c.root)})",
     ]
-    if c.conda:
+    if c.clone:
+        L.append('pushenv("SITESTACK_CLONE", prefix)')
+        L += ['pushenv("CONDA_PREFIX", prefix)'] if c.conda else []
+    else:
+        L += [
+            f"pushenv(\"SITESTACK_STACK\", {q(c.name + '/' + c.version)})",
+            'pushenv("SITESTACK_PREFIX", prefix)',
+            f"pushenv(\"SITESTACK_STACK_ROOT\", {q(c.root)})",
+        ]
+    if c.conda and not c.clone:
         L += [
             'pushenv("CONDA_PREFIX", prefix)',
             f"pushenv(\"CONDA_DEFAULT_ENV\", {q(c.name + '/' + c.version)})",

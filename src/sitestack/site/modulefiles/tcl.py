@@ -26,15 +26,21 @@ def modulefile(c: ModuleContent, header: str) -> str:
     L += [
         f"set prefix {q(c.prefix)}",
         "set home [getenv HOME]",
-        f"set userbase [file join $home .local {q(c.site)} {q(c.name)} {q(c.version)}]",
+        f"set userbase [file join $home {' '.join(q(p) for p in c.user_base_parts)}]",
         'prepend-path PATH [file join $prefix bin]',
         "pushenv PYTHONUSERBASE $userbase",
         'prepend-path PATH [file join $userbase bin]',
-        f"pushenv SITESTACK_STACK {q(c.name + '/' + c.version)}",
-        "pushenv SITESTACK_PREFIX $prefix",
-        f"pushenv SITESTACK_STACK_ROOT {q(c.root)}",
     ]
-    if c.conda:
+    if c.clone:
+        L.append("pushenv SITESTACK_CLONE $prefix")
+        L += ["pushenv CONDA_PREFIX $prefix"] if c.conda else []
+    else:
+        L += [
+            f"pushenv SITESTACK_STACK {q(c.name + '/' + c.version)}",
+            "pushenv SITESTACK_PREFIX $prefix",
+            f"pushenv SITESTACK_STACK_ROOT {q(c.root)}",
+        ]
+    if c.conda and not c.clone:
         L += [
             "pushenv CONDA_PREFIX $prefix",
             f"pushenv CONDA_DEFAULT_ENV {q(c.name + '/' + c.version)}",
