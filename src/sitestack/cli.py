@@ -8,7 +8,7 @@ import os
 import sys
 
 from sitestack import __version__, commands
-from sitestack.errors import SitestackError
+from sitestack.errors import ConflictError, SitestackError
 
 
 def _command_module(argv: list[str]) -> str | None:
@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
+    # Nothing sitestack creates is ever world-writable, whatever the caller's umask (a site
+    # built under `umask 000` would let any user replace its locks, state or modulefiles).
+    os.umask(os.umask(0) | 0o002)
     only = _command_module(argv)
     try:
         args = parser(only).parse_args(argv)
@@ -85,6 +88,31 @@ def _run(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("sitestack: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        msg = _disk_error(e)
+        if msg is None:
+            raise  # any other OSError is a bug: keep its traceback
+        print(f"sitestack: error: {msg}", file=sys.stderr)
+        return ConflictError.exit_code
+
+
+def _disk_error(e: OSError) -> str | None:
+    """One line for a full disk or a folder this user may not write, wherever it struck
+    (a shutil.Error from a tree copy lists every failed file: name the first)."""
+    import errno
+    import shutil
+
+    if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) and e.args[0]:
+        src, dst, why = (list(e.args[0][0]) + ["", "", ""])[:3]
+        n = len(e.args[0])
+        if "No space left" in str(why) or "Disk quota" in str(why):
+            return f"disk full writing {dst} ({why}; {n} files failed)"
+        return None
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"disk full writing {e.filename or 'a file'}: {e.strerror}"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and e.filename:
+        return f"cannot write {e.filename}: {e.strerror} (not writable by this user)"
+    return None
 
 
 def _stdout_closed() -> bool:

@@ -256,9 +256,7 @@ def shared_lock(path: Path, *, exclusive: bool = False, what: str = "") -> Itera
     """
     import fcntl
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    fd = open_lock(Path(path), what)  # only the site's writers can open it (see lock_mode)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)

@@ -102,4 +102,25 @@ def resolve_root(cli_root: str | os.PathLike[str] | None) -> SiteRoot:
         raw = Path(os.environ["SITESTACK_STACK_ROOT"])
     else:
         raw = default_root()
-    return SiteRoot(Path(os.path.abspath(os.path.expanduser(raw))))
+    return check_root_path(SiteRoot(Path(os.path.abspath(os.path.expanduser(raw)))))
+
+
+# The root's path is written into modulefiles, activate scripts, pyvenv.cfg, shebangs and
+# pip.conf; these characters end or bend a string in one of those languages.
+UNSAFE_ROOT_CHARS = "'\"\\$`"
+
+
+def check_root_path(root: SiteRoot) -> SiteRoot:
+    """Refuse, up front, a root that is a file or whose path no generated file can carry."""
+    from sitestack.errors import UsageError
+
+    p = str(root.path)
+    bad = sorted({c for c in p if c in UNSAFE_ROOT_CHARS or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise UsageError(f"site root {p!r} contains {' '.join(repr(c) for c in bad)}, which the "
+                         "modulefiles and scripts sitestack writes cannot carry safely",
+                         hint="choose a site root path without quotes, '$', '`', '\\' or "
+                              "control characters")
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise UsageError(f"site root {p} is a file, not a folder")
+    return root

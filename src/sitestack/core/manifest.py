@@ -63,8 +63,16 @@ class Manifest:
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
-        with open(path, encoding="utf-8") as f:
-            return cls.from_json(json.load(f))
+        """Read a manifest; a truncated or corrupt one is a VerifyError (exit 6), not a crash."""
+        from sitestack.errors import VerifyError
+
+        try:
+            with open(path, encoding="utf-8") as f:
+                return cls.from_json(json.load(f))
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            raise VerifyError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})",
+                              hint="the records were changed: rebuild the stack, or restore "
+                                   "the file from a backup") from None
 
     @property
     def total_bytes(self) -> int:
@@ -223,12 +231,22 @@ def verify(
     root = Path(root)
     skipped = set(skip)
     problems: list[Mismatch] = []
-    files, links, _dirs = walk(root, exclude)
+    files, links, dirs = walk(root, exclude)
     present = set(files)
-    todo = [p for p in manifest.files if p not in skipped and p in present]
     for p in manifest.files:
         if p not in present and p not in skipped:
             problems.append(Mismatch(p, "missing"))
+    # lstat first, open only regular files: a FIFO put in a file's place would block the
+    # open forever, a device could be read without end.
+    todo = []
+    for p in manifest.files:
+        if p in skipped or p not in present:
+            continue
+        kind = _special(root / p)
+        if kind:
+            problems.append(Mismatch(p, f"changed (now a {kind})"))
+        else:
+            todo.append(p)
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
         for rel, (digest, size, mode, _hit) in zip(
             todo, pool.map(lambda r: _scan_file(str(root / r), ()), todo), strict=True
@@ -246,5 +264,44 @@ def verify(
             problems.append(Mismatch(rel, "link changed"))
     if check_extra:
         for rel in sorted((present - set(manifest.files)) | (link_set - set(manifest.symlinks))):
-            problems.append(Mismatch(rel, "extra"))
+            problems.append(Mismatch(rel, _extra_kind(rel, manifest, root)))
+        if manifest.dirs:  # manifests from before folders were recorded have none
+            known = set(manifest.dirs)
+            for rel in sorted(set(dirs) - known):
+                # An added folder, even empty, is importable: a namespace package.
+                if os.path.basename(rel) != "__pycache__":
+                    problems.append(Mismatch(rel, "extra folder"))
     return problems
+
+
+STRAY_BYTECODE = "stray bytecode"
+
+
+def _extra_kind(rel: str, manifest: Manifest, root: Path) -> str:
+    """"stray bytecode" for a .pyc in __pycache__ next to a source of the manifest: what root
+    running the stack's python with -O (or a new optimization level) writes, since root
+    ignores the read-only modes. Anything else is "extra" (or "extra special file")."""
+    if _special(root / rel) not in ("", "symlink"):
+        return f"extra special file ({_special(root / rel)})"
+    d, name = os.path.split(rel)
+    if os.path.basename(d) == "__pycache__" and name.endswith(".pyc"):
+        src = os.path.join(os.path.dirname(d), name.split(".", 1)[0] + ".py")
+        if src in manifest.files:
+            return STRAY_BYTECODE
+    return "extra"
+
+
+def _special(path: Path) -> str:
+    """'' for a regular file, else what it is (never opened)."""
+    try:
+        m = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return "missing"
+    if stat.S_ISREG(m):
+        return ""
+    for test, kind in ((stat.S_ISFIFO, "fifo"), (stat.S_ISLNK, "symlink"), (stat.S_ISSOCK, "socket"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+                       (stat.S_ISDIR, "folder")):
+        if test(m):
+            return kind
+    return "special file"

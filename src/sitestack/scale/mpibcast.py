@@ -94,20 +94,22 @@ class Channel:
         if self.done:
             return b""
         data: bytes | bytearray = b""
-        info: tuple[int, str] = (0, "")
+        info: tuple[int, str, int] = (0, "", 0)
         if self.root:
             assert self.source is not None
             try:
                 data = next(self.source, b"")
-                info = (len(data), "")
+                info = (len(data), "", 0)
             except (SitestackError, OSError) as e:
-                info = (-1, f"rank 0 could not read the source: {e}")
+                # A stack that fails its own manifest while being packed is exit 6, as anywhere.
+                code = e.exit_code if isinstance(e, SitestackError) else UsageError.exit_code
+                info = (-1, f"rank 0 could not read the source: {e}", code)
         if self.comm is not None:
             info = self.comm.bcast(info, root=0)
         if info[0] <= 0:
             self.done = True
             if info[0] < 0:
-                raise StageError(info[1], UsageError.exit_code)
+                raise StageError(info[1], info[2])
             return b""
         if self.comm is not None:
             buf = bytearray(data) if self.root else bytearray(info[0])

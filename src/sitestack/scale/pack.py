@@ -358,7 +358,7 @@ def check_output(output: Path, *, make_parent: bool = False) -> Path:
         try:
             parent.mkdir(mode=0o755, parents=True)
         except PermissionError:
-            raise ConflictError(f"cannot create {parent}: permission denied") from None
+            raise ConflictError(f"cannot create {parent}: not writable by this user") from None
         except (FileExistsError, NotADirectoryError):
             raise UsageError(f"cannot create {parent}: a parent is not a folder") from None
     if output.is_dir():

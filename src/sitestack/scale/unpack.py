@@ -118,10 +118,10 @@ def check_received(header: Header, manifests: dict[str, Manifest],
     against. A header cannot claim another stack's identity over other files."""
     safepath.check_links(links, _prefix_map(header))
     for role, role_hits in hits.items():
-        files = manifests[role].files
+        listed = manifests[role].files
         for hit in role_hits:
             safepath.check_relative(hit.path, "relocation list")
-            if hit.path not in files or hit.kind not in ("text", "binary"):
+            if hit.path not in listed or hit.kind not in ("text", "binary"):
                 raise VerifyError(f"unsafe archive: the relocation list names {role}/{hit.path}, "
                                   "which is not a file of the archive")
     roles = [r for r in ROLES if r in header.prefixes]

@@ -306,6 +306,9 @@ def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: boo
         raise NotFoundError(f"{rec.ref}: its interpreter {rec.python_exe} is missing")
     if os.path.lexists(final) and not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
         raise ConflictError(f"{final} already exists; choose another path or remove it")
+    from sitestack.core.fsutil import check_can_create
+
+    check_can_create(final, f"the layer {final}")  # a file in the way, or not ours to write
     final.parent.mkdir(parents=True, exist_ok=True)
     # Not tempfile.mkdtemp: importing tempfile alone costs more than making the layer.
     tmp = final.parent / f".{final.name}.new-{os.getpid()}-{os.urandom(4).hex()}"
