@@ -23,8 +23,8 @@ MAX_HOPS = 40  # as the kernel's MAXSYMLINKS
 ReadLink = Callable[[str], "str | None"]
 
 
-class Escape(VerifyError):
-    """A path that leaves its tree (exit 6, like any unsafe archive)."""
+# A path that leaves its tree is an unsafe archive or record: VerifyError, exit 6.
+Escape = VerifyError
 
 
 def check_relative(rel: str, what: str = "path") -> str:
