@@ -44,6 +44,7 @@ APT_PACKAGES=(
   python3.11 python3.11-venv
   passwd util-linux
   ca-certificates perl
+  chromium zsh dash fish   # catalog pages in a real browser (Playwright drives Debian's chromium); `sitestack load` in each shell
 )
 
 missing=()
@@ -61,7 +62,8 @@ else
   say "Debian packages already installed: ${APT_PACKAGES[*]}"
 fi
 
-for tool in tclsh8.6 useradd runuser setpriv mpiexec mksquashfs mkfs.xfs fusermount3 zstd gcc make; do
+# Playwright (pip, test extra) drives /usr/bin/chromium; `playwright install` is never needed.
+for tool in tclsh8.6 useradd runuser setpriv mpiexec mksquashfs mkfs.xfs fusermount3 zstd gcc make chromium zsh dash fish; do
   command -v "$tool" >/dev/null || die "$tool not found after installing packages"
 done
 [ -f /usr/share/lmod/lmod/init/bash ] || die "Lmod's /usr/share/lmod/lmod/init/bash is missing"
