@@ -30,7 +30,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,7 +208,7 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
         sources = [p for p in missing if opts[p] is not None]
         with Progress(log, "installed into the site cache", len(missing), noun="distributions") as bar:
             if wheels:
-                shared = Path(tempfile.mkdtemp(prefix=".tmp-all-", dir=base))
+                shared = make_temp(base, ".tmp-all-", 0o700)
                 _uv([*_install_args(python, shared / "tree", index), *wheels], log,
                     f"installing {len(wheels)} distribution(s)")
                 split = _split(shared / "tree", py_xy, wheels, base)
@@ -282,14 +281,17 @@ def _split(tree: Path, py_xy: str, pins: Sequence[str], base: Path) -> dict[str,
         dest_tree = tmp / "tree"
         with open(record, newline="", encoding="utf-8") as f:
             rels = [row[0] for row in csv.reader(f) if row]
-        for rel in [*rels, *(str(p.relative_to(sp)) for p in info.iterdir())]:
+        # Then whatever else sits in the dist-info (files only: its folders, e.g. licenses/,
+        # may already exist in the entry from RECORD's files).
+        rest = [str(p.relative_to(sp)) for p in info.rglob("*") if p.is_symlink() or not p.is_dir()]
+        for rel in [*rels, *rest]:
             src = Path(os.path.normpath(rel if os.path.isabs(rel) else sp / rel))
             try:
                 sub = src.relative_to(tree)
             except ValueError:
                 continue  # outside the prefix: nothing a stack could link
-            if not os.path.lexists(src):
-                continue  # listed twice, or already moved with its dist-info
+            if not os.path.lexists(src) or (src.is_dir() and not src.is_symlink()):
+                continue  # listed twice, or already moved; folders are made as needed
             dest = dest_tree / sub
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(src, dest)

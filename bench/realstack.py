@@ -1,0 +1,123 @@
+"""Benchmark (network): a real stack from PyPI, each sitestack step timed beside its peer.
+
+    python bench/realstack.py                                  # the small set: numpy scipy pandas matplotlib
+    python bench/realstack.py --spec examples/polaris.toml     # the full 8 GiB ML stack
+
+In one run, on one machine, caches as stated:
+  - build, every cache cold (empty uv cache, new site root) vs `uv venv` + `uv pip install
+    --compile-bytecode` with an empty uv cache of its own;
+  - build, caches warm (a new dated version of the same set) vs the same uv run, uv cache warm;
+  - `sitestack clone --mode hardlink` vs `cp -al` (and `cp -a` for scale);
+  - `sitestack pack -o X.tar.zst --level 3` vs `tar -cf - . | zstd -3 -T0`.
+
+Goals (issue 10): cold <= 1.3x, warm <= 0.6x, clone <= 1.0x `cp -al`, pack <= 1.0x tar|zstd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import clean_env, report, timed  # noqa: E402
+
+SMALL = ["numpy", "scipy", "pandas", "matplotlib"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--spec", help="a stack spec (default: a spec of the small set)")
+    ap.add_argument("--requirements", nargs="+", default=SMALL)
+    ap.add_argument("--python", default=sys.executable)
+    ap.add_argument("--work", help="work folder (default: a temp folder, removed after)")
+    ap.add_argument("--level", type=int, default=3, help="zstd level for both packers")
+    args = ap.parse_args()
+    py = args.python
+    uv = shutil.which("uv") or "uv"
+    work = Path(args.work or tempfile.mkdtemp(prefix="sitestack-bench-real-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        if args.spec:
+            spec = Path(args.spec).resolve()
+            from sitestack.site.spec import load_spec
+
+            s = load_spec(spec)
+            name, reqs = s.name, list(s.packages.requirements)
+            build_opts = s.packages.build
+        else:
+            spec = work / "spec.toml"
+            reqs = args.requirements
+            spec.write_text(f'[stack]\nname = "real"\npython = "{py}"\n[packages]\nrequirements = '
+                            + json.dumps(reqs) + '\n[tests]\nimports = ["numpy"]\n')
+            name, build_opts = "real", {}
+        root = work / "site"
+        a_cache, b_cache = work / "uvcache-sitestack", work / "uvcache-uv"
+        env_a, env_b = clean_env(UV_CACHE_DIR=str(a_cache)), clean_env(UV_CACHE_DIR=str(b_cache))
+        no_binary = [x for n, o in sorted(build_opts.items()) if o.no_binary for x in ("--no-binary", n)]
+        # The same environment variables the spec gives its source builds (e.g. MPICC).
+        for o in build_opts.values():
+            env_b.update(o.env)
+
+        def build(version: str) -> float:
+            return timed([py, "-m", "sitestack", "build", str(spec), "--root", str(root), "--version", version],
+                         env=env_a)
+
+        def uv_run(dest: str) -> float:
+            venv = work / dest
+            return timed(f"{uv} venv -q {venv} --python {py} && {uv} pip install -q --compile-bytecode "
+                         f"--python {venv / 'bin' / 'python'} {' '.join(no_binary)} "
+                         + " ".join(f"'{r}'" for r in reqs), env=env_b, shell=True)
+
+        t_cold = build("1")
+        t_uv_cold = uv_run("uv-cold")
+        t_warm = build("2")
+        t_uv_warm = uv_run("uv-warm")
+        rec = json.loads((root / "stacks" / name / "2" / ".sitestack" / "stack.json").read_text())
+        report(f"build of {name}: {len(rec['packages'])} distributions, {rec['files']} files, "
+               f"{rec['bytes'] / 2**30:.2f} GiB",
+               [("sitestack build, every cache cold", t_cold),
+                ("uv venv + uv pip install --compile-bytecode, cold", t_uv_cold),
+                ("sitestack build, warm (new dated version)", t_warm),
+                ("uv venv + uv pip install --compile-bytecode, warm", t_uv_warm)],
+               "uv venv + uv pip install --compile-bytecode, warm")
+        print(f"  cold: {t_cold / t_uv_cold:.2f}x uv cold (goal <= 1.3x); "
+              f"warm: {t_warm / t_uv_warm:.2f}x uv warm (goal <= 0.6x)")
+
+        stack = root / "stacks" / name / "2"
+        t_clone = timed([py, "-m", "sitestack", "clone", f"{name}/2", "--prefix", str(work / "clone"),
+                         "--mode", "hardlink", "--root", str(root)], env=env_a)
+        t_cpal = timed(["cp", "-al", str(stack), str(work / "cp-al")])
+        t_cpa = timed(["cp", "-a", str(stack), str(work / "cp-a")])
+        report("clone", [("sitestack clone --mode hardlink", t_clone), ("cp -al", t_cpal), ("cp -a", t_cpa)],
+               "cp -al")
+        print(f"  clone: {t_clone / t_cpal:.2f}x cp -al (goal <= 1.0x)")
+        for d in ("cp-a", "cp-al"):
+            shutil.rmtree(work / d)
+
+        t_pack = timed([py, "-m", "sitestack", "pack", f"{name}/2", "-o", str(work / "s.tar.zst"),
+                        "--level", str(args.level), "--root", str(root)], env=env_a)
+        t_tar = timed(f"tar -cf - -C {stack} . | zstd -q -{args.level} -T0 -o {work / 't.tar.zst'}", shell=True)
+        sizes = {n: (work / n).stat().st_size / 2**20 for n in ("s.tar.zst", "t.tar.zst")}
+        report(f"pack (zstd level {args.level}; sitestack {sizes['s.tar.zst']:.0f} MiB, "
+               f"tar|zstd {sizes['t.tar.zst']:.0f} MiB)",
+               [("sitestack pack -o X.tar.zst", t_pack), (f"tar -cf - . | zstd -{args.level} -T0", t_tar)],
+               f"tar -cf - . | zstd -{args.level} -T0")
+        print(f"  pack: {t_pack / t_tar:.2f}x tar|zstd (goal <= 1.0x)")
+        log = (stack / ".sitestack" / "build.log").read_text()
+        print("\nwarm build's steps (build.log):")
+        for line in log.splitlines():
+            if line.startswith("[") and "s] " in line[:12]:
+                print("  " + line)
+    finally:
+        if not args.work:
+            from sitestack.core.fsutil import rmtree
+
+            rmtree(work)
+
+
+if __name__ == "__main__":
+    main()
