@@ -50,7 +50,7 @@ def _join(*parts: str) -> str:
 
 def env_plan(c: ModuleContent, home: str) -> list[Op]:
     """Every change the modulefile makes, in its order."""
-    userbase = _join(home, ".local", c.site, c.name, c.version)
+    userbase = _join(home, *c.user_base_parts)  # records.user_base_rel, as the modulefiles
     ops: list[Op] = [
         ("prepend", "PATH", _join(c.prefix, "bin")),
         ("set", "PYTHONUSERBASE", userbase),
