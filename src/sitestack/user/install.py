@@ -6,8 +6,9 @@ stack's versions of `--shadow` names are only preferences (uv's existing-output-
 preferences), so nothing moves that need not. Into the layer goes exactly what the stack lacks,
 with `uv pip install --no-deps` into a throw-away venv beside the layer (uv ignores a venv's
 system site-packages, so a plain `uv pip install` would copy the stack into the layer); the
-staged files are then moved in under the layer lock as one undoable step (layertx.py), and the
-result must pass `check` or the move is undone. When the pinned resolution fails, a second one
+staged files are then moved in under the layer lock as one undoable step (layertx.py). When the
+plan shadows the stack or replaces a layer copy, the result must pass `check` (no new problem)
+or the move is undone; pure additions were already checked by the resolution. When the pinned resolution fails, a second one
 with the stack's versions as mere preferences names the distributions that must move; the
 refusal names each, the stack's version, what is required and by whom, and the `--shadow`
 command that allows it. See docs/layers.md.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from sitestack.core.records import StackRecord, UserPolicy
 from sitestack.errors import BuildError, NotFoundError, UsageError
-from sitestack.user.check import Dist, Problem, View, check, probe
+from sitestack.user.check import Dist, Problem, check, probe
 from sitestack.user.layer import Layer, layer_lock, layer_stack, open_layer, populate
 from sitestack.user.requested import Requested, merged, read, req_name, write
 
@@ -159,9 +160,10 @@ def _policy(u: UserPolicy, idx: IndexOptions) -> UserPolicy:
 
 def _run(lay: Layer, ref: str, reqs: list[str], allowed: list[str], policy: UserPolicy, force: bool,
          dry_run: bool, hint_args: list[str], rec: StackRecord) -> InstallResult:
-    view = probe(lay)
-    stack = {d.name: d for d in reversed(view.stack_dists)} if lay.inherit else {}
-    own = view.in_layer()
+    # The dist-info folders themselves (no subprocess): the stack is read-only, and what the
+    # layer's python would see of it is its site-packages.
+    stack = _dists(rec.site_packages, "stack") if lay.inherit else {}
+    own = _dists(lay.site_packages, "layer")
     with tempfile.TemporaryDirectory(prefix="sitestack-install-") as w:
         res = _resolve(lay, reqs, stack, own, allowed, policy, Path(w))
         if res.error is not None:
@@ -178,7 +180,7 @@ def _run(lay: Layer, ref: str, reqs: list[str], allowed: list[str], policy: User
         if new_record != old:
             write(lay.path, new_record)
         return result
-    forced = _apply(lay, rec, result, res, own, policy, view, new_record, force)
+    forced = _apply(lay, rec, result, res, own, policy, new_record, force)
     from dataclasses import replace
 
     return replace(result, forced=forced)
@@ -316,6 +318,12 @@ def _why(name: str, s: Dist, err: str, free: _Resolved) -> str:
     return f"{via} needs {s.display} {version}, but the stack has {s.display} {s.version}"
 
 
+def _dists(sp: Path, where: str) -> dict[str, Dist]:
+    from sitestack.core.dists import site_dists
+
+    return {n: Dist(n, shown, v, (), None, str(sp), where) for n, (shown, v) in site_dists(sp).items()}
+
+
 def _dist_files(sp: Path, d: Dist) -> list[Path]:
     """The files of a layer distribution, from its RECORD (plus the bytecode of its modules)."""
     import csv
@@ -347,7 +355,7 @@ def _dist_files(sp: Path, d: Dist) -> list[Path]:
 
 
 def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, own: dict[str, Dist],
-           policy: UserPolicy, before: View, record: Requested, force: bool) -> tuple[str, ...]:
+           policy: UserPolicy, record: Requested, force: bool) -> tuple[str, ...]:
     """Stage with uv, move in undoably, check; undo on any failure."""
     import json
 
@@ -358,6 +366,11 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
     from sitestack.user.layertx import Tx
     from sitestack.user.requested import record_path
 
+    gone = {str(canonicalize_name(i.name)) for i in (*result.install, *result.shadow, *result.unshadow)}
+    # Adding what neither stack nor layer has, resolved with everything else held, cannot break
+    # what is there (uv checked it); a shadow, or a layer copy replaced or removed, can.
+    gate = bool(result.shadow or result.unshadow or gone & set(own))
+    known = {_key(p) for p in check(probe(lay))} if gate else set()
     work = Path(tempfile.mkdtemp(prefix=f".{lay.path.name}.install-", dir=lay.path.parent))
     try:
         stage = work / "stage"
@@ -377,13 +390,11 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
                 rewrite_file(f, str(stage), str(lay.path))  # the scripts' shebangs name the stage
         tx = Tx(lay.path, work)
         try:
-            gone = {str(canonicalize_name(i.name)) for i in (*result.install, *result.shadow, *result.unshadow)}
             for n in sorted(gone & set(own)):
                 tx.remove_files(_dist_files(lay.site_packages, own[n]))
             tx.merge(stage, lay.path, skeleton)
             tx.write_file(record_path(lay.path), (json.dumps(record.to_json(), indent=2) + "\n").encode())
-            known = {_key(p) for p in check(before)}
-            new = [p for p in check(probe(open_layer(lay.path))) if _key(p) not in known]
+            new = [p for p in check(probe(open_layer(lay.path))) if _key(p) not in known] if gate else []
             if new and not force:
                 listed = "; ".join(p.message() for p in new[:5])
                 raise BuildError(f"refused: the result would fail `sitestack check` ({listed}); "
