@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sitestack.core import pyvenv
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 
 if TYPE_CHECKING:
     from sitestack.core.records import StackRecord
 
-CFG = "pyvenv.cfg"
+CFG = pyvenv.CFG
 KEY_INHERIT = "include-system-site-packages"
 KEY_STACK = "sitestack-stack"
 KEY_ROOT = "sitestack-root"
@@ -97,16 +98,6 @@ class Created:
     pip: bool
 
 
-def parse_cfg(text: str) -> dict[str, str]:
-    """Keys as CPython's site.py reads them: `key = value`, keys lower-cased, last one wins."""
-    out: dict[str, str] = {}
-    for line in text.splitlines():
-        if "=" in line:
-            key, _, value = line.partition("=")
-            out[key.strip().lower()] = value.strip()
-    return out
-
-
 def _xy(cfg: dict[str, str]) -> str | None:
     m = re.match(r"(\d+)\.(\d+)", cfg.get("version") or cfg.get("version_info") or "")
     return f"{m.group(1)}.{m.group(2)}" if m else None
@@ -119,7 +110,7 @@ def open_layer(path: str | os.PathLike[str]) -> Layer:
     if not p.is_dir():
         raise NotFoundError(f"{p} does not exist or is not a folder")
     try:
-        cfg = parse_cfg(cfg_path.read_text(encoding="utf-8"))
+        cfg = pyvenv.read(cfg_path)
     except FileNotFoundError:
         raise UsageError(f"{p} is not a venv (no {CFG})") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -215,18 +206,18 @@ def _activate_scripts(rec: StackRecord, layer: Path, prompt: str) -> dict[str, s
 
 def cfg_text(rec: StackRecord, layer: Path, *, inherit: bool, user_site: bool, prompt: str | None) -> str:
     flags = ("" if inherit else " --no-inherit") + (" --user-site" if user_site else "")
-    lines = [
-        f"home = {rec.prefix / 'bin'}",
-        f"{KEY_INHERIT} = {'true' if inherit else 'false'}",
-        f"version = {rec.python}",
-        f"executable = {rec.python_exe}",
-        f"command = sitestack venv --stack {rec.ref}{flags} {layer}",
+    items = [
+        ("home", str(rec.prefix / "bin")),
+        (KEY_INHERIT, "true" if inherit else "false"),
+        ("version", rec.python),
+        ("executable", str(rec.python_exe)),
+        ("command", f"sitestack venv --stack {rec.ref}{flags} {layer}"),
     ]
     if prompt:
-        lines.append(f"prompt = {prompt!r}")
-    lines += [f"{KEY_STACK} = {rec.ref}", f"{KEY_ROOT} = {rec.root}",
-              f"{KEY_USER_SITE} = {'true' if user_site else 'false'}"]
-    return "\n".join(lines) + "\n"
+        items.append(("prompt", repr(prompt)))  # as `python -m venv` writes it
+    items += [(KEY_STACK, rec.ref), (KEY_ROOT, str(rec.root)),
+              (KEY_USER_SITE, "true" if user_site else "false")]
+    return pyvenv.dumps(items)
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -307,53 +298,37 @@ def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: boo
     if os.path.lexists(final) and not (final.is_dir() and not final.is_symlink() and not any(final.iterdir())):
         raise ConflictError(f"{final} already exists; choose another path or remove it")
     from sitestack.core.fsutil import check_can_create
+    from sitestack.core.publish import publish, temp_tree
 
     check_can_create(final, f"the layer {final}")  # a file in the way, or not ours to write
     final.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkdtemp: importing tempfile alone costs more than making the layer.
-    tmp = final.parent / f".{final.name}.new-{os.getpid()}-{os.urandom(4).hex()}"
-    os.mkdir(tmp, 0o777)  # the umask applies, as for any folder the user makes
     try:
-        pip = populate(tmp, final, rec, inherit=inherit, user_site=user_site, prompt=prompt)
-        os.rename(tmp, final)  # replaces an empty folder too; never a non-empty one
+        # mode None: the umask applies, as for any folder the user makes.
+        with temp_tree(final.parent, f".{final.name}.new-", mode=None) as tmp:
+            pip = populate(tmp, final, rec, inherit=inherit, user_site=user_site, prompt=prompt)
+            publish(tmp, final, allow_empty=True)  # takes over an empty folder, nothing else
     except OSError as e:
-        from sitestack.core.fsutil import rmtree
-
-        rmtree(tmp)
         if final.exists():
             raise ConflictError(f"{final} already exists (made meanwhile?): {e}") from None
-        raise
-    except BaseException:
-        from sitestack.core.fsutil import rmtree
-
-        rmtree(tmp)
         raise
     return Created(final, rec.ref, rec.prefix, inherit, user_site, pip)
 
 
 def set_inherit(path: str | os.PathLike[str], on: bool) -> tuple[Layer, bool]:
     """Flip include-system-site-packages, touching nothing else. Returns (layer, changed)."""
-    from sitestack.core.fsutil import atomic_write_bytes
+    from sitestack.core.fsutil import atomic_write_text
 
     layer = open_layer(path)
     layer_stack(layer)  # a layer of an unknown stack is bad input: change nothing
     with layer_lock(layer.path):
         cfg_path = layer.path / CFG
-        data = cfg_path.read_bytes()
-        value = b"true" if on else b"false"
-        pat = re.compile(rb"^([ \t]*include-system-site-packages[ \t]*=[ \t]*)([^\r\n]*?)([ \t]*)$",
-                         re.MULTILINE | re.IGNORECASE)
-        matches = list(pat.finditer(data))
-        if matches:
-            m = matches[-1]  # site.py lets the last one win
-            new = data[: m.start(2)] + value + data[m.end(2):]
-        else:
-            sep = b"" if not data or data.endswith(b"\n") else b"\n"
-            new = data + sep + b"include-system-site-packages = " + value + b"\n"
+        data = cfg_path.read_bytes().decode("utf-8")  # open_layer read it as UTF-8 already
+        # In place, on the line site.py uses (the last); every other byte stays.
+        new = pyvenv.update(data, {KEY_INHERIT: "true" if on else "false"})
         if new == data:
             return layer, False
         mode = os.stat(cfg_path).st_mode & 0o7777
-        atomic_write_bytes(cfg_path, new, mode)
+        atomic_write_text(cfg_path, new, mode)
     return open_layer(layer.path), True
 
 
