@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sitestack.core.bytecode import compile_dirs
+from sitestack.core.bytecode import compile_dirs, pyc_paths
 from sitestack.core.fsutil import atomic_write_json, file_lock, make_readonly, rmtree
 from sitestack.core.manifest import FileEntry, Manifest, scan
 from sitestack.core.progress import Progress
@@ -202,6 +202,7 @@ def _install_args(python: str, tree: Path, index: Sequence[str]) -> list[str]:
 def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, BuildOptions | None],
               python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog) -> None:
     temps: dict[str, Path] = {}
+    split: dict[str, Path] = {}
     shared: Path | None = None
     try:
         wheels = [p for p in missing if opts[p] is None]
@@ -211,6 +212,10 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
                 shared = make_temp(base, ".tmp-all-", 0o700)
                 _uv([*_install_args(python, shared / "tree", index), *wheels], log,
                     f"installing {len(wheels)} distribution(s)")
+                # Compiled before the split: one compileall over one tree keeps every core
+                # busy (one pool per small entry leaves them idle); each .pyc then moves with
+                # its source.
+                compile_dirs(python, [str(shared / "tree" / "lib" / f"python{py_xy}")], log)
                 split = _split(shared / "tree", py_xy, wheels, base)
                 temps.update(split)
                 bar.advance(len(split))
@@ -232,8 +237,9 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
                 _uv(args, log, f"building {name} from source" if o.no_binary else f"installing {name}",
                     env=o.env, tail=25)
                 bar.advance()
-        # One compile for all new entries: every core busy once, not once per package.
-        compile_dirs(python, [str(t / "tree" / "lib" / f"python{py_xy}") for t in temps.values()], log)
+        # Entries installed on their own (source builds): one compile for all of them.
+        compile_dirs(python, [str(t / "tree" / "lib" / f"python{py_xy}") for pin, t in temps.items()
+                              if pin not in split], log)
         for pin, tmp in temps.items():
             old = (str(tmp / "tree"), str(prefix), *((str(shared / "tree"),) if shared else ()))
             m, hits = scan(tmp / "tree", old, exclude=())
@@ -295,6 +301,11 @@ def _split(tree: Path, py_xy: str, pins: Sequence[str], base: Path) -> dict[str,
             dest = dest_tree / sub
             dest.parent.mkdir(parents=True, exist_ok=True)
             os.rename(src, dest)
+            if src.suffix == ".py":
+                for pyc in pyc_paths(str(sub), py_xy):  # compiled in the shared tree
+                    if os.path.lexists(tree / pyc):
+                        (dest_tree / pyc).parent.mkdir(parents=True, exist_ok=True)
+                        os.rename(tree / pyc, dest_tree / pyc)
     return out
 
 
