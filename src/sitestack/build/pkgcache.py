@@ -246,9 +246,14 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
             for rel, fe in m.files.items():
                 m.files[rel] = FileEntry(fe.sha256, fe.size, _readonly_mode(fe.mode))
             m.save(tmp / FILES)
+            # Only text files are rewritten per stack (shebangs, direct_url.json). A compiled
+            # extension that names the build's temp prefix does so in debug info (-I paths
+            # under -g), which nothing reads at run time; a byte replacement of another length
+            # would break the ELF, and copying it would cost the link. It is linked as is.
             atomic_write_json(tmp / ENTRY, {"pin": pin, "old": list(old), "options": options_hash(opts[pin]),
                                             "env": dict(opts[pin].env) if opts[pin] else {},  # type: ignore[union-attr]
-                                            "rewrite": sorted(h.path for h in hits)})
+                                            "rewrite": sorted(h.path for h in hits if h.kind == "text"),
+                                            "binary": sorted(h.path for h in hits if h.kind != "text")})
             make_readonly(tmp)
             try:
                 publish(tmp, base / names[pin])
