@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sitestack.core.bytecode import compile_dirs, pyc_paths
+from sitestack.core.bytecode import pyc_paths
 from sitestack.core.fsutil import atomic_write_json, file_lock, make_readonly, rmtree
 from sitestack.core.manifest import FileEntry, Manifest, scan
 from sitestack.core.progress import Progress
@@ -195,7 +195,9 @@ def _safe(pin: str) -> str:
 
 
 def _install_args(python: str, tree: Path, index: Sequence[str]) -> list[str]:
-    return ["pip", "install", "--no-deps", "--link-mode", "copy", "--prefix", str(tree),
+    # --compile-bytecode: uv's compiler (its own pool of the target python) beats one
+    # compileall run over the same files by about a quarter.
+    return ["pip", "install", "--no-deps", "--link-mode", "copy", "--compile-bytecode", "--prefix", str(tree),
             "--python", python, *index]
 
 
@@ -212,10 +214,7 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
                 shared = make_temp(base, ".tmp-all-", 0o700)
                 _uv([*_install_args(python, shared / "tree", index), *wheels], log,
                     f"installing {len(wheels)} distribution(s)")
-                # Compiled before the split: one compileall over one tree keeps every core
-                # busy (one pool per small entry leaves them idle); each .pyc then moves with
-                # its source.
-                compile_dirs(python, [str(shared / "tree" / "lib" / f"python{py_xy}")], log)
+                # Compiled (by uv) before the split, all at once; each .pyc moves with its source.
                 split = _split(shared / "tree", py_xy, wheels, base)
                 temps.update(split)
                 bar.advance(len(split))
@@ -237,9 +236,6 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
                 _uv(args, log, f"building {name} from source" if o.no_binary else f"installing {name}",
                     env=o.env, tail=25)
                 bar.advance()
-        # Entries installed on their own (source builds): one compile for all of them.
-        compile_dirs(python, [str(t / "tree" / "lib" / f"python{py_xy}") for pin, t in temps.items()
-                              if pin not in split], log)
         for pin, tmp in temps.items():
             old = (str(tmp / "tree"), str(prefix), *((str(shared / "tree"),) if shared else ()))
             m, hits = scan(tmp / "tree", old, exclude=())

@@ -31,7 +31,10 @@ def uv_bin() -> str:
 
 def uv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for uv: never download Pythons, never touch a user's venv."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    # SOURCE_DATE_EPOCH would make uv's --compile-bytecode write checked-hash .pyc, and
+    # PYTHONPYCACHEPREFIX would put them elsewhere (see core.bytecode).
+    drop = ("VIRTUAL_ENV", "CONDA_PREFIX", "SOURCE_DATE_EPOCH", "PYTHONPYCACHEPREFIX")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
     env["UV_PYTHON_DOWNLOADS"] = "never"
     env.setdefault("UV_NO_PROGRESS", "1")
     if extra:
