@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -353,10 +354,48 @@ def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog, *,
                      skip_site_packages: bool = False) -> None:
     """Compile every .py (stdlib too): a read-only prefix can never cache bytecode later.
 
-    Files linked from the site cache were compiled there: with `skip_site_packages`,
-    compileall does not even check their .pyc again."""
-    from sitestack.core.bytecode import compile_dirs
+    Files linked from the site cache were compiled there: with `skip_site_packages` their
+    .pyc are not checked again, and of the stdlib (copied with its .pyc, mtimes kept) only
+    the sources without a valid .pyc are compiled: one header read per file in this process
+    instead of a compileall pool walking every folder."""
+    from sitestack.core.bytecode import compile_dirs, compile_paths
 
-    compile_dirs(str(prefix / "bin" / f"python{py_xy}"), [str(prefix / "lib" / f"python{py_xy}")], log,
-                 strip=str(prefix), prepend=str(final),
-                 exclude=f"^{prefix}/lib/python{py_xy}/site-packages/" if skip_site_packages else None)
+    py = str(prefix / "bin" / f"python{py_xy}")
+    lib = prefix / "lib" / f"python{py_xy}"
+    if not skip_site_packages:
+        compile_dirs(py, [str(lib)], log, strip=str(prefix), prepend=str(final))
+        return
+    todo = _without_valid_pyc(lib, py_xy, skip=lib / "site-packages")
+    if todo:
+        r = compile_paths(py, todo, strip=str(prefix), prepend=str(final))
+        log.add(r.stdout + r.stderr)
+    log.add(f"compiled {len(todo)} stdlib file(s) without valid bytecode; the rest were valid")
+
+
+def _without_valid_pyc(lib: Path, py_xy: str, skip: Path) -> list[str]:
+    """Sources whose timestamp .pyc is missing or does not match their mtime and size."""
+    import struct
+
+    from sitestack.core.bytecode import pyc_paths
+
+    todo: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(lib):
+        if dirpath == str(skip):
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if d != "__pycache__" and os.path.join(dirpath, d) != str(skip)]
+        for f in filenames:
+            if not f.endswith(".py"):
+                continue
+            src = os.path.join(dirpath, f)
+            pyc = os.path.join(dirpath, pyc_paths(f, py_xy)[0])
+            try:
+                st = os.stat(src)
+                with open(pyc, "rb") as fh:
+                    head = fh.read(16)
+                flags, mtime, size = struct.unpack("<III", head[4:16])
+                if flags != 0 or mtime != int(st.st_mtime) & 0xFFFFFFFF or size != st.st_size & 0xFFFFFFFF:
+                    todo.append(src)
+            except (OSError, struct.error):
+                todo.append(src)
+    return todo
