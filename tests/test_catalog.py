@@ -7,6 +7,7 @@ $SITESTACK_TEST_SCREENSHOTS when set, to look at them).
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import shutil
@@ -183,7 +184,8 @@ def test_no_script_from_a_spec_runs(page: Any, site_dir: Path, tmp_path: Path) -
 
 # --- every change rewrites the configured catalog --------------------------------------------
 
-def test_config_catalog_rewritten_by_build_and_state(workdir: Path, wheelhouse: Path, tmp_path: Path) -> None:
+def test_config_catalog_rewritten_by_build_and_state(workdir: Path, wheelhouse: Path, tmp_path: Path,
+                                                    page: Any) -> None:
     from sitestack.core.layout import SiteRoot
 
     root = SiteRoot(workdir / "catalog-config-site")
@@ -213,10 +215,25 @@ def test_config_catalog_rewritten_by_build_and_state(workdir: Path, wheelhouse: 
     assert catalog()["conda/2024-01-01"]["deprecated"] == "old"
     cli("hide", "conda/2024-01-01")
     assert catalog()["conda/2024-01-01"]["hidden"]
+    # Retire: the version leaves the table and is listed as retired, with date and message.
+    message = "use conda/2025-01-01 <b>now</b>"
+    cli("retire", "conda/2024-01-01", "-m", message)
+    assert list(catalog()) == ["conda/2025-01-01"]
+    retired = json.loads((out / "catalog.json").read_text())["retired"]
+    assert [(r["ref"], r["message"]) for r in retired] == [("conda/2024-01-01", message)]
+    assert retired[0]["retired"] == datetime.date.today().isoformat()
+    page.goto(url(out / "index.html"))
+    section = page.locator("#retired")
+    assert section.is_visible()
+    text = section.inner_text()
+    assert "conda/2024-01-01" in text and message in text  # shown as text, not markup
+    assert page.locator("#retired b").count() == 0
+    assert visible_refs(page) == ["conda/2025-01-01"]
+    screenshot(page, tmp_path, "catalog-retired.png")
     leftovers = [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.tmp")]
     assert leftovers == []  # every rewrite swapped its temp folder in and removed the old one
     r = run_cli("--root", str(root.path), "config", "nosuchkey", "x", env=env)
     assert r.returncode == 2 and "unknown setting 'nosuchkey'" in r.stderr
     cli("config", "catalog", "--unset")
-    cli("unhide", "conda/2024-01-01")
-    assert catalog()["conda/2024-01-01"]["hidden"], "an unset catalog is no longer rewritten"
+    cli("hide", "conda/2025-01-01")
+    assert not catalog()["conda/2025-01-01"]["hidden"], "an unset catalog is no longer rewritten"

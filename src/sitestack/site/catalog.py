@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from sitestack import __version__
 from sitestack.core.layout import SiteRoot
-from sitestack.core.records import SPEC, TESTS, StackRecord
+from sitestack.core.records import SPEC, TESTS, RetiredRecord, StackRecord
 from sitestack.errors import UsageError
 
 MARKER = ".sitestack-catalog"  # in every catalog we write: we only ever replace our own
@@ -45,6 +45,7 @@ class SiteView(Protocol):
     def state(self) -> dict[str, Any]: ...
     def stack_state(self, name: str, state: dict[str, Any] | None = None) -> dict[str, Any]: ...
     def default_version(self, name: str) -> str | None: ...
+    def retired(self, name: str | None = None) -> list[RetiredRecord]: ...
 
 
 @dataclass(frozen=True)
@@ -132,8 +133,11 @@ def catalog_data(site: SiteView) -> dict[str, Any]:
                 "page": f"{rec.name}/{rec.version}.html",
                 "diff_page": f"{rec.name}/{rec.version}.diff.html" if i else None,
             })
+    # Retired versions stay listed, with date and message, so a user who still names one
+    # finds out why it is gone and what replaced it.
+    retired = [r.to_json() | {"ref": r.ref} for r in site.retired()]
     return {"format": 1, "generated": _now(), "sitestack": __version__, "root": str(site.root.path),
-            "sites": sorted({v["site"] for v in stacks}), "stacks": stacks}
+            "sites": sorted({v["site"] for v in stacks}), "stacks": stacks, "retired": retired}
 
 
 def _now() -> str:
@@ -210,8 +214,24 @@ def render(data: dict[str, Any]) -> dict[str, str]:
     names = len({v["name"] for v in data["stacks"]})
     count_text = f"{n} stack version{'s' if n != 1 else ''} of {names} stack{'s' if names != 1 else ''}"
     files["index.html"] = _template("index.html").substitute(
-        common, rows="\n".join(rows), count_text=e(count_text), script=_asset("search.js"))
+        common, rows="\n".join(rows), count_text=e(count_text), script=_asset("search.js"),
+        retired=_retired_section(data.get("retired", [])))
     return files
+
+
+def _retired_section(retired: list[dict[str, Any]]) -> str:
+    if not retired:
+        return ""
+    rows = "\n".join(
+        f'      <tr><td><code>{e(r["ref"])}</code></td><td>{e(r["retired"])}</td><td>{e(r["message"])}</td></tr>'
+        for r in retired
+    )
+    return (
+        '<section id="retired">\n  <h2>Retired versions</h2>\n'
+        '  <p class="muted">These no longer load; <code>module load</code> says why.</p>\n'
+        '  <table class="grid">\n    <thead><tr><th>Stack</th><th>Retired on</th><th>Message</th></tr></thead>\n'
+        f"    <tbody>\n{rows}\n    </tbody>\n  </table>\n</section>"
+    )
 
 
 def _version_page(t: Template, v: dict[str, Any], prev: dict[str, Any] | None, by_ref: dict[str, Any],
