@@ -33,7 +33,12 @@ fi
 # A user's shell: Lmod, a private HOME inside the demo folder, nothing else.
 mkdir -p "$ROOT/home"
 rm -rf "$ROOT/home/my_env" "$ROOT/home/my_layer" "$ROOT/home/my_clone"
-env -i HOME="$ROOT/home" USER="${USER:-root}" LANG=C.UTF-8 PATH="$(dirname "$SITESTACK"):/usr/local/bin:/usr/bin:/bin" \
+# Keep the machine's CA settings (a site proxy's CA), or uv in the clean shell cannot reach an index.
+CA_ENV=()
+for v in SSL_CERT_FILE SSL_CERT_DIR PIP_CERT REQUESTS_CA_BUNDLE; do
+  [ -n "${!v:-}" ] && CA_ENV+=("$v=${!v}")
+done
+env -i "${CA_ENV[@]}" HOME="$ROOT/home" USER="${USER:-root}" LANG=C.UTF-8 PATH="$(dirname "$SITESTACK"):/usr/local/bin:/usr/bin:/bin" \
     SITESTACK="$SITESTACK" ROOT="$ROOT" LMOD_INIT="$LMOD_INIT" \
     bash --noprofile --norc -euo pipefail -c '
 source "$LMOD_INIT"
@@ -49,6 +54,10 @@ show "$HOME/my_env/bin/python" -c "import numpy; print(\"my_env inherits numpy\"
 if "$SITESTACK" venv --help >/dev/null 2>&1; then
   show "$SITESTACK" venv "$HOME/my_layer"
   show "$HOME/my_layer/bin/python" -c "import numpy; print(\"sitestack layer inherits numpy\", numpy.__version__)"
+  # Only what the stack lacks lands in the layer; numpy stays in the stack.
+  show "$SITESTACK" install --layer "$HOME/my_layer" --dry-run tabulate numpy
+  show "$SITESTACK" install --layer "$HOME/my_layer" tabulate
+  show "$HOME/my_layer/bin/python" -c "import tabulate, numpy; print(\"tabulate from\", tabulate.__file__); print(\"numpy from\", numpy.__file__)"
 fi
 if "$SITESTACK" clone --help >/dev/null 2>&1; then
   show "$SITESTACK" clone conda/2022-07-19 --prefix "$HOME/my_clone"
