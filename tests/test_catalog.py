@@ -237,3 +237,19 @@ def test_config_catalog_rewritten_by_build_and_state(workdir: Path, wheelhouse: 
     cli("config", "catalog", "--unset")
     cli("hide", "conda/2025-01-01")
     assert not catalog()["conda/2025-01-01"]["hidden"], "an unset catalog is no longer rewritten"
+
+
+def test_skipped_gpu_tests_are_not_failures(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from sitestack.site import catalog
+
+    (tmp_path / "tests.json").write_text(json.dumps([
+        {"test": "import numpy", "ok": True, "status": "passed", "kind": "cpu"},
+        {"test": "import torch.cuda", "ok": None, "status": "skipped", "kind": "gpu"},
+        {"test": "old record", "ok": True},  # before `status` existed
+    ]))
+    smoke = catalog._smoke(SimpleNamespace(records=tmp_path))  # type: ignore[arg-type]
+    assert (smoke["passed"], smoke["failed"], smoke["skipped"]) == (2, 0, 1)
+    badge = catalog._smoke_badge({"smoke": smoke})
+    assert "2/2 passed" in badge and "1 skipped" in badge and "fail" not in badge

@@ -33,6 +33,8 @@ CATALOG_JSON = "catalog.json"
 SPEC_BADGE = '<span class="badge spec">spec</span>'
 PASSED = '<span class="badge pass">passed</span>'
 FAILED = '<span class="badge fail">failed</span>'
+SKIPPED = '<span class="badge none">skipped (no GPU)</span>'
+RESULT = {"passed": PASSED, "failed": FAILED, "skipped": SKIPPED}
 
 
 class SiteView(Protocol):
@@ -98,9 +100,18 @@ def _smoke(rec: StackRecord) -> dict[str, Any]:
         results = json.loads((rec.records / TESTS).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         results = []
-    tests = [{"test": str(r.get("test", "")), "ok": bool(r.get("ok")), "output": str(r.get("output", ""))}
+    tests = [{"test": str(r.get("test", "")), "status": _test_status(r), "output": str(r.get("output", ""))}
              for r in results if isinstance(r, dict)]
-    return {"total": len(tests), "passed": sum(t["ok"] for t in tests), "tests": tests}
+    count = {k: sum(t["status"] == k for t in tests) for k in ("passed", "failed", "skipped")}
+    return {"total": len(tests), **count, "tests": tests}
+
+
+def _test_status(r: dict[str, Any]) -> str:
+    # Older records have only `ok`; a skipped GPU test has `ok: null` and is never a pass.
+    status = r.get("status")
+    if status in ("passed", "failed", "skipped"):
+        return str(status)
+    return "passed" if r.get("ok") is True else "failed"
 
 
 def catalog_data(site: SiteView) -> dict[str, Any]:
@@ -159,9 +170,10 @@ def _smoke_badge(v: dict[str, Any]) -> str:
     s = v["smoke"]
     if not s["total"]:
         return '<span class="badge none">none recorded</span>'
-    if s["passed"] == s["total"]:
-        return f'<span class="badge pass">{s["passed"]}/{s["total"]} passed</span>'
-    return f'<span class="badge fail">{s["total"] - s["passed"]} of {s["total"]} failed</span>'
+    skipped = f' <span class="badge none">{s["skipped"]} skipped</span>' if s["skipped"] else ""
+    if not s["failed"]:
+        return f'<span class="badge pass">{s["passed"]}/{s["total"] - s["skipped"]} passed</span>{skipped}'
+    return f'<span class="badge fail">{s["failed"]} of {s["total"]} failed</span>{skipped}'
 
 
 def _size(n: int) -> str:
@@ -252,7 +264,7 @@ def _version_page(t: Template, v: dict[str, Any], prev: dict[str, Any] | None, b
     if smoke["tests"]:
         items = "\n".join(
             f'      <tr><td class="mono">{e(t_["test"])}</td><td>'
-            f'{PASSED if t_["ok"] else FAILED}</td></tr>'
+            f'{RESULT[t_["status"]]}</td></tr>'
             for t_ in smoke["tests"])
         details = (f'  <section>\n    <h2>Smoke tests at build time</h2>\n    <table class="grid packages">\n'
                    f'      <thead><tr><th>Test</th><th>Result</th></tr></thead>\n      <tbody>\n{items}\n'
