@@ -273,14 +273,19 @@ def finish(
     log.step("running smoke tests while hashing every file")
     # One read of every byte that did not come from the site cache (whose hashes are kept
     # with each entry): hash it, and find files that name the temp or the final prefix.
-    # The smoke tests only read the prefix, so they run meanwhile.
+    # The smoke tests run meanwhile. A site's test command may write into the prefix (a .pth,
+    # a generated cache); whatever it touched is read again once it is done.
     manifest = Manifest(files=dict(installed.known))
+    t_smoke = time.time_ns() - 2_000_000_000  # the same clock margin as t_scan below
     with ThreadPoolExecutor(max_workers=1) as pool:
         tests = pool.submit(smoke)
         with Progress(log, "hashed", unit="bytes") as bar:
             hits = refresh(tmp, manifest, installed.since_ns, [str(tmp), str(final)],
                            progress=lambda n: bar.advance(n))
         results = tests.result()  # a failed smoke test raises here: nothing is published
+    again = refresh(tmp, manifest, t_smoke, [str(tmp), str(final)])
+    reread = {h.path for h in again}
+    hits = [h for h in hits if h.path not in reread] + again
     log.add(f"{len(installed.known)} file(s) linked from the site cache were not read again")
     # File times come from a coarse kernel clock that can lag time_ns() by a tick: a margin
     # makes sure every later write counts as "since"; at worst a few files are read twice.
