@@ -317,6 +317,46 @@ def test_lock_wait_times_out_naming_the_holder(stack: StackRecord, site_root) ->
     run_cli("default", stack.ref, "--root", str(site_root.path), check=True)  # free again
 
 
+@pytest.mark.parametrize("holder_mode", ["shared", "exclusive"])
+def test_cache_use_lock_wait_times_out_naming_a_flock_holder(stack: StackRecord, site_root,
+                                                             holder_mode: str) -> None:
+    """The package cache's use-lock (shared by builds, exclusive by gc) waits no longer than
+    the other site locks, and names the holder even when it is a plain `flock` that
+    recorded nothing (from the kernel's /proc/locks)."""
+    from sitestack.build import pkgcache
+
+    lock = pkgcache.use_lock(site_root)
+    assert lock.is_file()  # the session stack's build made it
+    flag = "-s" if holder_mode == "shared" else "-x"
+    holder = subprocess.Popen(["flock", flag, str(lock), "-c", "echo held; sleep 60"],
+                              stdout=subprocess.PIPE, text=True, start_new_session=True)
+    env = {**os.environ, "SITESTACK_LOCK_TIMEOUT": "1"}
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        if holder_mode == "shared":  # a build linking: gc (exclusive) gives up
+            r = run_cli("gc", "--root", str(site_root.path), env=env)
+            assert r.returncode == 5, r.stderr
+            err = one_error(r)
+            assert "the site's package cache is locked by" in err
+        else:  # gc running: a build's shared hold gives up, with the same message
+            r = subprocess.run(
+                [sys.executable, "-c",
+                 "import sys\nfrom sitestack.core.fsutil import shared_lock\n"
+                 "from sitestack.errors import ConflictError\n"
+                 "try:\n with shared_lock(sys.argv[1], what='the cache'): print('got it')\n"
+                 "except ConflictError as e:\n print(e, e.hint, sep='\\n'); sys.exit(5)\n", str(lock)],
+                capture_output=True, text=True, env=env, timeout=60)
+            assert r.returncode == 5, r.stdout + r.stderr
+            err = r.stdout
+            assert "the cache is locked by" in err
+        assert f"pid {holder.pid} (flock), user root" in err, err
+        assert "gave up after" in err and "SITESTACK_LOCK_TIMEOUT" in err
+    finally:
+        os.killpg(holder.pid, signal.SIGKILL)  # the shell under flock holds the descriptor too
+        holder.wait()
+    assert run_cli("gc", "--dry-run", "--root", str(site_root.path), env=env).returncode == 0  # free again
+
+
 # --- 7. paths that would break scripts -------------------------------------------------------------
 
 def test_activate_quotes_a_hostile_to_folder(stack: StackRecord, site_root, scratch: Path) -> None:
@@ -357,18 +397,49 @@ def test_venv_at_a_path_with_a_space_has_a_working_pip(stack: StackRecord, site_
     assert r.stdout.strip() == str(layer)
 
 
+@pytest.mark.parametrize("folder", ["cl one", "x$(touch PWNED1)`touch PWNED2` ;y & z"])
+def test_clone_at_a_hostile_path_has_working_scripts(stack: StackRecord, site_root, scratch: Path,
+                                                     folder: str) -> None:
+    """A clone whose path holds a space, `$()` or backticks: bin/pip and console scripts run
+    (the /bin/sh shebang trick), and sourcing activate runs none of the embedded commands."""
+    dest = scratch / folder
+    r = run_cli("clone", stack.ref, "--prefix", str(dest), "--mode", "copy", "--root", str(site_root.path),
+                env=clean_env())
+    assert r.returncode == 0, r.stderr
+    for script in ("pip", "tinyapp"):
+        assert (dest / "bin" / script).read_bytes().startswith(b"#!/bin/sh\n"), script
+    r = subprocess.run([str(dest / "bin" / "pip"), "--version"], capture_output=True, text=True,
+                       env=clean_env(), cwd=scratch)
+    assert r.returncode == 0 and r.stdout.startswith("pip ") and str(dest) in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([str(dest / "bin" / "tinyapp")], capture_output=True, text=True, env=clean_env(), cwd=scratch)
+    assert r.returncode == 0 and r.stdout == "tinyapp 1.0\n", r.stderr
+    out = subprocess.run(["sh", "-c", '. "$1" && printf "%s\\n" "$SITESTACK_CLONE" && command -v python3 && '
+                          'python3 -c "import sys, tinyapp; print(sys.prefix)"', "sh", str(dest / "bin" / "activate")],
+                         capture_output=True, text=True, cwd=scratch, env=clean_env())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [str(dest), f"{dest}/bin/python3", str(dest)]
+    assert not list(scratch.rglob("PWNED*")) and not list(Path.cwd().glob("PWNED*"))
+
+
 # --- a private stack for tampering: built under umask 000 (item 11) --------------------------------
 
 @pytest.fixture(scope="module")
 def own_site(workdir: Path, wheelhouse: Path) -> Iterator[tuple[Path, StackRecord]]:
-    """A root of its own with one stack, built by the CLI under `umask 000`."""
+    """A root of its own with one stack, built under `umask 000` by the library itself (not
+    the CLI, which adds o-w to the umask): every folder the build makes gets an explicit mode.
+    Its archive is published the same way (pack's make_parent makes archives/NAME/)."""
     from tests.conftest import spec_text
 
     root = workdir / f"sec-site-{uuid.uuid4().hex[:6]}"
     spec = workdir / f"sec-{uuid.uuid4().hex[:6]}.toml"
     spec.write_text(spec_text("sec", ["shadowme==1.0"], wheelhouse, imports=["shadowme"]))
-    r = subprocess.run(["sh", "-c", 'umask 000 && exec "$@"', "sh", sys.executable, "-m", "sitestack",
-                        "build", str(spec), "--version", "v1", "--root", str(root)],
+    script = ("import os, sys\nfrom pathlib import Path\nos.umask(0)\n"
+              "from sitestack.build.stack import build\nfrom sitestack.core.layout import SiteRoot\n"
+              "from sitestack.scale.pack import pack\nfrom sitestack.site.spec import load_spec\n"
+              "root = SiteRoot(Path(sys.argv[2]))\n"
+              "build(load_spec(sys.argv[1]), root, version='v1')\n"
+              "pack('sec/v1', root, root.archive('sec', 'v1'), make_parent=True)\n")
+    r = subprocess.run([sys.executable, "-c", script, str(spec), str(root)],
                        capture_output=True, text=True, env=clean_env(), timeout=900)
     assert r.returncode == 0, r.stderr
     from sitestack.core.layout import SiteRoot

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sitestack.core.bytecode import pyc_paths
-from sitestack.core.fsutil import atomic_write_json, file_lock, make_readonly, rmtree
+from sitestack.core.fsutil import atomic_write_json, file_lock, make_dirs, make_readonly, rmtree
 from sitestack.core.manifest import FileEntry, Manifest, scan
 from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
@@ -165,7 +165,7 @@ def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Se
     Pins named in `build` are built from source with their options and keyed by them."""
     build = build or {}
     base = cache_root(root)
-    base.mkdir(parents=True, exist_ok=True)
+    make_dirs(base)  # exact modes: the library may run under any umask
     tag = _tag(python)
     opts = {pin: build.get(pin_name(pin)) for pin in pins}
     names = {}

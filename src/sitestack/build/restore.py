@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sitestack.build.smoke import run_smoke_tests
-from sitestack.core.fsutil import crash_point, file_lock, make_readonly, rmtree
+from sitestack.core.fsutil import crash_point, file_lock, make_dirs, make_readonly, rmtree
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
 from sitestack.core.manifest import Manifest
@@ -164,7 +164,7 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
     with file_lock(root.lock_for(r.name), what=f"stack {r.name}"):
         if prefix.exists():
             raise ConflictError(f"{r.ref} was published meanwhile at {prefix}")
-        root.tmp.mkdir(parents=True, exist_ok=True)
+        make_dirs(root.tmp)  # exact modes, whatever the caller's umask
         for stale in root.tmp.glob(f"{r.name}-{r.version}-*"):
             rmtree(stale)  # we hold the name's lock: a killed restore's
         tmp = Path(tempfile.mkdtemp(prefix=f"{r.name}-{r.version}-", dir=root.tmp))
@@ -187,7 +187,7 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
             log.step("running smoke tests (imports)")
             run_smoke_tests(quick, stack, rec.python_xy, log)
             make_readonly(stack)
-            prefix.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(prefix.parent)
             os.rename(stack, prefix)
             fd = os.open(prefix.parent, os.O_RDONLY)
             try:

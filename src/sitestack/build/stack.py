@@ -27,6 +27,7 @@ from sitestack.core.fsutil import (
     atomic_write_text,
     file_lock,
     is_writable_dir,
+    make_dirs,
     make_readonly,
     rmtree,
     shared_lock,
@@ -109,7 +110,7 @@ def build(
     if spec.conda is None:
         source = find_python(spec.python)  # before anything is written: a bad python is bad input
     final = root.prefix(spec.name, version)
-    root.tmp.mkdir(parents=True, exist_ok=True)
+    make_dirs(root.tmp)  # ROOT, .sitestack, tmp: 0755 whatever the caller's umask
     with file_lock(root.lock_for(spec.name), timeout=lock_timeout, what=f"stack {spec.name}"):
         if final.exists():
             raise ConflictError(
@@ -134,7 +135,7 @@ def build(
             finish(spec, tmp, final, root, version, python, py_xy, packages,
                    lambda: run_smoke_tests(spec, tmp, py_xy, log), log, extra, installed)
             log.step(f"publishing {final}")
-            final.parent.mkdir(parents=True, exist_ok=True)
+            make_dirs(final.parent)
             publish(tmp, final, durable=True)
         except BaseException:
             rmtree(tmp)

@@ -103,11 +103,56 @@ def open_lock(path: Path, what: str = "") -> int:
 
 
 def _holder(fd: int) -> str:
+    """Who holds the lock on `fd`'s file: what the holder recorded, checked against the
+    kernel's own list (/proc/locks), which also names holders that record nothing (a
+    `flock` command, a shared holder whose record another one overwrote)."""
     try:
         text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
     except OSError:
         text = ""
+    pids = _lock_pids(fd)
+    if text and (not pids or any(text.startswith(f"pid {p},") for p in pids)):
+        return text
+    if pids:
+        return ", ".join(_describe_pid(p) for p in pids[:3]) + (" and others" if len(pids) > 3 else "")
     return text or "an unknown process (no sitestack holder recorded)"
+
+
+def _lock_pids(fd: int) -> list[int]:
+    """Pids /proc/locks names for flocks on `fd`'s inode (holders first, not waiters)."""
+    try:
+        st = os.fstat(fd)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    want = f":{st.st_ino}"
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}{want}"
+    pids = []
+    for line in lines:
+        fields = line.split()
+        # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF"; waiters have "->" in front
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == dev and fields[4].isdigit():
+            pid = int(fields[4])
+            if pid > 0 and pid != os.getpid() and pid not in pids:
+                pids.append(pid)
+    return pids
+
+
+def _describe_pid(pid: int) -> str:
+    import pwd
+
+    try:
+        uid = os.stat(f"/proc/{pid}").st_uid
+        user = pwd.getpwuid(uid).pw_name
+    except (OSError, KeyError):
+        user = "?"
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            comm = f.read().strip()
+    except OSError:
+        comm = "?"
+    return f"pid {pid} ({comm}), user {user}"
 
 
 def lock_timeout(timeout: float | None) -> float:
@@ -129,34 +174,43 @@ def file_lock(path: Path, *, timeout: float | None = None, what: str = "") -> It
     error when it gives up, name who holds it. The kernel drops a flock when its process dies:
     no lock outlives a kill -9.
     """
-    import fcntl
-    import time
-
     fd = open_lock(Path(path), what)
     try:
-        limit = lock_timeout(timeout)
-        t0, told = time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                pass
-            waited = time.monotonic() - t0
-            if waited >= limit:
-                raise ConflictError(
-                    f"{what or path} is locked by {_holder(fd)} ({path}); gave up after "
-                    f"{waited:.1f}s", hint=f"wait for that command to finish, or set "
-                    f"{LOCK_TIMEOUT_ENV}=SECONDS to wait longer")
-            if not told and waited >= 1:
-                print(f"sitestack: waiting for {what or path}, held by {_holder(fd)}",
-                      file=sys.stderr, flush=True)
-                told = True
-            time.sleep(0.05 if waited < 1 else 0.25)
+        _acquire(fd, Path(path), exclusive=True, timeout=timeout, what=what)
         _record_holder(fd)
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock
+
+
+def _acquire(fd: int, path: Path, *, exclusive: bool, timeout: float | None, what: str) -> None:
+    """flock(2) without blocking, retried until `timeout` (see file_lock); then ConflictError
+    (exit 5) naming the holder. A wait of more than a second says so on stderr, once."""
+    import fcntl
+    import time
+
+    op = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB
+    limit = lock_timeout(timeout)
+    t0, told = time.monotonic(), False
+    while True:
+        try:
+            fcntl.flock(fd, op)
+            return
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            raise ConflictError(f"cannot lock {what or path}: {e.strerror}") from None
+        waited = time.monotonic() - t0
+        if waited >= limit:
+            raise ConflictError(
+                f"{what or path} is locked by {_holder(fd)} ({path}); gave up after "
+                f"{waited:.1f}s", hint=f"wait for that command to finish, or set "
+                f"{LOCK_TIMEOUT_ENV}=SECONDS to wait longer")
+        if not told and waited >= 1:
+            print(f"sitestack: waiting for {what or path}, held by {_holder(fd)}",
+                  file=sys.stderr, flush=True)
+            told = True
+        time.sleep(0.05 if waited < 1 else 0.25)
 
 
 def _record_holder(fd: int) -> None:
@@ -248,20 +302,18 @@ def is_writable_dir(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def shared_lock(path: Path, *, exclusive: bool = False, what: str = "") -> Iterator[None]:
+def shared_lock(path: Path, *, exclusive: bool = False, timeout: float | None = None,
+                what: str = "") -> Iterator[None]:
     """flock(2) on `path`: many holders share it, an exclusive holder waits for all of them.
 
     Builds hold the package cache's use-lock shared while they link from it; `gc` holds it
-    exclusive, so it never removes an entry a build has chosen but not yet linked.
+    exclusive, so it never removes an entry a build has chosen but not yet linked. The wait
+    is bounded like file_lock's ($SITESTACK_LOCK_TIMEOUT), and the error names the holder.
     """
-    import fcntl
-
     fd = open_lock(Path(path), what)  # only the site's writers can open it (see lock_mode)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        except OSError as e:
-            raise ConflictError(f"cannot lock {what or path}: {e.strerror}") from None
+        _acquire(fd, Path(path), exclusive=exclusive, timeout=timeout, what=what)
+        _record_holder(fd)  # shared holders overwrite each other: _holder asks the kernel too
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the flock

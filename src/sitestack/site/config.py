@@ -39,7 +39,7 @@ def read_config(root: SiteRoot) -> dict[str, Any]:
 
 def set_config(root: SiteRoot, key: str, value: str | None) -> dict[str, Any]:
     """Set (or with None, remove) one key under the state lock; return the whole config."""
-    from sitestack.core.fsutil import atomic_write_json, file_lock
+    from sitestack.core.fsutil import atomic_write_json, file_lock, make_dirs
 
     if key not in KEYS:
         raise UsageError(f"unknown setting {key!r}", hint="known settings: " + ", ".join(sorted(KEYS)))
@@ -49,7 +49,7 @@ def set_config(root: SiteRoot, key: str, value: str | None) -> dict[str, Any]:
         value = str(check_catalog_dir(root, Path(value)))
     if not root.path.is_dir():
         raise UsageError(f"site root {root.path} does not exist")
-    root.locks.mkdir(parents=True, exist_ok=True)
+    make_dirs(root.locks)  # exact modes, whatever the caller's umask
     with file_lock(root.state_lock, what=f"site root {root.path}"):
         data = read_config(root)
         if value is None:

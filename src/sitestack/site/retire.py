@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sitestack.core.fsutil import atomic_write_json, crash_point, file_lock, rmtree
+from sitestack.core.fsutil import atomic_write_json, crash_point, file_lock, make_dirs, rmtree
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord
 from sitestack.errors import NotFoundError, UsageError
@@ -180,7 +180,7 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
         date = _dt.date.today().isoformat()
         kept = _keep_records(root, name, version, prefix, date, message, keep_archive)
         crash_point("retire:after-records")
-        trash_dir(root, name).mkdir(parents=True, exist_ok=True)
+        make_dirs(trash_dir(root, name))  # exact modes, whatever the caller's umask
         trash = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=trash_dir(root, name)))
         atomic_write_json(trash / TRASH_TAG, {"name": name, "version": version})
         os.rename(prefix, trash / "stack")  # the one step: from here on it is retired
@@ -209,7 +209,7 @@ def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: s
                   keep_archive: bool) -> Path:
     """Copy the stack's records to the site's state, with the date and message, atomically."""
     final = root.retired_dir(name, version)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(final.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=final.parent))
     try:
         src = records_dir(prefix)
