@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,42 @@ def test_modulefile_writers_share_the_quote_functions() -> None:
 
     for v in HOSTILE:
         assert lmod.q(v) == lua_quote(v) and tcl.q(v) == tcl_quote(v)
+
+
+def test_raw_values_go_in_as_they_are_in_the_same_pass() -> None:
+    text = "a\n__BLOCK__\n  __GONE__\nb=__B__ __INLINE__\n"
+    out = render(text, {"B": "__BLOCK__"}, "sh", raw={"BLOCK": "x '1'\ny __B__", "GONE": "", "INLINE": "$z"})
+    # The raw block is not quoted and not expanded again; the empty one takes its line with it.
+    assert out == "a\nx '1'\ny __B__\nb=__BLOCK__ $z\n"
+    # An empty raw value inside a line just goes, the line stays.
+    assert render("[__E__]\n", {}, "lua", raw={"E": ""}) == "[]\n"
+    with pytest.raises(ValueError, match="both quoted and raw: \\['A'\\]"):
+        render("__A__", {"A": "1"}, "sh", raw={"A": "2"})
+    with pytest.raises(ValueError, match="without placeholders: \\['C'\\]"):
+        render("__A__", {"A": "1"}, "sh", raw={"C": ""})
+
+
+def test_modulefile_templates_render_hostile_values_for_real_lua_and_tclsh(tmp_path: Path) -> None:
+    """Every modulefile template, rendered with hostile values, is valid Lua / Tcl source."""
+    from sitestack.site.modulefiles import lmod, tcl
+    from sitestack.site.modulefiles.content import HEADER, ModuleContent
+
+    lua, tclsh = shutil.which("luac") or shutil.which("luac5.3"), shutil.which("tclsh")
+    if not lua or not tclsh:
+        pytest.skip("luac or tclsh not installed")
+    for clone, conda in ((False, False), (False, True), (True, False), (True, True)):
+        c = ModuleContent(
+            name="n", version="1", prefix=HOSTILE[5], root=HOSTILE[9], site="s", python="3.11.9",
+            description=HOSTILE[7], help=HOSTILE[10], packages=(("a", "1"), ("b", "__X__")), family="python",
+            depends_on=("gcc",), setenv=tuple((f"V{i}", v) for i, v in enumerate(HOSTILE[:-1])),
+            prepend_path=(("P", HOSTILE[4]),), deprecated=HOSTILE[6], conda=conda, clone=clone)
+        text = lmod.modulefile(c, HEADER)
+        # No placeholder left over, no blank line where an optional part was left out.
+        assert text.isascii() and "\n\n" not in text and "__" not in text.replace("__X__", "")
+        (tmp_path / "m.lua").write_text(text)
+        subprocess.run([lua, "-p", str(tmp_path / "m.lua")], check=True)
+        ttext = tcl.modulefile(c, HEADER)
+        assert ttext.isascii() and "\n\n" not in ttext and "__" not in ttext.replace("__X__", "")
+        # `info complete` proves every brace and quote closes; the body is not run.
+        r = subprocess.run([tclsh], input=f"puts [info complete {{{ttext}}}]\n", capture_output=True, text=True)
+        assert r.stdout.strip() == "1", r.stderr

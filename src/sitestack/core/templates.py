@@ -85,15 +85,30 @@ def placeholders(text: str) -> set[str]:
     return {m.group(1) for m in PLACEHOLDER.finditer(text)}
 
 
-def render(text: str, values: Mapping[str, str], language: str) -> str:
-    """`text` with every ``__NAME__`` replaced by ``quote(values[NAME])``, in one pass."""
+def render(text: str, values: Mapping[str, str], language: str,
+           raw: Mapping[str, str] | None = None) -> str:
+    """`text` with every ``__NAME__`` replaced by ``quote(values[NAME])``, in one pass.
+
+    ``raw`` values are text the caller has already built from quoted values (a list of
+    lines, another rendered template) and go in as they are; an empty raw value standing
+    alone on its line removes that line, so optional blocks leave no blank line behind.
+    """
     quote = QUOTE[language]
+    raw = raw or {}
     used = placeholders(text)
-    missing, unused = used - set(values), set(values) - used
-    if missing or unused:
+    given = set(values) | set(raw)
+    missing, unused = used - given, given - used
+    if missing or unused or set(values) & set(raw):
         raise ValueError(f"template placeholders without values: {sorted(missing)}; "
-                         f"values without placeholders: {sorted(unused)}")
-    quoted = {k: quote(v) for k, v in values.items()}
+                         f"values without placeholders: {sorted(unused)}; "
+                         f"both quoted and raw: {sorted(set(values) & set(raw))}")
+    quoted = {k: quote(v) for k, v in values.items()} | dict(raw)
+    empty = [k for k, v in raw.items() if not v]
+    if empty:
+        # In the same single pass: a whole line holding only an empty raw placeholder goes.
+        alone = "|".join(re.escape(k) for k in empty)
+        pattern = re.compile(rf"^[ \t]*__(?:{alone})__[ \t]*\n|{PLACEHOLDER.pattern}", re.M)
+        return pattern.sub(lambda m: quoted[m.group(1)] if m.group(1) else "", text)
     return PLACEHOLDER.sub(lambda m: quoted[m.group(1)], text)
 
 
@@ -104,9 +119,10 @@ def load(package: str, name: str) -> str:
     return (files(package) / "templates" / name).read_text(encoding="utf-8")
 
 
-def render_file(package: str, name: str, values: Mapping[str, str]) -> str:
+def render_file(package: str, name: str, values: Mapping[str, str],
+                raw: Mapping[str, str] | None = None) -> str:
     """Load a template and render it in the language its suffix names (.sh, .lua, .tcl)."""
     suffix = name[name.rfind("."):] if "." in name else ""
     if suffix not in SUFFIX:
         raise ValueError(f"template {name}: no language for suffix {suffix!r}")
-    return render(load(package, name), values, SUFFIX[suffix])
+    return render(load(package, name), values, SUFFIX[suffix], raw)

@@ -1,68 +1,65 @@
-"""Lmod modulefiles (.lua)."""
+"""Lmod modulefiles (.lua), rendered from the templates in ``templates/*.lua``.
+
+The bodies are package data; this module only decides which optional parts a
+``ModuleContent`` needs and builds the repeated lines (whatis, depends_on, setenv, ...)
+from values quoted by ``q``, the one Lua quoting rule (core.templates.lua_quote).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sitestack.core.templates import lua_quote
+from sitestack.core.templates import lua_quote, render_file
 
 if TYPE_CHECKING:
     from sitestack.site.modulefiles.content import ModuleContent
 
+PACKAGE = "sitestack.site.modulefiles"
 
 # One quoting rule per language, shared with the templates (core.templates).
 q = lua_quote
 
 
+def part(name: str, values: dict[str, str] | None = None, raw: dict[str, str] | None = None) -> str:
+    """A rendered template without its final newline: a block for a `__NAME__` line."""
+    return render_file(PACKAGE, name, values or {}, raw).removesuffix("\n")
+
+
+def calls(fn: str, *args_list: tuple[str, ...]) -> str:
+    """One `fn(arg, ...)` line per argument tuple, every argument quoted."""
+    return "\n".join(f"{fn}({', '.join(q(a) for a in args)})" for args in args_list)
+
+
 def modulefile(c: ModuleContent, header: str) -> str:
-    L = [f"-- {header}", f"help({q(c.help_text)})"]
-    L += [f"whatis({q(w)})" for w in c.whatis]
+    ref = f"{c.name}/{c.version}"
+    extensions = ""
     if c.extensions:
-        # One argument per line: spider lists each as NAME/VERSION (E), provided by this module.
-        L.append("extensions(\n  " + ",\n  ".join(q(e) for e in c.extensions) + "\n)")
-    if c.family:
-        L.append(f"family({q(c.family)})")
-    L += [f"depends_on({q(d)})" for d in c.depends_on]
-    L += [
-        f"local prefix = {q(c.prefix)}",
-        # HOME is read at load time, so one modulefile serves every user.
-        'local home = os.getenv("HOME") or ""',
-        f"local userbase = pathJoin(home, {', '.join(q(p) for p in c.user_base_parts)})",
-        'prepend_path("PATH", pathJoin(prefix, "bin"))',
-        # pushenv, not setenv: unload restores a value the user had before.
-        'pushenv("PYTHONUSERBASE", userbase)',
-        'prepend_path("PATH", pathJoin(userbase, "bin"))',
-    ]
-    if c.clone:
-        L.append('pushenv("SITESTACK_CLONE", prefix)')
-        L += ['pushenv("CONDA_PREFIX", prefix)'] if c.conda else []
-    else:
-        L += [
-            f"pushenv(\"SITESTACK_STACK\", {q(c.name + '/' + c.version)})",
-            'pushenv("SITESTACK_PREFIX", prefix)',
-            f"pushenv(\"SITESTACK_STACK_ROOT\", {q(c.root)})",
-        ]
-    if c.conda and not c.clone:
-        L += [
-            'pushenv("CONDA_PREFIX", prefix)',
-            f"pushenv(\"CONDA_DEFAULT_ENV\", {q(c.name + '/' + c.version)})",
-            'pushenv("CONDA_SHLVL", "1")',
-            'pushenv("CONDA_PROMPT_MODIFIER", "")',
-        ]
-    L += [f"pushenv({q(k)}, {q(v)})" for k, v in c.setenv]
-    L += [f"prepend_path({q(k)}, {q(v)})" for k, v in c.prepend_path]
+        extensions = part("extensions.lua", raw={"NAMES": ",\n".join(f"  {q(e)}" for e in c.extensions)})
+    identity = part("clone-env.lua") if c.clone else part("stack-env.lua", {"REF": ref, "ROOT": c.root})
+    conda = ""
+    if c.conda:
+        conda = part("conda-clone.lua") if c.clone else part("conda-env.lua", {"REF": ref})
+    deprecated = ""
     if c.deprecated:
-        L += [
-            'if (mode() == "load") then',
-            f"  LmodMessage({q(f'{c.name}/{c.version} is deprecated: {c.deprecated}')})",
-            "end",
-        ]
-    return "\n".join(L) + "\n"
+        deprecated = part("deprecated.lua", {"MESSAGE": f"{ref} is deprecated: {c.deprecated}"})
+    return render_file(PACKAGE, "stack.lua", {"HELP": c.help_text, "PREFIX": c.prefix}, raw={
+        "HEADER": header,
+        "WHATIS": calls("whatis", *((w,) for w in c.whatis)),
+        "EXTENSIONS": extensions,
+        "FAMILY": calls("family", (c.family,)) if c.family else "",
+        "DEPENDS_ON": calls("depends_on", *((d,) for d in c.depends_on)),
+        "USER_BASE": ", ".join(q(p) for p in c.user_base_parts),
+        "IDENTITY": identity,
+        "CONDA": conda,
+        "SETENV": calls("pushenv", *c.setenv),
+        "PREPEND_PATH": calls("prepend_path", *c.prepend_path),
+        "DEPRECATED": deprecated,
+    })
 
 
 def modulerc(name: str, default: str | None, hidden: list[str], header: str) -> str:
-    L = [f"-- {header}"]
-    if default:
-        L.append(f"module_version({q(name + '/' + default)}, \"default\")")
-    L += [f"hide_version({q(name + '/' + v)})" for v in hidden]
-    return "\n".join(L) + "\n"
+    return render_file(PACKAGE, "modulerc.lua", {}, raw={
+        "HEADER": header,
+        "DEFAULT": f"module_version({q(name + '/' + default)}, \"default\")" if default else "",
+        "HIDDEN": calls("hide_version", *((f"{name}/{v}",) for v in hidden)),
+    })

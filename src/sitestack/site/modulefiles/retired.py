@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sitestack.site.modulefiles import lmod, tcl
+from sitestack.core.templates import render_file
+from sitestack.site.modulefiles.lmod import PACKAGE
 
 if TYPE_CHECKING:
     from sitestack.core.records import RetiredRecord
@@ -20,22 +21,10 @@ def reason(r: RetiredRecord) -> str:
 
 
 def lmod_stub(r: RetiredRecord, header: str) -> str:
-    return "\n".join([
-        f"-- {header}",
-        f"whatis({lmod.q(f'{r.ref}: retired on {r.date}')})",
-        'if (mode() == "load") then',
-        f"  LmodError({lmod.q(reason(r))})",  # LmodError aborts the load with a non-zero status
-        "end",
-    ]) + "\n"
+    return render_file(PACKAGE, "retired.lua", {"WHATIS": f"{r.ref}: retired on {r.date}", "REASON": reason(r)},
+                       raw={"HEADER": header})
 
 
 def tcl_stub(r: RetiredRecord, header: str) -> str:
-    return "\n".join([
-        "#%Module1.0",
-        f"# {header}",
-        f"module-whatis {tcl.q(f'{r.ref}: retired on {r.date}')}",
-        "if {[module-info mode load]} {",
-        f"    puts stderr {tcl.q(reason(r))}",
-        "    break",  # Environment Modules: the load is aborted and `module load` fails
-        "}",
-    ]) + "\n"
+    return render_file(PACKAGE, "retired.tcl", {"WHATIS": f"{r.ref}: retired on {r.date}", "REASON": reason(r)},
+                       raw={"HEADER": header})

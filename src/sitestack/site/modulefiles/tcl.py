@@ -1,63 +1,65 @@
-"""Environment Modules modulefiles (Tcl)."""
+"""Environment Modules modulefiles (Tcl), rendered from the templates in ``templates/*.tcl``.
+
+The bodies are package data; this module only decides which optional parts a
+``ModuleContent`` needs and builds the repeated lines (module-whatis, depends-on, pushenv,
+...) from values quoted by ``q``, the one Tcl quoting rule (core.templates.tcl_quote).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sitestack.core.templates import tcl_quote
+from sitestack.core.templates import render_file, tcl_quote
 
 if TYPE_CHECKING:
     from sitestack.site.modulefiles.content import ModuleContent
 
+PACKAGE = "sitestack.site.modulefiles"
 
 # One quoting rule per language, shared with the templates (core.templates).
 q = tcl_quote
 
 
+def part(name: str, values: dict[str, str] | None = None, raw: dict[str, str] | None = None) -> str:
+    """A rendered template without its final newline: a block for a `__NAME__` line."""
+    return render_file(PACKAGE, name, values or {}, raw).removesuffix("\n")
+
+
+def commands(cmd: str, *args_list: tuple[str, ...]) -> str:
+    """One `cmd arg ...` line per argument tuple, every argument quoted."""
+    return "\n".join(" ".join([cmd, *(q(a) for a in args)]) for args in args_list)
+
+
 def modulefile(c: ModuleContent, header: str) -> str:
-    L = ["#%Module1.0", f"# {header}", "proc ModulesHelp { } {", f"    puts stderr {q(c.help_text)}", "}"]
-    L += [f"module-whatis {q(w)}" for w in c.whatis]
+    ref = f"{c.name}/{c.version}"
+    extensions = ""
     if c.extensions:
-        # A no-op in Environment Modules 5.x (kept for Lmod reading this tree); see modulefiles.md.
-        L.append("extensions " + " ".join(q(e) for e in c.extensions))
-    if c.family:
-        L.append(f"family {q(c.family)}")
-    L += [f"depends-on {q(d)}" for d in c.depends_on]
-    L += [
-        f"set prefix {q(c.prefix)}",
-        "set home [getenv HOME]",
-        f"set userbase [file join $home {' '.join(q(p) for p in c.user_base_parts)}]",
-        'prepend-path PATH [file join $prefix bin]',
-        "pushenv PYTHONUSERBASE $userbase",
-        'prepend-path PATH [file join $userbase bin]',
-    ]
-    if c.clone:
-        L.append("pushenv SITESTACK_CLONE $prefix")
-        L += ["pushenv CONDA_PREFIX $prefix"] if c.conda else []
-    else:
-        L += [
-            f"pushenv SITESTACK_STACK {q(c.name + '/' + c.version)}",
-            "pushenv SITESTACK_PREFIX $prefix",
-            f"pushenv SITESTACK_STACK_ROOT {q(c.root)}",
-        ]
-    if c.conda and not c.clone:
-        L += [
-            "pushenv CONDA_PREFIX $prefix",
-            f"pushenv CONDA_DEFAULT_ENV {q(c.name + '/' + c.version)}",
-            "pushenv CONDA_SHLVL 1",
-            'pushenv CONDA_PROMPT_MODIFIER ""',
-        ]
-    L += [f"pushenv {q(k)} {q(v)}" for k, v in c.setenv]
-    L += [f"prepend-path {q(k)} {q(v)}" for k, v in c.prepend_path]
+        extensions = part("extensions.tcl", raw={"NAMES": " ".join(q(e) for e in c.extensions)})
+    identity = part("clone-env.tcl") if c.clone else part("stack-env.tcl", {"REF": ref, "ROOT": c.root})
+    conda = ""
+    if c.conda:
+        conda = part("conda-clone.tcl") if c.clone else part("conda-env.tcl", {"REF": ref})
+    deprecated = ""
     if c.deprecated:
-        msg = f"{c.name}/{c.version} is deprecated: {c.deprecated}"
-        L += ["if {[module-info mode load]} {", f"    puts stderr {q(msg)}", "}"]
-    return "\n".join(L) + "\n"
+        deprecated = part("deprecated.tcl", {"MESSAGE": f"{ref} is deprecated: {c.deprecated}"})
+    return render_file(PACKAGE, "stack.tcl", {"HELP": c.help_text, "PREFIX": c.prefix}, raw={
+        "HEADER": header,
+        "WHATIS": commands("module-whatis", *((w,) for w in c.whatis)),
+        "EXTENSIONS": extensions,
+        "FAMILY": commands("family", (c.family,)) if c.family else "",
+        "DEPENDS_ON": commands("depends-on", *((d,) for d in c.depends_on)),
+        "USER_BASE": " ".join(q(p) for p in c.user_base_parts),
+        "IDENTITY": identity,
+        "CONDA": conda,
+        "SETENV": commands("pushenv", *c.setenv),
+        "PREPEND_PATH": commands("prepend-path", *c.prepend_path),
+        "DEPRECATED": deprecated,
+    })
 
 
 def modulerc(name: str, default: str | None, hidden: list[str], header: str) -> str:
-    L = ["#%Module1.0", f"# {header}"]
-    if default:
-        L.append(f"module-version {q(name + '/' + default)} default")
-    L += [f"module-hide {q(name + '/' + v)}" for v in hidden]
-    return "\n".join(L) + "\n"
+    return render_file(PACKAGE, "modulerc.tcl", {}, raw={
+        "HEADER": header,
+        "DEFAULT": f"module-version {q(name + '/' + default)} default" if default else "",
+        "HIDDEN": commands("module-hide", *((f"{name}/{v}",) for v in hidden)),
+    })

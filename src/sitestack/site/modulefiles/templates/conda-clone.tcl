@@ -1,0 +1,1 @@
+pushenv CONDA_PREFIX $prefix

@@ -1,0 +1,3 @@
+if (mode() == "load") then
+  LmodMessage(__MESSAGE__)
+end

@@ -1,0 +1,3 @@
+if {[module-info mode load]} {
+    puts stderr __MESSAGE__
+}

@@ -1,0 +1,4 @@
+-- One argument per line: spider lists each as NAME/VERSION (E), provided by this module.
+extensions(
+__NAMES__
+)

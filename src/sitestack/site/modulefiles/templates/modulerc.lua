@@ -1,0 +1,3 @@
+-- __HEADER__
+__DEFAULT__
+__HIDDEN__

@@ -1,0 +1,3 @@
+pushenv SITESTACK_STACK __REF__
+pushenv SITESTACK_PREFIX $prefix
+pushenv SITESTACK_STACK_ROOT __ROOT__
