@@ -355,8 +355,10 @@ def check_output(output: Path, *, make_parent: bool = False) -> Path:
     output = Path(os.path.abspath(output))
     parent = output.parent
     if make_parent and not parent.exists():
+        from sitestack.core.fsutil import make_dirs
+
         try:
-            parent.mkdir(mode=0o755, parents=True)
+            make_dirs(parent)  # every missing level 0755 (mkdir's mode skips the parents)
         except PermissionError:
             raise ConflictError(f"cannot create {parent}: not writable by this user") from None
         except (FileExistsError, NotADirectoryError):
