@@ -10,8 +10,11 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -112,9 +115,18 @@ def test_stub_fails_load_and_is_hidden(system: str, retired: SiteRoot) -> None:
 def test_list_all_shows_retired(retired: SiteRoot) -> None:
     plain = json.loads(cli(retired, "list", "--json").stdout)
     assert [x["version"] for x in plain] == ["2"]
+    assert plain[0]["status"] == "published" and plain[0]["retired"] is None and plain[0]["message"] is None
     rows = json.loads(cli(retired, "list", "--all", "--json").stdout)
-    gone = [x for x in rows if x.get("status") == ["retired"]]
+    gone = [x for x in rows if x["status"] == "retired"]
     assert [(x["version"], x["retired"], x["message"]) for x in gone] == [("1", TODAY, MSG)]
+    # Every row has the same keys: a retired one is read from its kept stack.json.
+    (live,) = [x for x in rows if x["status"] == "published"]
+    assert set(gone[0]) == set(live)
+    kept = json.loads((retired.retired_dir("rt", "1") / "stack.json").read_text())
+    assert gone[0]["python"] == kept["python"] and gone[0]["python"].startswith("3.")
+    assert gone[0]["packages"] == len(kept["packages"]) and gone[0]["files"] == kept["files"] > 0
+    assert gone[0]["prefix"] == str(retired.prefix("rt", "1")) and gone[0]["kind"] == "pypi"
+    assert gone[0]["default"] is False and gone[0]["hidden"] is False and gone[0]["disk_bytes"] == 0
     text = cli(retired, "list", "--all").stdout
     assert f"rt/1  retired on {TODAY}: {MSG}" in text and "rt/1" not in cli(retired, "list").stdout
 
@@ -360,3 +372,143 @@ def test_kill_during_gc(crash_site: tuple[SiteRoot, BuildStack]) -> None:
     cli(root, "gc")
     assert not [p for p in pkgcache.cache_root(root).iterdir() if p.name.startswith(".")]
     assert cli(root, "verify").returncode == 0
+
+
+# --- gc: temps of killed packs and clones -----------------------------------------------------------
+
+def kill_when(proc: subprocess.Popen[bytes], folder: Path, *, timeout: float = 120) -> Path | None:
+    """SIGKILL `proc` as soon as a temp carrying its pid shows up in `folder`; that temp, or
+    None when the command finished first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        found = [p for p in folder.iterdir() if f"-{proc.pid}-" in p.name] if folder.is_dir() else []
+        if found:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return found[0]
+        time.sleep(0.01)
+    proc.wait()
+    return None
+
+
+def killed_temp(root: SiteRoot, folder: Path, *args: str) -> Path:
+    for _attempt in range(5):
+        proc = subprocess.Popen([sys.executable, "-m", "sitestack", *args, "--root", str(root.path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        temp = kill_when(proc, folder)
+        if temp is not None:
+            assert proc.returncode == -9 and os.path.lexists(temp)
+            return temp
+    raise AssertionError(f"{args} always finished before it could be killed")
+
+
+def test_gc_removes_temps_of_killed_packs_and_clones(crash_site: tuple[SiteRoot, BuildStack]) -> None:
+    from sitestack.core.publish import HOST
+
+    root, _ = crash_site
+    archives = root.path / "archives" / "cr"
+    pack_temp = killed_temp(root, archives, "pack", "cr/base", "--publish", "--level", "19")
+    clones = root.path / "clones"
+    clones.mkdir(exist_ok=True)
+    clone_temp = killed_temp(root, clones, "clone", "cr/base", "--prefix", str(clones / "c1"), "--mode", "copy")
+    assert clone_temp.name.startswith(f".c1.clone-{HOST}-") and clone_temp.is_dir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    keep = [archives / f".base.tar.zst.tmp-{HOST}-{os.getpid()}-abcd1234",  # a pack running now
+            archives / f".base.tar.zst.tmp-otherhost-{dead.pid}-abcd1234"]  # another host's
+    for k in keep:
+        k.write_bytes(b"\0" * 1000)
+    old_style = archives / f".base.tar.zst.tmp-{dead.pid}"  # from before temps carried a host
+    old_style.write_bytes(b"\0" * 1000)
+    dry = json.loads(cli(root, "gc", "--dry-run", "--json").stdout)
+    temps = {r["path"]: r["bytes"] for r in dry["removed"] if r["kind"] == "temp"}
+    assert {str(pack_temp), str(clone_temp), str(old_style)} <= set(temps), dry
+    assert not {str(k) for k in keep} & set(temps)
+    assert temps[str(clone_temp)] > 0 and pack_temp.exists() and clone_temp.exists()
+    res = json.loads(cli(root, "gc", "--json").stdout)
+    assert {str(pack_temp), str(clone_temp), str(old_style)} <= {r["path"] for r in res["removed"]}
+    assert not os.path.lexists(pack_temp) and not os.path.lexists(clone_temp) and not old_style.exists()
+    assert all(k.exists() for k in keep)
+    for k in keep:
+        k.unlink()
+    assert cli(root, "verify").returncode == 0
+    default_loads(root)
+
+
+# --- kill -9 after a random delay (not at a named point) -------------------------------------------
+
+def invariants(root: SiteRoot, versions: list[str]) -> None:
+    """Each version fully published (and verifying) or fully retired with its records kept;
+    the default loads under the real module systems."""
+    for v in versions:
+        pub, ret = published(root, v), retired_ok(root, v)
+        assert pub != ret, (v, pub, ret)
+        if pub:
+            assert cli(root, "verify", f"cr/{v}").returncode == 0
+        else:
+            assert {"lock.txt", "spec.toml", "manifest.json", "retired.json"} <= \
+                {p.name for p in root.retired_dir("cr", v).iterdir()}
+    default_loads(root)
+
+
+def timed_run(root: SiteRoot, *args: str) -> float:
+    t0 = time.monotonic()
+    cli(root, *args)
+    return time.monotonic() - t0
+
+
+def killed_after(root: SiteRoot, delay: float, *args: str) -> int:
+    proc = subprocess.Popen([sys.executable, "-m", "sitestack", *args, "--root", str(root.path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    return proc.wait()
+
+
+def test_random_kill_during_retire(crash_site: tuple[SiteRoot, BuildStack]) -> None:
+    root, b = crash_site
+    rng = random.Random(int(os.environ.get("SITESTACK_TEST_SEED", "0")) or None)
+    b("cr", "rk-t", ["shadowme==1.0"])
+    whole = timed_run(root, "retire", "cr/rk-t", "-m", "bye")  # how long one takes, start-up included
+    killed, versions = 0, []
+    for i in range(4):
+        v = f"rk-{i}"
+        b("cr", v, ["shadowme==1.0"])
+        versions.append(v)
+        delay = rng.uniform(0.3, 1.0) * whole
+        rc = killed_after(root, delay, "retire", f"cr/{v}", "-m", "bye")
+        killed += rc == -9
+        invariants(root, versions)
+        r = cli(root, "retire", f"cr/{v}", "-m", "bye", check=False)  # finishes what the kill left
+        assert r.returncode == 0 or (r.returncode == 2 and "is already retired" in r.stderr), r.stderr
+        assert retired_ok(root, v) and not root.prefix("cr", v).exists(), (v, delay)
+        assert "LmodError" in (root.lmod_dir / "cr" / f"{v}.lua").read_text()
+    assert killed, f"no run was killed before it finished (one took {whole:.2f}s)"
+    assert not any((root.trash / "cr").iterdir())
+    assert cli(root, "verify").returncode == 0
+
+
+def test_random_kill_during_gc(crash_site: tuple[SiteRoot, BuildStack]) -> None:
+    root, b = crash_site
+    rng = random.Random(int(os.environ.get("SITESTACK_TEST_SEED", "0")) or None)
+    cli(root, "gc")
+    killed, versions = 0, []
+    for i in range(4):
+        v = f"gk-{i}"
+        # Each round's build needs the entries the previous round's gc was killed removing:
+        # a half-removed entry must never be linked.
+        b("cr", v, ["shadowme==1.0", "tinyapp"], imports=["shadowme", "tinyapp"], commands=["tinyapp"])
+        versions.append(v)
+        invariants(root, versions)
+        cli(root, "retire", f"cr/{v}")
+        whole = timed_run(root, "gc", "--dry-run")
+        delay = rng.uniform(0.3, 1.2) * whole
+        rc = killed_after(root, delay, "gc")
+        killed += rc == -9
+        invariants(root, versions)
+    assert killed, "no gc was killed before it finished"
+    cli(root, "gc")
+    assert not [p for p in pkgcache.cache_root(root).iterdir() if p.name.startswith(".")]
+    assert not [p for p in root.tmp.iterdir() if p.name.startswith(".")] if root.tmp.is_dir() else True
+    assert cli(root, "verify").returncode == 0
+    default_loads(root)

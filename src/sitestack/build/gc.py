@@ -8,6 +8,10 @@ What goes:
   leave wrong; a file a stack copied instead of linking never pins an entry, as it should not.
 - temp folders of killed builds, restores and cache fills (ROOT/.sitestack/tmp, pypi/.tmp-*),
   half-removed cache entries (pypi/.gc-*) and stacks left in the trash by a killed retire;
+- temps of killed `pack` runs (`.V.tar.zst.tmp-HOST-PID-*`, as large as the archive) and
+  killed clones (`.NAME.clone-HOST-PID-*`) in the site's own folders (archives/, and any
+  folder up to three levels below ROOT outside stacks/, .sitestack/ and the modulefiles),
+  by core.publish.clear_stale's rule: only those of this host whose process is gone;
 - `pack --publish` archives of versions that are not published, unless their retirement
   asked to keep the archive (`retire --keep-archive`).
 
@@ -21,12 +25,14 @@ kill -9 leaves nothing a build would trust, and the next gc finishes it.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from sitestack.build import pkgcache
 from sitestack.core.fsutil import crash_point, file_lock, rmtree, shared_lock
 from sitestack.core.layout import SiteRoot
+from sitestack.core.publish import HOST, owner
 from sitestack.errors import ConflictError
 from sitestack.site.registry import Site
 from sitestack.site.retire import finish_pending, trash_dir
@@ -160,7 +166,63 @@ def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
         for p in pkgcache.leftovers(root):
             remove("cache-entry", p, rename=False)
         removed += _archives(site, dry_run)
+        for p in _dead_temps(root):
+            remove("temp", p, rename=False)  # its owner is dead: nobody else uses that name
     return GcResult(tuple(removed), kept, dry_run)
+
+
+# `.OUT.tmp-HOST-PID-RAND` (pack, core.publish.temp_name), `.DEST.clone-HOST-PID-RAND` (clone),
+# and `.OUT.tmp-PID` of packs from before temps carried their host.
+_TEMP = re.compile(r"^\.(?P<base>.+)\.(?P<kind>tmp|clone)-(?P<rest>[^-]+-\d+-[0-9a-f]+)$")
+_OLD_PACK_TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)$")
+_TEMP_DEPTH = 3  # ROOT/archives/NAME/.V.tar.zst.tmp-*, or a staff clone such as ROOT/clones/x
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def _is_dead_temp(name: str) -> bool:
+    """clear_stale's rule: a temp of this host whose process is gone (never another host's)."""
+    m = _TEMP.match(name)
+    if m:
+        who = owner(name, f".{m['base']}.{m['kind']}-")
+        return who is not None and who[0] == HOST and not _pid_alive(who[1])
+    old = _OLD_PACK_TEMP.match(name)
+    return old is not None and not _pid_alive(int(old["pid"]))
+
+
+def _dead_temps(root: SiteRoot) -> list[Path]:
+    """Temps of killed packs and clones in the site's own folders (see the module docstring).
+
+    A temp sits beside its destination, so only folder entries are looked at: gc never
+    descends into a temp, a stack, a layer or a clone (a folder with pyvenv.cfg or records)."""
+    skip = {root.stacks, root.meta, root.lmod_dir, root.tcl_dir}
+    out: list[Path] = []
+
+    def scan(folder: Path, depth: int) -> None:
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return
+        for e in entries:
+            if e.name.startswith("."):
+                if _is_dead_temp(e.name):
+                    out.append(Path(e.path))
+                continue
+            p = Path(e.path)
+            if depth < _TEMP_DEPTH and e.is_dir(follow_symlinks=False) and p not in skip \
+                    and not (p / "pyvenv.cfg").exists() and not (p / ".sitestack").exists():
+                scan(p, depth + 1)
+
+    scan(root.path, 1)
+    return out
 
 
 def _archives(site: Site, dry_run: bool) -> list[Removed]:

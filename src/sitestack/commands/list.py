@@ -19,10 +19,10 @@ def run(args: argparse.Namespace) -> int:
     from sitestack.output import emit_json, human_bytes, table
     from sitestack.site.inventory import list_versions
 
-    listing = list_versions(resolve_root(args.root), args.name)
-    retired = _retired(args) if args.all else ()
+    listing = list_versions(resolve_root(args.root), args.name, include_retired=args.all)
+    retired = listing.retired
     if args.json:
-        emit_json(listing.to_json() + [{**r.to_json(), "status": ["retired"]} for r in retired])
+        emit_json(listing.to_json())
         return 0
     if not listing.versions and not retired:
         print(f"no stacks in {listing.root}")
@@ -38,10 +38,3 @@ def run(args: argparse.Namespace) -> int:
     for r in retired:
         print(f"{r.ref}  retired on {r.date}: {r.message}")
     return 0
-
-
-def _retired(args: argparse.Namespace) -> tuple[Any, ...]:
-    from sitestack.core.layout import resolve_root
-    from sitestack.site.retire import list_retired
-
-    return list_retired(resolve_root(args.root), args.name)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sitestack.core.layout import SiteRoot
-from sitestack.core.records import SPEC, StackRecord
+from sitestack.core.records import SPEC, STACK_JSON, StackRecord
 from sitestack.site.registry import Site
 
 # ---- list ------------------------------------------------------------------------------
@@ -47,7 +48,37 @@ class VersionEntry:
             "packages": self.packages, "files": self.files, "bytes": self.bytes,
             "disk_bytes": self.disk_bytes, "new_disk_bytes": self.new_disk_bytes,
             "default": self.default, "hidden": self.hidden, "deprecated": self.deprecated,
-            "prefix": str(self.prefix),
+            "prefix": str(self.prefix), "status": "published", "retired": None, "message": None,
+        }
+
+
+@dataclass(frozen=True)
+class RetiredEntry:
+    """One retired version, from its kept records: the same fields as a published one (it
+    uses no disk in stacks/, it is neither default nor hidden), plus its date and message."""
+
+    name: str
+    version: str
+    python: str
+    kind: str
+    packages: int
+    files: int
+    bytes: int
+    prefix: Path
+    date: str
+    message: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "version": self.version, "python": self.python, "kind": self.kind,
+            "packages": self.packages, "files": self.files, "bytes": self.bytes,
+            "disk_bytes": 0, "new_disk_bytes": 0, "default": False, "hidden": False,
+            "deprecated": None, "prefix": str(self.prefix), "status": "retired",
+            "retired": self.date, "message": self.message,
         }
 
 
@@ -55,6 +86,7 @@ class VersionEntry:
 class Listing:
     root: Path
     versions: tuple[VersionEntry, ...]
+    retired: tuple[RetiredEntry, ...] = ()  # only with include_retired (`list --all`)
 
     @property
     def disk_bytes(self) -> int:
@@ -62,7 +94,8 @@ class Listing:
         return sum(v.new_disk_bytes for v in self.versions)
 
     def to_json(self) -> list[dict[str, Any]]:
-        return [v.to_json() for v in self.versions]
+        """One row per version, published then retired, every row with the same keys."""
+        return [v.to_json() for v in self.versions] + [r.to_json() for r in self.retired]
 
 
 def disk_use(prefix: Path, seen: set[tuple[int, int]]) -> tuple[int, int]:
@@ -79,8 +112,9 @@ def disk_use(prefix: Path, seen: set[tuple[int, int]]) -> tuple[int, int]:
     return disk, new
 
 
-def list_versions(root: SiteRoot, name: str | None = None) -> Listing:
-    """Every published version (of `name`, if given), oldest first within a name."""
+def list_versions(root: SiteRoot, name: str | None = None, *, include_retired: bool = False) -> Listing:
+    """Every published version (of `name`, if given), oldest first within a name; with
+    `include_retired`, the retired ones too (from their kept records)."""
     site = Site(root)
     state = site.state()
     seen: set[tuple[int, int]] = set()  # inodes already counted by an earlier version
@@ -94,7 +128,24 @@ def list_versions(root: SiteRoot, name: str | None = None) -> Listing:
             new_disk_bytes=new, default=site.default_version(rec.name) == rec.version,
             hidden=vs.hidden, deprecated=vs.deprecated, prefix=rec.prefix,
         ))
-    return Listing(root.path, tuple(out))
+    return Listing(root.path, tuple(out), tuple(_retired(site, name)) if include_retired else ())
+
+
+def _retired(site: Site, name: str | None) -> list[RetiredEntry]:
+    out = []
+    for r in site.retired(name):
+        try:  # the kept stack.json; a version retired without one still gets its row
+            data = json.loads((r.records / STACK_JSON).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        out.append(RetiredEntry(
+            name=r.name, version=r.version, python=str(data.get("python", "")),
+            kind=str(data.get("kind", "pypi")), packages=len(data.get("packages") or {}),
+            files=int(data.get("files", 0) or 0), bytes=int(data.get("bytes", 0) or 0),
+            prefix=r.prefix, date=r.date, message=r.message))
+    return out
 
 
 # ---- show ------------------------------------------------------------------------------
