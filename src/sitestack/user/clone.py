@@ -20,10 +20,11 @@ from pathlib import Path
 
 from sitestack.core.copytree import (
     MODES,
+    CopyCounts,
     Progress,
     Tree,
     clone_files,
-    make_dirs,
+    clone_tree,
     probe,
     scan_tree,
     tree_from_manifest,
@@ -226,16 +227,30 @@ def _build(rec: StackRecord, plan: _Plan, tmp: Path, dest: Path, mode: str, jobs
         exe = f"bin/python{rec.python_xy}"
         copied_files += [f for f in shared_files if f[0] == exe]
         shared_files = [f for f in shared_files if f[0] != exe]
-    make_dirs(tmp, plan.tree.dirs)
-    a = clone_files(rec.prefix, tmp, shared_files, used, jobs=jobs, progress=progress)
-    b = clone_files(rec.prefix, tmp, copied_files, "copy", jobs=jobs, progress=progress)
+    # The copies that get rewritten (and their bytecode) are done by one pool thread while
+    # this one makes the remaining folders: their folders come first. Not for conda, whose
+    # relocation reads conda-meta, linked meanwhile.
+    overlap = rec.kind != "conda"
+    need = _hit_dirs(copied_files, plan.hits, rec.python_xy, set(plan.tree.dirs)) if overlap else set()
+    dirs = [d for d in plan.tree.dirs if d in need] + [d for d in plan.tree.dirs if d not in need]
+    own: list[tuple[CopyCounts, tuple[tuple[str, ...], tuple[str, ...]], int]] = []
+
+    def copies() -> None:
+        b = clone_files(rec.prefix, tmp, copied_files, "copy", jobs=1, progress=progress)
+        reloc = _relocate(rec, tmp, plan.old_prefix, str(dest), plan.hits)
+        # The stack's interpreter: the very binary the clone shares (or copies), ready now.
+        own.append((b, reloc, _recompile(tmp, str(dest), [h.path for h in plan.hits if h.path.endswith(".py")],
+                                         rec.python_xy, str(rec.prefix / "bin" / f"python{rec.python_xy}"))))
+
+    a = clone_tree(rec.prefix, tmp, dirs, shared_files, used, jobs=jobs, progress=progress,
+                   on_ready=copies if overlap else None, ready_after=len(need))
+    if not overlap:
+        copies()
+    b, (relocated, binaries), compiled = own[0]
     if a.fallbacks:
         reasons.append(f"{a.fallbacks} file(s) could not be shared with {used} and were copied")
     for rel, target in plan.tree.links:  # links keep their targets, unless into the stack
         os.symlink(retarget(target, {plan.old_prefix: str(dest)}) or target, tmp / rel)
-    relocated, binaries = _relocate(rec, tmp, plan.old_prefix, str(dest), plan.hits)
-    compiled = _recompile(tmp, str(dest), [h.path for h in plan.hits if h.path.endswith(".py")],
-                          rec.python_xy)
     user_base = "$HOME/" + clone_user_base(dest)
     (tmp / "bin" / "activate").write_text(activate_script(dest, clone_user_base(dest), rec),
                                           encoding="utf-8")
@@ -298,8 +313,24 @@ def _relocate(rec: StackRecord, tmp: Path, old: str, new: str,
     return r.rewritten, r.binaries
 
 
-def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str) -> int:
-    """Bytecode for the rewritten .py files, by the clone's own interpreter (core.bytecode).
+def _hit_dirs(copied: Sequence[tuple[str, int]], hits: list[PrefixHit], py_xy: str,
+              dirs: set[str]) -> set[str]:
+    """The folders the rewritten copies and their bytecode go to, with every parent."""
+    from sitestack.core.bytecode import pyc_paths
+
+    need: set[str] = set()
+    leaves = [rel for rel, _size in copied] + [pyc for h in hits if h.path.endswith(".py")
+                                               for pyc in pyc_paths(h.path, py_xy)[:1]]
+    for rel in leaves:
+        d = rel.rpartition("/")[0]
+        while d and d not in need:
+            need.add(d)
+            d = d.rpartition("/")[0]
+    return need & dirs
+
+
+def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str, python: str) -> int:
+    """Bytecode for the rewritten .py files, by the interpreter the clone runs (core.bytecode).
 
     Best effort: what fails is left to the import system (the clone is writable)."""
     from sitestack.core.bytecode import compile_paths, pyc_paths
@@ -308,7 +339,7 @@ def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str) -> int:
     if not todo:
         return 0
     try:
-        compile_paths(str(tmp / "bin" / f"python{py_xy}"), todo, strip=str(tmp), prepend=final)
+        compile_paths(python, todo, strip=str(tmp), prepend=final)
     except OSError:
         return 0
     return sum(1 for rel in rels if (tmp / pyc_paths(rel, py_xy)[0]).is_file())
