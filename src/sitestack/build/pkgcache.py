@@ -211,6 +211,8 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
         sources = [p for p in missing if opts[p] is not None]
         with Progress(log, "installed into the site cache", len(missing), noun="distributions") as bar:
             if wheels:
+                # make_temp, not temp_tree: it lives beside the per-pin temps, each published on
+                # its own; the finally removes what is left, clear_stale(".tmp-") killed runs'.
                 shared = make_temp(base, ".tmp-all-", 0o700)
                 _uv([*_install_args(python, shared / "tree", index), *wheels], log,
                     f"installing {len(wheels)} distribution(s)")

@@ -16,19 +16,18 @@ retire, restore or gc of the name, and are ignored meanwhile).
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sitestack.build.smoke import run_smoke_tests
-from sitestack.core.fsutil import crash_point, file_lock, make_dirs, make_readonly, rmtree
+from sitestack.core.fsutil import crash_point, file_lock, make_dirs, make_readonly
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
 from sitestack.core.manifest import Manifest
+from sitestack.core.publish import publish, temp_tree
 from sitestack.core.records import (
     LOCK,
     MANIFEST,
@@ -165,10 +164,8 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
         if prefix.exists():
             raise ConflictError(f"{r.ref} was published meanwhile at {prefix}")
         make_dirs(root.tmp)  # exact modes, whatever the caller's umask
-        for stale in root.tmp.glob(f"{r.name}-{r.version}-*"):
-            rmtree(stale)  # we hold the name's lock: a killed restore's
-        tmp = Path(tempfile.mkdtemp(prefix=f"{r.name}-{r.version}-", dir=root.tmp))
-        try:
+        # We hold the name's lock: temps of killed builds and restores of this version go.
+        with temp_tree(root.tmp, f"{r.name}-{r.version}-", mode=0o700, locked=True) as tmp:
             log.step(f"unpacking {archive}, checking every file's sha256")
             if reader.unpack(archive, tmp).to_json() != kept.to_json():
                 raise VerifyError(f"{archive} does not match the kept manifest of {r.ref}: "
@@ -188,13 +185,6 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
             run_smoke_tests(quick, stack, rec.python_xy, log)
             make_readonly(stack)
             make_dirs(prefix.parent)
-            os.rename(stack, prefix)
-            fd = os.open(prefix.parent, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        finally:
-            rmtree(tmp)
+            publish(stack, prefix, durable=True)
     site.update_state(r.name, lambda s: None)  # modulefiles (and the catalog) come back
     return site.get(r.ref)

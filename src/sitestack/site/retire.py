@@ -2,8 +2,8 @@
 
 Steps, under the name's build lock (so no build or restore of NAME runs meanwhile):
 
-1. copy PREFIX/.sitestack/ to ROOT/.sitestack/retired/NAME/.VERSION.tmp-*, add retired.json
-   (date, message), rename it to ROOT/.sitestack/retired/NAME/VERSION;
+1. copy PREFIX/.sitestack/ to ROOT/.sitestack/retired/NAME/.VERSION.tmp-HOST-PID-*, add
+   retired.json (date, message), publish it as ROOT/.sitestack/retired/NAME/VERSION (core.publish);
 2. rename PREFIX into ROOT/.sitestack/trash/ (same filesystem): the one step that retires it;
 3. drop the version from the state (hidden, deprecated) and rewrite NAME's modulefiles: the
    version becomes a hidden stub whose load fails with "retired on DATE: MESSAGE";
@@ -21,7 +21,6 @@ import datetime as _dt
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 
 from sitestack.core.fsutil import atomic_write_json, crash_point, file_lock, make_dirs, rmtree
 from sitestack.core.layout import SiteRoot, records_dir
+from sitestack.core.publish import make_temp, publish, temp_tree
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord
 from sitestack.errors import NotFoundError, UsageError
 from sitestack.site.registry import Site, split_ref
@@ -181,7 +181,9 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
         kept = _keep_records(root, name, version, prefix, date, message, keep_archive)
         crash_point("retire:after-records")
         make_dirs(trash_dir(root, name))  # exact modes, whatever the caller's umask
-        trash = Path(tempfile.mkdtemp(prefix=f"{version}-", dir=trash_dir(root, name)))
+        # Not core.publish.temp_tree: this temp outlives a kill on purpose (finish_pending reads
+        # its tag and completes the retirement); only its name comes from the shared rule.
+        trash = make_temp(trash_dir(root, name), f"{version}-", 0o700)
         atomic_write_json(trash / TRASH_TAG, {"name": name, "version": version})
         os.rename(prefix, trash / "stack")  # the one step: from here on it is retired
         _fsync_dir(prefix.parent)
@@ -210,8 +212,8 @@ def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: s
     """Copy the stack's records to the site's state, with the date and message, atomically."""
     final = root.retired_dir(name, version)
     make_dirs(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version}.tmp-", dir=final.parent))
-    try:
+    # Under NAME's lock: every `.V.tmp-` here is a killed run's (finish_pending clears them too).
+    with temp_tree(final.parent, f".{version}.tmp-", locked=True) as tmp:
         src = records_dir(prefix)
         for f in sorted(src.iterdir()):
             if f.is_file():
@@ -219,14 +221,8 @@ def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: s
         atomic_write_json(tmp / RETIRED, RetiredRecord(
             name=name, version=version, date=date, message=message, prefix=prefix, records=final,
             keep_archive=keep_archive).to_json())
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            rmtree(final)  # records of an earlier, undone retirement
-        os.rename(tmp, final)
-        _fsync_dir(final.parent)
-    except BaseException:
-        rmtree(tmp)
-        raise
+        # Records of an earlier, undone retirement are swapped out and removed with the temp.
+        publish(tmp, final, replace=True, durable=True)
     return final
 
 

@@ -362,6 +362,7 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
     from packaging.utils import canonicalize_name
 
     from sitestack.core.fsutil import rmtree
+    from sitestack.core.publish import make_temp
     from sitestack.core.relocate import rewrite_file
     from sitestack.user.layertx import Tx
     from sitestack.user.requested import record_path
@@ -371,7 +372,10 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
     # what is there (uv checked it); a shadow, or a layer copy replaced or removed, can.
     gate = bool(result.shadow or result.unshadow or gone & set(own))
     known = {_key(p) for p in check(probe(lay))} if gate else set()
-    work = Path(tempfile.mkdtemp(prefix=f".{lay.path.name}.install-", dir=lay.path.parent))
+    # core.publish names the staging folder (host, pid) but does not clear stale ones: a killed
+    # run's folder holds the journal of a half-done move, which layertx.recover (run under this
+    # lock before we get here) must roll back first; clear_stale would only delete it.
+    work = make_temp(lay.path.parent, f".{lay.path.name}.install-", 0o700)
     try:
         stage = work / "stage"
         os.mkdir(stage)
