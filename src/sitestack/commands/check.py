@@ -15,19 +15,14 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sitestack.output import emit_json
-    from sitestack.user.check import check, probe, problem_json
-    from sitestack.user.layer import layer_stack, open_layer
+    from sitestack.user.check import check_layer
 
-    layer = open_layer(args.path)
-    rec = layer_stack(layer)
-    view = probe(layer)
-    problems = check(view)
+    res = check_layer(args.path)
     if args.json:
-        emit_json({"layer": str(layer.path), "stack": rec.ref, "ok": not problems,
-                   "checked": len(view.visible()), "problems": problem_json(problems)})
-    elif problems:
-        for p in problems:
+        emit_json(res.to_json())
+    elif res.problems:
+        for p in res.problems:
             print(f"{p.message()}\n  fix: {p.fix}")
     else:
-        print(f"{layer.path}: no broken requirements ({len(view.visible())} distributions on {rec.ref})")
-    return 1 if problems else 0
+        print(f"{res.layer}: no broken requirements ({res.checked} distributions on {res.stack})")
+    return 0 if res.ok else 1

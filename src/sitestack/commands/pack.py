@@ -1,3 +1,5 @@
+"""sitestack pack TARGET: one archive of a stack, clone or layer (scale.archive.pack_archive)."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,30 +23,16 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from sitestack.core.layout import resolve_root
     from sitestack.output import emit_json, human_bytes
-    from sitestack.scale.pack import pack
+    from sitestack.scale.archive import pack_archive
 
-    root = resolve_root(args.root)
-    if args.publish:
-        from sitestack.errors import UsageError
-        from sitestack.site.registry import Site
-
-        if args.layer or args.fmt == "squashfs":
-            raise UsageError("--publish packs a stack alone, as tar.zst")
-        rec = Site(root).get(args.target)
-        args.output = str(root.archive(rec.name, rec.version))
-    fmt = args.fmt or ("squashfs" if args.output.endswith((".sqfs", ".squashfs")) else "tar.zst")
-    header = pack(args.target, root, args.output, fmt=fmt, layer=args.layer, level=args.level,
-                  make_parent=args.publish)
-    size = os.path.getsize(args.output)
+    res = pack_archive(args.target, resolve_root(args.root), output=args.output, publish=args.publish,
+                       fmt=args.fmt, layer=args.layer, level=args.level)
     if args.json:
-        emit_json({**header.to_json(), "archive": os.path.abspath(args.output), "format": fmt,
-                   "size": size, "id": header.dirname})
+        emit_json(res.to_json())
     else:
-        print(f"packed {header.name}/{header.version} ({header.kind}, {header.files} files, "
-              f"{human_bytes(header.bytes)}) into {args.output} ({human_bytes(size)}, {fmt}); "
-              f"id {header.dirname}")
+        h = res.header
+        print(f"packed {h.name}/{h.version} ({h.kind}, {h.files} files, {human_bytes(h.bytes)}) into "
+              f"{res.output} ({human_bytes(res.size)}, {res.format}); id {h.dirname}")
     return 0

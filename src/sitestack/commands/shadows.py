@@ -15,20 +15,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sitestack.output import emit_json, table
-    from sitestack.user.check import probe, shadow_json, shadows
-    from sitestack.user.layer import layer_stack, open_layer
+    from sitestack.user.check import layer_shadows
 
-    layer = open_layer(args.path)
-    rec = layer_stack(layer)
-    items = shadows(probe(layer))
+    res = layer_shadows(args.path)
     if args.json:
-        emit_json({"layer": str(layer.path), "stack": rec.ref, "inherit": layer.inherit,
-                   "shadows": shadow_json(items)})
-        return 0
-    if not items:
-        print(f"{layer.path}: nothing shadows {rec.ref}")
-        return 0
-    table(["name", "layer", "stack", "active"],
-          [(s.name, s.layer_version, s.stack_version, s.active) for s in items],
-          title=f"{layer.path} on {rec.ref}" + ("" if layer.inherit else " (inherit off)"))
+        emit_json(res.to_json())
+    elif not res.shadows:
+        print(f"{res.layer}: nothing shadows {res.stack}")
+    else:
+        table(["name", "layer", "stack", "active"],
+              [(s.name, s.layer_version, s.stack_version, s.active) for s in res.shadows],
+              title=f"{res.layer} on {res.stack}" + ("" if res.inherit else " (inherit off)"))
     return 0

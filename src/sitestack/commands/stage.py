@@ -1,3 +1,5 @@
+"""sitestack stage TARGET --to DIR: node-local copies under mpiexec (scale.stage.stage)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,33 +24,16 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from sitestack.core.layout import resolve_root
-    from sitestack.errors import SitestackError, UsageError
     from sitestack.output import emit_json
-    from sitestack.scale.mpibcast import load_mpi
-    from sitestack.scale.stage import DEFAULT_CHUNK, stage
+    from sitestack.scale.stage import stage
 
-    chunk = DEFAULT_CHUNK if args.chunk_size is None else args.chunk_size
-    if not 0 < chunk < (1 << 31):
-        raise UsageError("--chunk-size must be between 1 byte and 2 GiB")
-    mpi = load_mpi(not args.no_mpi)
-    try:
-        res = stage(args.target, to=args.to, root=resolve_root(args.root), layer=args.layer,
-                    archive=args.archive, chunk=chunk, use_mpi=mpi is not None)
-    except SitestackError:
-        raise
-    except BaseException:
-        # A bug on one rank would leave the others waiting in a collective: end the job.
-        if mpi is not None and mpi.COMM_WORLD.size > 1:
-            import traceback
-
-            traceback.print_exc()
-            mpi.COMM_WORLD.Abort(1)
-        raise
+    res = stage(args.target, to=args.to, root=resolve_root(args.root), layer=args.layer,
+                archive=args.archive, chunk=args.chunk_size, use_mpi=not args.no_mpi)
     if args.json:
         emit_json(res.to_json())
     else:
         print(res.activate)
-        if mpi is None or mpi.COMM_WORLD.rank == 0:
+        if res.rank == 0:
             staged = sum(n.status == "staged" for n in res.nodes)
             print(f"sitestack: {res.id} ready on {len(res.nodes)} node(s) ({staged} staged, "
                   f"{len(res.nodes) - staged} reused) in {res.seconds:.1f}s; "

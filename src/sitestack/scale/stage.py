@@ -84,9 +84,11 @@ class StageResult:
     bytes: int
     files: int
     seconds: float
+    rank: int = 0  # this process's MPI rank: rank 0 prints the job's summary
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["rank"]  # which rank renders the text, not part of the job's result (same JSON on every rank)
         d["nodes"] = [asdict(n) for n in self.nodes]
         return d
 
@@ -370,11 +372,31 @@ def _published_archive(target: str, root: SiteRoot) -> Path | None:
 
 
 def stage(target: str | None, *, to: str, root: SiteRoot, layer: str | None = None,
-          archive: str | None = None, chunk: int = DEFAULT_CHUNK, use_mpi: bool = True,
+          archive: str | None = None, chunk: int | None = None, use_mpi: bool = True,
           quiet: bool = False) -> StageResult:
+    """`sitestack stage`: every node gets one verified copy; the result of this rank."""
+    chunk = DEFAULT_CHUNK if chunk is None else chunk
+    if not 0 < chunk < (1 << 31):
+        raise UsageError("--chunk-size must be between 1 byte and 2 GiB")
+    mpi = load_mpi(use_mpi)
+    try:
+        return _stage(mpi, target, to, root, layer, archive, chunk, quiet)
+    except SitestackError:
+        raise
+    except BaseException:
+        # A bug on one rank would leave the others waiting in a collective: end the job.
+        if mpi is not None and mpi.COMM_WORLD.size > 1:
+            import traceback
+
+            traceback.print_exc()
+            mpi.COMM_WORLD.Abort(1)
+        raise
+
+
+def _stage(mpi: Any, target: str | None, to: str, root: SiteRoot, layer: str | None, archive: str | None,
+           chunk: int, quiet: bool) -> StageResult:
     t0 = time.monotonic()
     _check_to(to)
-    mpi = load_mpi(use_mpi)
     world = mpi.COMM_WORLD if mpi is not None else None
     rank = world.rank if world is not None else 0
     msg: tuple[Any, ...] = ()
@@ -410,7 +432,7 @@ def stage(target: str | None, *, to: str, root: SiteRoot, layer: str | None = No
     status = next((r.status for r in done if r.node == nodes.name), "staged")
     return StageResult(header.dirname, str(final / "activate"), str(final), nodes.name, status,
                        done, world.size if world is not None else 1, header.bytes, header.files,
-                       round(time.monotonic() - t0, 3))
+                       round(time.monotonic() - t0, 3), rank)
 
 
 @dataclass(frozen=True)

@@ -261,3 +261,52 @@ def problem_json(items: list[Problem]) -> list[dict[str, Any]]:
     return [{"dist": p.dist, "version": p.version, "where": p.where, "kind": p.kind,
              "requirement": p.requirement, "found": p.found, "found_where": p.found_where,
              "message": p.message(), "fix": p.fix} for p in items]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """`sitestack check PATH`: the layer's broken requirements (none: ok)."""
+
+    layer: Path
+    stack: str
+    checked: int  # distributions the layer sees
+    problems: tuple[Problem, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": str(self.layer), "stack": self.stack, "ok": self.ok, "checked": self.checked,
+                "problems": problem_json(list(self.problems))}
+
+
+def check_layer(path: str | Path) -> CheckResult:
+    from sitestack.user.layer import layer_stack, open_layer
+
+    layer = open_layer(path)
+    rec = layer_stack(layer)
+    view = probe(layer)
+    return CheckResult(layer.path, rec.ref, len(view.visible()), tuple(check(view)))
+
+
+@dataclass(frozen=True)
+class ShadowsResult:
+    """`sitestack shadows PATH`: what the layer shadows in its stack."""
+
+    layer: Path
+    stack: str
+    inherit: bool
+    shadows: tuple[Shadow, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"layer": str(self.layer), "stack": self.stack, "inherit": self.inherit,
+                "shadows": shadow_json(list(self.shadows))}
+
+
+def layer_shadows(path: str | Path) -> ShadowsResult:
+    from sitestack.user.layer import layer_stack, open_layer
+
+    layer = open_layer(path)
+    rec = layer_stack(layer)
+    return ShadowsResult(layer.path, rec.ref, layer.inherit, tuple(shadows(probe(layer))))
