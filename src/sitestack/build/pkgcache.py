@@ -24,11 +24,13 @@ read those bytes again.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from sitestack.core.bytecode import pyc_paths
 from sitestack.core.fsutil import atomic_write_json, file_lock, make_dirs, make_readonly, rmtree
-from sitestack.core.manifest import FileEntry, Manifest, scan
+from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, scan
 from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.uvtool import run_logged, uv_bin, uv_env
@@ -240,7 +242,7 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
                 bar.advance()
         for pin, tmp in temps.items():
             old = (str(tmp / "tree"), str(prefix), *((str(shared / "tree"),) if shared else ()))
-            m, hits = scan(tmp / "tree", old, exclude=())
+            m, hits = _scan_entry(tmp / "tree", old)
             for rel, fe in m.files.items():
                 m.files[rel] = FileEntry(fe.sha256, fe.size, _readonly_mode(fe.mode))
             m.save(tmp / FILES)
@@ -262,6 +264,25 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
             rmtree(tmp)
         if shared is not None:
             rmtree(shared)
+
+
+def _scan_entry(tree: Path, old: Sequence[str]) -> tuple[Manifest, list[PrefixHit]]:
+    """scan() for the files that name any `old` prefix, in ONE pass over the bytes: it looks
+    for the prefixes' common parent (the site's .sitestack folder), and only the few files
+    that hold it are read again for the prefixes themselves. Three needles cost three
+    searches of every chunk, twice the hashing's own time."""
+    common = os.path.commonpath(old) if old else ""
+    if len(common) < 8:  # too short to be a useful filter ("/", "/tmp")
+        return scan(tree, old, exclude=())
+    m, maybe = scan(tree, [common], exclude=())
+    needles = [o.encode() for o in old]
+    hits = []
+    for h in maybe:
+        with open(tree / h.path, "rb") as f:
+            data = f.read()
+        if any(n in data for n in needles):
+            hits.append(h)
+    return m, hits
 
 
 def _readonly_mode(mode: int) -> int:
@@ -287,80 +308,107 @@ def _split(tree: Path, py_xy: str, pins: Sequence[str], base: Path) -> dict[str,
             continue
         tmp = make_temp(base, ".tmp-", 0o700)
         out[pin] = tmp
-        dest_tree = tmp / "tree"
         with open(record, newline="", encoding="utf-8") as f:
             rels = [row[0] for row in csv.reader(f) if row]
         # Then whatever else sits in the dist-info (files only: its folders, e.g. licenses/,
         # may already exist in the entry from RECORD's files).
         rest = [str(p.relative_to(sp)) for p in info.rglob("*") if p.is_symlink() or not p.is_dir()]
-        for rel in [*rels, *rest]:
-            src = Path(os.path.normpath(rel if os.path.isabs(rel) else sp / rel))
-            try:
-                sub = src.relative_to(tree)
-            except ValueError:
-                continue  # outside the prefix: nothing a stack could link
-            if not os.path.lexists(src) or (src.is_dir() and not src.is_symlink()):
-                continue  # listed twice, or already moved; folders are made as needed
-            dest = dest_tree / sub
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.rename(src, dest)
-            if src.suffix == ".py":
-                for pyc in pyc_paths(str(sub), py_xy):  # compiled in the shared tree
-                    if os.path.lexists(tree / pyc):
-                        (dest_tree / pyc).parent.mkdir(parents=True, exist_ok=True)
-                        os.rename(tree / pyc, dest_tree / pyc)
+        _move(str(tree), str(sp), str(tmp / "tree"), [*rels, *rest], py_xy)
     return out
+
+
+def _move(tree: str, sp: str, dest_tree: str, rels: Sequence[str], py_xy: str) -> None:
+    """Rename one distribution's files (RECORD paths, relative to site-packages) and the
+    bytecode of its .py files from `tree` to `dest_tree`. Strings, one lstat per file and
+    each folder made once: 10,000 files are moved in a fraction of a second."""
+    made: set[str] = set()
+    top = tree + os.sep
+
+    def move(src: str, sub: str) -> None:
+        parent = os.path.dirname(dest := os.path.join(dest_tree, sub))
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
+        os.rename(src, dest)
+
+    for rel in rels:
+        src = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(sp, rel))
+        if not src.startswith(top):
+            continue  # outside the prefix: nothing a stack could link
+        try:
+            if stat.S_ISDIR(os.lstat(src).st_mode):
+                continue  # folders are made as needed
+        except FileNotFoundError:
+            continue  # listed twice, or already moved
+        sub = src[len(top):]
+        move(src, sub)
+        if sub.endswith(".py"):
+            for pyc in pyc_paths(sub, py_xy):  # compiled in the shared tree
+                with contextlib.suppress(FileNotFoundError):  # not compiled at this -O level
+                    move(os.path.join(tree, pyc), pyc)
 
 
 def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:
     """Hardlink every entry's files into `prefix`; copy and rewrite the prefix-naming ones.
 
-    Returns the linked files' recorded hashes, so the build need not read them again."""
+    Returns the linked files' recorded hashes, so the build need not read them again. One
+    scandir walk per entry and about one system call per file (the link itself; a clash
+    with a file an earlier distribution shipped is found by the link failing)."""
     linked = copied = 0
     rewritten_py = False
     known: dict[str, FileEntry] = {}
     new = str(prefix).encode()
     for e in entries:
-        tree = str(e.tree)
         rewrite = set(e.rewrite)
         m = e.files()
         files = m.files if m is not None else {}
-        for dirpath, dirnames, filenames in os.walk(tree):
-            rel_dir = os.path.relpath(dirpath, tree)
-            dest_dir = prefix if rel_dir == "." else prefix / rel_dir
-            for d in dirnames:
-                src = os.path.join(dirpath, d)
-                if os.path.islink(src):
-                    _replace_link(src, dest_dir / d)
-                else:
-                    (dest_dir / d).mkdir(exist_ok=True)
-            for f in filenames:
-                src = os.path.join(dirpath, f)
-                dest = dest_dir / f
-                rel = f if rel_dir == "." else f"{rel_dir}/{f}"
-                if os.path.lexists(dest):
-                    os.unlink(dest)  # a file two distributions ship: the later wins, as with pip
+        todo = [(str(e.tree), str(prefix), "")]
+        while todo:
+            src_dir, dest_dir, rel_dir = todo.pop()
+            with os.scandir(src_dir) as it:
+                items = list(it)
+            for de in items:
+                src, dest = de.path, os.path.join(dest_dir, de.name)
+                rel = f"{rel_dir}{de.name}"
+                if de.is_symlink():
+                    _replace_link(src, Path(dest))
                     known.pop(rel, None)
-                if os.path.islink(src):
-                    _replace_link(src, dest)
+                elif de.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(dest)
+                    todo.append((src, dest, f"{rel}/"))
                 elif rel in rewrite:
                     data = Path(src).read_bytes()
                     for o in e.old:
                         data = data.replace(o.encode(), new)
-                    dest.write_bytes(data)
-                    os.chmod(dest, os.stat(src).st_mode & 0o777 | 0o200)
+                    _unlink_any(dest)
+                    known.pop(rel, None)
+                    Path(dest).write_bytes(data)
+                    os.chmod(dest, de.stat(follow_symlinks=False).st_mode & 0o777 | 0o200)
                     copied += 1
-                    rewritten_py = rewritten_py or f.endswith(".py")
+                    rewritten_py = rewritten_py or de.name.endswith(".py")
                 else:
                     try:
-                        os.link(src, dest)
+                        try:
+                            os.link(src, dest)
+                        except FileExistsError:
+                            # a file two distributions ship: the later wins, as with pip
+                            os.unlink(dest)
+                            known.pop(rel, None)
+                            os.link(src, dest)
                         linked += 1
                         if rel in files:
                             known[rel] = files[rel]
                     except OSError:
+                        _unlink_any(dest)
                         shutil.copy2(src, dest)  # another filesystem, or not allowed
                         copied += 1
     return LinkResult(linked, copied, known, rewritten_py)
+
+
+def _unlink_any(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
 
 
 def _replace_link(src: str, dest: Path) -> None:
