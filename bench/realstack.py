@@ -11,13 +11,17 @@ In one run, on one machine, caches as stated:
   - `sitestack pack -o X.tar.zst --level 3` vs `tar -cf - . | zstd -3 -T0`.
 
 Goals (issue 10): cold <= 1.3x, warm <= 0.6x, clone <= 1.0x `cp -al`, pack <= 1.0x tar|zstd.
+Clone and pack run --repeat times, each side alternately, and report medians (single runs of
+half a second move by +-50% on a shared machine); the load average is printed with each step.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -28,6 +32,10 @@ from _common import clean_env, report, timed  # noqa: E402
 SMALL = ["numpy", "scipy", "pandas", "matplotlib"]
 
 
+def load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--spec", help="a stack spec (default: a spec of the small set)")
@@ -35,6 +43,7 @@ def main() -> None:
     ap.add_argument("--python", default=sys.executable)
     ap.add_argument("--work", help="work folder (default: a temp folder, removed after)")
     ap.add_argument("--level", type=int, default=3, help="zstd level for both packers")
+    ap.add_argument("--repeat", type=int, default=5, help="runs of each clone and pack side (median)")
     args = ap.parse_args()
     py = args.python
     uv = shutil.which("uv") or "uv"
@@ -72,6 +81,7 @@ def main() -> None:
                          f"--python {venv / 'bin' / 'python'} {' '.join(no_binary)} "
                          + " ".join(f"'{r}'" for r in reqs), env=env_b, shell=True)
 
+        print(f"load average at the start: {load()}")
         t_cold = build("1")
         t_uv_cold = uv_run("uv-cold")
         t_warm = build("2")
@@ -88,25 +98,48 @@ def main() -> None:
               f"warm: {t_warm / t_uv_warm:.2f}x uv warm (goal <= 0.6x)")
 
         stack = root / "stacks" / name / "2"
-        t_clone = timed([py, "-m", "sitestack", "clone", f"{name}/2", "--prefix", str(work / "clone"),
-                         "--mode", "hardlink", "--root", str(root)], env=env_a)
-        t_cpal = timed(["cp", "-al", str(stack), str(work / "cp-al")])
+        print(f"  (load average after the builds: {load()})")
+
+        def clone_once() -> tuple[float, float]:
+            for d in ("clone", "cp-al", "cp-a"):
+                if (work / d).exists():
+                    shutil.rmtree(work / d)
+            os.sync()  # the removal's writes must not land inside the next timing
+            a = timed([py, "-m", "sitestack", "clone", f"{name}/2", "--prefix", str(work / "clone"),
+                       "--mode", "hardlink", "--root", str(root)], env=env_a)
+            os.sync()
+            b = timed(["cp", "-al", str(stack), str(work / "cp-al")])
+            return a, b
+
+        runs = [clone_once() for _ in range(args.repeat)]
+        t_clone, t_cpal = (statistics.median(r[i] for r in runs) for i in (0, 1))
+        os.sync()
         t_cpa = timed(["cp", "-a", str(stack), str(work / "cp-a")])
-        report("clone", [("sitestack clone --mode hardlink", t_clone), ("cp -al", t_cpal), ("cp -a", t_cpa)],
+        report(f"clone (median of {args.repeat}, alternating; load average {load()})",
+               [("sitestack clone --mode hardlink", t_clone), ("cp -al", t_cpal), ("cp -a (one run)", t_cpa)],
                "cp -al")
-        print(f"  clone: {t_clone / t_cpal:.2f}x cp -al (goal <= 1.0x)")
+        print(f"  clone: {t_clone / t_cpal:.2f}x cp -al (goal <= 1.0x); runs: "
+              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in runs))
         for d in ("cp-a", "cp-al"):
             shutil.rmtree(work / d)
 
-        t_pack = timed([py, "-m", "sitestack", "pack", f"{name}/2", "-o", str(work / "s.tar.zst"),
-                        "--level", str(args.level), "--root", str(root)], env=env_a)
-        t_tar = timed(f"tar -cf - -C {stack} . | zstd -q -{args.level} -T0 -o {work / 't.tar.zst'}", shell=True)
+        def pack_once() -> tuple[float, float]:
+            a = timed([py, "-m", "sitestack", "pack", f"{name}/2", "-o", str(work / "s.tar.zst"),
+                       "--level", str(args.level), "--root", str(root)], env=env_a)
+            b = timed(f"tar -cf - -C {stack} . | zstd -q -f -{args.level} -T0 -o {work / 't.tar.zst'}",
+                      shell=True)
+            return a, b
+
+        pruns = [pack_once() for _ in range(args.repeat)]
+        t_pack, t_tar = (statistics.median(r[i] for r in pruns) for i in (0, 1))
         sizes = {n: (work / n).stat().st_size / 2**20 for n in ("s.tar.zst", "t.tar.zst")}
         report(f"pack (zstd level {args.level}; sitestack {sizes['s.tar.zst']:.0f} MiB, "
-               f"tar|zstd {sizes['t.tar.zst']:.0f} MiB)",
+               f"tar|zstd {sizes['t.tar.zst']:.0f} MiB; median of {args.repeat}, alternating; "
+               f"load average {load()})",
                [("sitestack pack -o X.tar.zst", t_pack), (f"tar -cf - . | zstd -{args.level} -T0", t_tar)],
                f"tar -cf - . | zstd -{args.level} -T0")
-        print(f"  pack: {t_pack / t_tar:.2f}x tar|zstd (goal <= 1.0x)")
+        print(f"  pack: {t_pack / t_tar:.2f}x tar|zstd (goal <= 1.0x); runs: "
+              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in pruns))
         log = (stack / ".sitestack" / "build.log").read_text()
         print("\nwarm build's steps (build.log):")
         for line in log.splitlines():
