@@ -81,11 +81,15 @@ def main() -> None:
                          f"--python {venv / 'bin' / 'python'} {' '.join(no_binary)} "
                          + " ".join(f"'{r}'" for r in reqs), env=env_b, shell=True)
 
-        print(f"load average at the start: {load()}")
-        t_cold = build("1")
-        t_uv_cold = uv_run("uv-cold")
-        t_warm = build("2")
-        t_uv_warm = uv_run("uv-warm")
+        print(f"load average at the start: {load()}", flush=True)
+        def step(what: str, secs: float) -> float:
+            print(f"  {what}: {secs:.1f} s (load average {load()})", flush=True)  # a long run shows its steps
+            return secs
+
+        t_cold = step("sitestack build, cold", build("1"))
+        t_uv_cold = step("uv, cold", uv_run("uv-cold"))
+        t_warm = step("sitestack build, warm", build("2"))
+        t_uv_warm = step("uv, warm", uv_run("uv-warm"))
         rec = json.loads((root / "stacks" / name / "2" / ".sitestack" / "stack.json").read_text())
         report(f"build of {name}: {len(rec['packages'])} distributions, {rec['files']} files, "
                f"{rec['bytes'] / 2**30:.2f} GiB",
