@@ -9,6 +9,10 @@ with the same code and prints the same activate path.
 
 Test seam (documented in docs/scaling.md, test-only): SITESTACK_STAGE_NODE_MAP="0:a,1:a,2:b"
 names each rank's node instead of MPI_COMM_TYPE_SHARED; `{node}` in --to becomes that name.
+
+Length (over ~400 lines, on purpose): this is one MPI protocol -- elect leaders, broadcast,
+extract, verify, relocate, agree on one exit code -- and each step needs the rank bookkeeping
+of the others to be read; the heavy parts already live in unpack, mpibcast and safepath.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ refused. Each file's sha256 is computed from the archive stream and compared wit
 hash pass is the verification of every file. A small pool of writer threads creates the files
 (hash, open, write, chmod, utime, close), overlapping the kernel's per-file cost with the
 decompression and parsing of the next members.
+
+Length (over ~400 lines, on purpose): tar and squashfs extraction share one member check
+(core.safepath), one writer pool and one verification pass; split by format, the two halves
+would each carry a copy of the rules an archive must obey.
 """
 
 from __future__ import annotations

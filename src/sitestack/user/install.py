@@ -12,6 +12,9 @@ or the move is undone; pure additions were already checked by the resolution. Wh
 with the stack's versions as mere preferences names the distributions that must move; the
 refusal names each, the stack's version, what is required and by whom, and the `--shadow`
 command that allows it. See docs/layers.md.
+
+Length (just over ~400 lines): plan, refusal message and staged install are one
+transaction with the layer's lock held; the undo journal already lives in layertx.
 """
 
 from __future__ import annotations
