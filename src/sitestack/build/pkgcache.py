@@ -20,6 +20,9 @@ shared temp prefix and split into per-distribution entries along their RECORD fi
 call per distribution costs a resolver start and an install pass each). Each entry keeps
 the sha256, size and mode of its files (files.json), so a stack that links it need not
 read those bytes again.
+
+Length (over ~400 lines): filling the cache (one uv call, the split along RECORD, the scan),
+linking from it and the layout gc reads are one on-disk format, kept in one place.
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Archive layout (tar.zst; squashfs holds the same tree):
     <role>/...                               the part's files; role is "stack" or "layer"
 The metadata comes first, so an extractor checks every file against its manifest while it
 writes it, and relocation at the destination needs nothing but the archive.
+
+Length (over ~400 lines, on purpose): the archive's header, what goes in it, and the writer of
+its tar stream (headers written here, not by tarfile, whose header code was most of a pack's
+CPU time) are one format; splitting them would put the format's two halves in two files.
 """
 
 from __future__ import annotations
