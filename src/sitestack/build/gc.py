@@ -32,7 +32,7 @@ from pathlib import Path
 from sitestack.build import pkgcache
 from sitestack.core.fsutil import crash_point, file_lock, rmtree, shared_lock
 from sitestack.core.layout import SiteRoot
-from sitestack.core.publish import HOST, owner
+from sitestack.core.publish import HOST, owner, pid_alive
 from sitestack.errors import ConflictError
 from sitestack.site.registry import Site
 from sitestack.site.retire import finish_pending, trash_dir
@@ -178,24 +178,14 @@ _OLD_PACK_TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)$")
 _TEMP_DEPTH = 3  # ROOT/archives/NAME/.V.tar.zst.tmp-*, or a staff clone such as ROOT/clones/x
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # alive, another user's
-    return True
-
-
 def _is_dead_temp(name: str) -> bool:
     """clear_stale's rule: a temp of this host whose process is gone (never another host's)."""
     m = _TEMP.match(name)
     if m:
         who = owner(name, f".{m['base']}.{m['kind']}-")
-        return who is not None and who[0] == HOST and not _pid_alive(who[1])
+        return who is not None and who[0] == HOST and not pid_alive(who[1])
     old = _OLD_PACK_TEMP.match(name)
-    return old is not None and not _pid_alive(int(old["pid"]))
+    return old is not None and not pid_alive(int(old["pid"]))
 
 
 def _dead_temps(root: SiteRoot) -> list[Path]:

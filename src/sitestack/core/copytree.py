@@ -195,9 +195,9 @@ def _why(mode: str, ex: OSError, src: Path) -> str:
 
 # --- many files -----------------------------------------------------------------------
 
-def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]], mode: str, *,
-                jobs: int, progress: Progress | None = None) -> CopyCounts:
-    """Put every (rel, size) of `files` under dst_root with `mode`; folders must exist.
+def _batch_worker(src_root: Path, dst_root: Path, mode: str, progress: Progress | None
+                  ) -> Callable[[Sequence[tuple[str, int]]], tuple[int, int, int]]:
+    """One pool task of clone_files and clone_tree: put a batch; (files, fallbacks, bytes).
 
     A file that cannot be linked/reflinked (one odd file after a good probe) is copied.
     """
@@ -222,6 +222,18 @@ def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]]
         if progress:
             progress(len(batch), nbytes)
         return len(batch), fell, nbytes
+
+    return work
+
+
+def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]], mode: str, *,
+                jobs: int, progress: Progress | None = None) -> CopyCounts:
+    """Put every (rel, size) of `files` under dst_root with `mode`; folders must exist.
+
+    A file that cannot be linked/reflinked (one odd file after a good probe) is copied.
+    """
+    shares = mode != "copy"
+    work = _batch_worker(src_root, dst_root, mode, progress)
 
     done = fell = nbytes = 0
     batches = [files[i:i + BATCH] for i in range(0, len(files), BATCH)]
@@ -254,30 +266,12 @@ def clone_tree(src_root: Path, dst_root: Path, dirs: Sequence[str], files: Seque
     mkdir is the slow call on ext4 (a new inode and block each, ~10x a link) and gets slower,
     not faster, when run in parallel; `cp -al` does it first and links afterwards, so a clone
     that links meanwhile costs about the folders' time alone."""
-    engine = ENGINES[mode]
-    src_s, dst_s = str(src_root), str(dst_root)
+    dst_s = str(dst_root)
     shares = mode != "copy"
     by_dir: dict[str, list[tuple[str, int]]] = {}
     for item in files:
         by_dir.setdefault(item[0].rpartition("/")[0], []).append(item)
-
-    def work(batch: Sequence[tuple[str, int]]) -> tuple[int, int, int]:
-        fell = nbytes = 0
-        for rel, size in batch:
-            s, d = f"{src_s}/{rel}", f"{dst_s}/{rel}"
-            try:
-                engine(s, d)
-            except OSError as ex:
-                if not shares or ex.errno not in _FALLBACK_ERRNOS:
-                    raise
-                if os.path.lexists(d):
-                    os.unlink(d)
-                copy_file(s, d)
-                fell += 1
-            nbytes += size
-        if progress:
-            progress(len(batch), nbytes)
-        return len(batch), fell, nbytes
+    work = _batch_worker(src_root, dst_root, mode, progress)
 
     done = fell = nbytes = 0
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

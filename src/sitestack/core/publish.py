@@ -55,7 +55,8 @@ def owner(name: str, prefix: str) -> tuple[str, int] | None:
     return fields[-3], int(fields[-2])
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that pid exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -79,7 +80,7 @@ def clear_stale(parent: Path, prefix: str, *, locked: bool = False) -> list[Path
         return []
     for name in entries:
         who = owner(name, prefix)
-        live = who is not None and who[0] == HOST and _alive(who[1])
+        live = who is not None and who[0] == HOST and pid_alive(who[1])
         dead = who is not None and who[0] == HOST and not live
         if live or not (locked or dead):
             continue

@@ -475,7 +475,7 @@ def check_output(output: Path, *, make_parent: bool = False) -> Path:
 def _clear_stale_temps(output: Path) -> None:
     """Temps of packs that were killed (their process is gone on this host): each can be as
     large as the archive, and nothing else would ever remove them."""
-    from sitestack.core.publish import clear_stale
+    from sitestack.core.publish import clear_stale, pid_alive
 
     prefix = f".{output.name}.tmp-"
     clear_stale(output.parent, prefix)
@@ -483,19 +483,9 @@ def _clear_stale_temps(output: Path) -> None:
     with contextlib.suppress(OSError):
         for entry in os.scandir(output.parent):
             pid = entry.name[len(prefix):]
-            if entry.name.startswith(prefix) and pid.isdigit() and not _pid_alive(int(pid)):
+            if entry.name.startswith(prefix) and pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(entry.path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
