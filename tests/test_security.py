@@ -7,7 +7,6 @@ except for the one thing each test breaks, so the check that refuses it is the o
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from sitestack.core.records import StackRecord
 from sitestack.scale.pack import META, content_hash
 from tests.conftest import run_cli
 from tests.helpers.archives import manifest_entry as _entry
+from tests.helpers.archives import write_archive
 from tests.helpers.env import clean_env
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs, test user)")
@@ -85,22 +85,12 @@ def forge(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], manif
             "files": sum(len(m.files) for m in mans.values()),
             "bytes": sum(m.total_bytes for m in mans.values())}
     head.update(header or {})
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        metas: list[tuple[str, Any]] = [(f"{META}/header.json", head)]
-        for role, m in mans.items():
-            metas += [(f"{META}/{role}/manifest.json", m.to_json()),
-                      (f"{META}/{role}/prefix-files.json",
-                       {"prefix": prefixes[role], "files": (hits or {}).get(role, [])})]
-        for name, obj in metas:
-            blob = json.dumps(obj).encode()
-            ti = tarfile.TarInfo(name)
-            ti.size = len(blob)
-            tf.addfile(ti, io.BytesIO(blob))
-        for ti, data in members:
-            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
-    path.write_bytes(zstandard.ZstdCompressor().compress(buf.getvalue()))
-    return path
+    metas: list[tuple[str, object]] = [(f"{META}/header.json", head)]
+    for role, m in mans.items():
+        metas += [(f"{META}/{role}/manifest.json", m.to_json()),
+                  (f"{META}/{role}/prefix-files.json",
+                   {"prefix": prefixes[role], "files": (hits or {}).get(role, [])})]
+    return write_archive(path, metas, members)
 
 
 def stage_cli(archive: Path, to: Path, *extra: str, root: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -27,10 +27,17 @@ def craft(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
               "python_xy": "3.11", "prefixes": {"stack": prefix},
               "content_hash": content_hash([("stack", prefix, m)]),
               "files": len(m.files), "bytes": m.total_bytes}
+    return write_archive(path, [(f"{META}/header.json", header), (f"{META}/stack/manifest.json", man),
+                                (f"{META}/stack/prefix-files.json", {"prefix": prefix, "files": []})],
+                         members)
+
+
+def write_archive(path: Path, metas: list[tuple[str, object]],
+                  members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    """A tar.zst of the JSON `metas` (name, object), then `members` as given."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
-        for name, obj in ((f"{META}/header.json", header), (f"{META}/stack/manifest.json", man),
-                          (f"{META}/stack/prefix-files.json", {"prefix": prefix, "files": []})):
+        for name, obj in metas:
             blob = json.dumps(obj).encode()
             ti = tarfile.TarInfo(name)
             ti.size = len(blob)
