@@ -225,7 +225,3 @@ def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: s
         publish(tmp, final, replace=True, durable=True)
     return final
 
-
-def list_retired(root: SiteRoot, name: str | None = None) -> tuple[RetiredRecord, ...]:
-    """Retired versions (for `list --all`), with their date and message."""
-    return tuple(Site(root).retired(name))
