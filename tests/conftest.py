@@ -118,7 +118,7 @@ def conda_channel(workdir: Path) -> Path:
     from tests.helpers.condachannel import make_channel
 
     base = workdir / "conda"
-    return make_channel(base / "channel", "3.11", python_cache=base / "pycache")
+    return make_channel(base / "channel", python_cache=base / "pycache")
 
 
 @pytest.fixture(scope="session")

@@ -20,13 +20,15 @@ from sitestack.core.relocate import replace_padded  # noqa: E402
 from sitestack.errors import BuildError, SpecError, UsageError, VerifyError  # noqa: E402
 from sitestack.site.spec import CondaSpec  # noqa: E402
 from tests.helpers.condachannel import (  # noqa: E402
+    CONDA_PYTHON,
     PLACEHOLDER,
     pyhello_package,
     reindex,
     write_package,
 )
+from tests.helpers.stacks import PY_XY  # noqa: E402
 
-ALL = ("python 3.11.*", "pyhello", "binpfx")
+ALL = (CONDA_PYTHON, "pyhello", "binpfx")
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +51,9 @@ def _spec(channel: Path, *packages: str) -> CondaSpec:
 
 def test_python_runs_from_the_installed_prefix(installed: tuple[Path, Path, conda.CondaResult]) -> None:
     build, final, result = installed
-    assert result.python_exe == "bin/python3.11"
-    assert result.python_version.startswith("3.11.")
-    assert result.python_xy == "3.11"
+    assert result.python_exe == f"bin/python{PY_XY}"
+    assert result.python_version.startswith(f"{PY_XY}.")
+    assert result.python_xy == PY_XY
     out = subprocess.run(
         [str(build / result.python_exe), "-c",
          "import sys, sysconfig, pyhello; print(sys.prefix); print(sysconfig.get_config_var('prefix')); print(pyhello.__version__)"],
@@ -89,12 +91,12 @@ def test_text_and_binary_placeholders_name_the_final_prefix(
     assert subprocess.run([str(exe), "d"], capture_output=True, text=True).stdout == f"{final}/share/binpfx\n"
     data = exe.read_bytes()
     assert PLACEHOLDER.encode() not in data
-    assert (build / "bin/pyhello").read_text().startswith(f"#!{final}/bin/python3.11\n")
+    assert (build / "bin/pyhello").read_text().startswith(f"#!{final}/bin/python{PY_XY}\n")
     assert str(build).encode() not in (build / "etc/textpfx.conf").read_bytes()
 
 
 def test_solver_picks_between_versions(channel: Path, tmp_path: Path) -> None:
-    r = conda.solve_and_install(_spec(channel, "python 3.11.*", "pyhello 1.*"),
+    r = conda.solve_and_install(_spec(channel, CONDA_PYTHON, "pyhello 1.*"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     names = {x.name: x.version for x in r.records}
     assert names["pyhello"] == "1.0" and "textpfx" not in names
@@ -102,23 +104,23 @@ def test_solver_picks_between_versions(channel: Path, tmp_path: Path) -> None:
 
 def test_unsatisfiable_spec_names_the_specs(channel: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError) as e:
-        conda.solve_and_install(_spec(channel, "python 3.11.*", "toonew"),
+        conda.solve_and_install(_spec(channel, CONDA_PYTHON, "toonew"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     msg = str(e.value)
-    assert "'python 3.11.*'" in msg and "'toonew'" in msg and "python >=3.99" in msg
+    assert f"'{CONDA_PYTHON}'" in msg and "'toonew'" in msg and "python >=3.99" in msg
     assert e.value.exit_code == 3
     assert not (tmp_path / "b").exists()
 
 
 def test_missing_package_is_reported(channel: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="nosuchpkg"):
-        conda.solve_and_install(_spec(channel, "python 3.11.*", "nosuchpkg"),
+        conda.solve_and_install(_spec(channel, CONDA_PYTHON, "nosuchpkg"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
 
 
 def test_invalid_match_spec_is_a_spec_error(channel: Path, tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
-        conda.solve_and_install(_spec(channel, "python 3.11.*", "pyhello 2.0"),
+        conda.solve_and_install(_spec(channel, CONDA_PYTHON, "pyhello 2.0"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     assert "conda.packages[1]" in str(e.value) and e.value.exit_code == 2
 
@@ -158,7 +160,7 @@ def test_corrupted_package_fails_its_hash(channel: Path, tmp_path: Path) -> None
     (ch / "noarch" / "pyhello-2.0-pyh_0.conda").unlink()  # a hardlink: do not write through it
     write_package(bad, ch)  # repodata still has the old sha256
     with pytest.raises(VerifyError) as e:
-        conda.solve_and_install(_spec(ch, "python 3.11.*", "pyhello"),
+        conda.solve_and_install(_spec(ch, CONDA_PYTHON, "pyhello"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     assert "pyhello-2.0-pyh_0.conda" in str(e.value) and "sha256" in str(e.value)
     assert e.value.exit_code == 6
@@ -167,7 +169,7 @@ def test_corrupted_package_fails_its_hash(channel: Path, tmp_path: Path) -> None
 
 
 def test_lock_round_trip_and_rebuild(channel: Path, tmp_path: Path) -> None:
-    r = conda.solve_and_install(_spec(channel, "python 3.11.*", "pyhello 1.*"),
+    r = conda.solve_and_install(_spec(channel, CONDA_PYTHON, "pyhello 1.*"),
                                 tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     lock = tmp_path / "b" / ".sitestack" / conda.LOCK_NAME
     condalock.write_lock(lock, r, {"pyhello": "1.0"})  # conda-provided: left out
@@ -182,8 +184,8 @@ def test_lock_round_trip_and_rebuild(channel: Path, tmp_path: Path) -> None:
     # A rebuild from the lock installs exactly that set, even though a solve would pick 2.0.
     r2, pins2 = conda.install_from_lock(lock, tmp_path / "b2", tmp_path / "f2", tmp_path / "pkgs")
     assert r2.records == r.records and pins2 == pins
-    assert r2.specs == ("python 3.11.*", "pyhello 1.*")
-    assert (tmp_path / "b2" / "lib/python3.11/site-packages/pyhello-1.0.dist-info").is_dir()
+    assert r2.specs == (CONDA_PYTHON, "pyhello 1.*")
+    assert (tmp_path / "b2" / f"lib/python{PY_XY}/site-packages/pyhello-1.0.dist-info").is_dir()
 
 
 def test_read_lock_errors(tmp_path: Path) -> None:
@@ -197,7 +199,7 @@ def test_read_lock_errors(tmp_path: Path) -> None:
 def test_two_installs_share_inodes_through_the_cache(channel: Path, tmp_path: Path) -> None:
     cache = tmp_path / "pkgs"
     a = conda.solve_and_install(_spec(channel, *ALL), tmp_path / "a", tmp_path / "fa", cache)
-    conda.solve_and_install(_spec(channel, "python 3.11.*", "pyhello 1.*"), tmp_path / "b", tmp_path / "fb", cache)
+    conda.solve_and_install(_spec(channel, CONDA_PYTHON, "pyhello 1.*"), tmp_path / "b", tmp_path / "fb", cache)
     rel = f"lib/python{a.python_xy}/os.py"
     sa, sb = (tmp_path / "a" / rel).stat(), (tmp_path / "b" / rel).stat()
     assert sa.st_ino == sb.st_ino and sa.st_nlink >= 3  # cache + two stacks
@@ -241,7 +243,7 @@ def test_relocate_clone_rewrites_text_binary_and_meta(
     assert subprocess.run([str(new / "bin/binpfx")], capture_output=True, text=True).stdout == f"{new}\n"
     assert subprocess.run([str(new / "bin/binpfx"), "d"], capture_output=True, text=True).stdout == f"{new}/share/binpfx\n"
     assert (new / "etc/textpfx.conf").read_text() == f"prefix = {new}\nlibdir = {new}/lib\n"
-    assert f"{new}/bin/python3.11" in (new / "bin/pyhello").read_text()  # sh trick: > 127 bytes
+    assert f"{new}/bin/python{PY_XY}" in (new / "bin/pyhello").read_text()  # sh trick: > 127 bytes
     assert (build / "bin/binpfx").read_bytes() == before  # the source stack is untouched
     meta = json.loads(next((new / "conda-meta").glob("binpfx-*.json")).read_text())
     entry = meta["paths_data"]["paths"][0]
@@ -287,7 +289,7 @@ def test_check_conda_files_catches_overwrites(channel: Path, tmp_path: Path) -> 
     conda.solve_and_install(_spec(channel, *ALL), tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     snap = condaprefix.snapshot_conda_files(tmp_path / "b")
     condaprefix.check_conda_files(tmp_path / "b", snap)  # untouched: fine
-    init = tmp_path / "b/lib/python3.11/site-packages/pyhello/__init__.py"
+    init = tmp_path / f"b/lib/python{PY_XY}/site-packages/pyhello/__init__.py"
     init.unlink()  # never write through a hardlink into the cache
     init.write_text("# replaced by a pypi wheel\n")
     with pytest.raises(BuildError, match="conda package pyhello"):
@@ -305,12 +307,12 @@ def test_build_conda_prefix_writes_the_lock(channel: Path, tmp_path: Path) -> No
     from sitestack.site.spec import parse_spec
 
     spec = parse_spec(
-        f'[stack]\nname = "c"\n[conda]\nchannels = ["{channel}"]\npackages = ["python 3.11.*", "pyhello"]\n'
+        f'[stack]\nname = "c"\n[conda]\nchannels = ["{channel}"]\npackages = ["{CONDA_PYTHON}", "pyhello"]\n'
     )
     root = SiteRoot(tmp_path / "root")
     tmp, final = root.tmp / "c-x", root.prefix("c", "v1")
     version, xy, extra = conda.build_conda_prefix(spec, tmp, final, root)
-    assert xy == "3.11" and version.startswith("3.11.")
+    assert xy == PY_XY and version.startswith(f"{PY_XY}.")
     assert extra["conda_provides"] == ["pyhello"]
     assert (tmp / ".sitestack" / conda.LOCK_NAME).is_file()
     assert any((root.meta / "pkgs").iterdir())
@@ -320,5 +322,5 @@ def test_channel_can_be_extended_and_reindexed(channel: Path, tmp_path: Path) ->
     ch = _copy_channel(channel, tmp_path / "ch")
     write_package(pyhello_package("3.0", []), ch)
     reindex(ch)
-    r = conda.solve_and_install(_spec(ch, "python 3.11.*", "pyhello"), tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
+    r = conda.solve_and_install(_spec(ch, CONDA_PYTHON, "pyhello"), tmp_path / "b", tmp_path / "f", tmp_path / "pkgs")
     assert {x.name: x.version for x in r.records}["pyhello"] == "3.0"

@@ -14,6 +14,7 @@ from sitestack.core.manifest import Manifest, verify
 from sitestack.core.records import StackRecord
 from sitestack.site.registry import Site
 from tests.conftest import run_cli
+from tests.helpers.condachannel import CONDA_PYTHON
 from tests.helpers.modules import (
     MODULE_SYSTEMS,
     env_snapshot_script,
@@ -43,7 +44,7 @@ def conda_root(workdir: Path) -> SiteRoot:
 @pytest.fixture(scope="module")
 def conda_stack(conda_root: SiteRoot, conda_channel: Path, wheelhouse: Path, workdir: Path) -> StackRecord:
     spec = workdir / "cconda.toml"
-    spec.write_text(conda_spec(conda_channel, wheelhouse, ["python 3.11.*", "pyhello", "binpfx", "textpfx"], ["tinyapp"]))
+    spec.write_text(conda_spec(conda_channel, wheelhouse, [CONDA_PYTHON, "pyhello", "binpfx", "textpfx"], ["tinyapp"]))
     run_cli("build", str(spec), "--root", str(conda_root.path), "--version", "2024-01-01", "--default", check=True)
     return Site(conda_root).get("cconda/2024-01-01")
 
@@ -94,8 +95,8 @@ def test_rebuild_from_lock_gives_the_same_set(conda_stack: StackRecord, conda_ro
 
     assert metas(again.prefix) == metas(conda_stack.prefix)
     # Two versions on one filesystem share the cache's inodes (files without a placeholder).
-    a = conda_stack.prefix / "lib" / "python3.11" / "os.py"
-    b = again.prefix / "lib" / "python3.11" / "os.py"
+    a = conda_stack.prefix / "lib" / f"python{conda_stack.python_xy}" / "os.py"
+    b = again.prefix / "lib" / f"python{again.python_xy}" / "os.py"
     assert os.stat(a).st_ino == os.stat(b).st_ino
     out = run_cli("list", "--root", str(conda_root.path), "--json", check=True).stdout
     rows = {r["version"]: r for r in json.loads(out)}
@@ -107,7 +108,7 @@ def test_rebuild_from_lock_gives_the_same_set(conda_stack: StackRecord, conda_ro
 def test_unsatisfiable_conda_spec_leaves_nothing(conda_root: SiteRoot, conda_channel: Path, wheelhouse: Path,
                                                  tmp_path: Path) -> None:
     spec = tmp_path / "bad.toml"
-    spec.write_text(conda_spec(conda_channel, wheelhouse, ["python 3.11.*", "toonew"], []))
+    spec.write_text(conda_spec(conda_channel, wheelhouse, [CONDA_PYTHON, "toonew"], []))
     r = run_cli("build", str(spec), "--root", str(conda_root.path), "--version", "bad")
     assert r.returncode == 3 and "toonew" in r.stderr, r.stderr
     assert not (conda_root.stacks / "cconda" / "bad").exists()
@@ -117,7 +118,7 @@ def test_unsatisfiable_conda_spec_leaves_nothing(conda_root: SiteRoot, conda_cha
 def test_pypi_conflict_with_conda_is_reported(conda_root: SiteRoot, conda_channel: Path, wheelhouse: Path,
                                               tmp_path: Path) -> None:
     spec = tmp_path / "conflict.toml"
-    spec.write_text(conda_spec(conda_channel, wheelhouse, ["python 3.11.*", "pyhello 1.0.*"], ["pyhello>=2"]))
+    spec.write_text(conda_spec(conda_channel, wheelhouse, [CONDA_PYTHON, "pyhello 1.0.*"], ["pyhello>=2"]))
     r = run_cli("build", str(spec), "--root", str(conda_root.path), "--version", "conflict")
     assert r.returncode == 3 and "pyhello" in r.stderr, r.stderr
     assert not (conda_root.stacks / "cconda" / "conflict").exists()
@@ -132,9 +133,10 @@ def test_stage_of_conda_stack_rewrites_placeholders(conda_stack: StackRecord, co
     out = subprocess.run([str(staged / "bin" / "binpfx")], capture_output=True, text=True, check=True).stdout
     assert str(staged) in out and str(conda_stack.prefix) not in out, "binary placeholder names the staged copy"
     assert str(conda_stack.prefix).encode() not in (staged / "bin" / "binpfx").read_bytes()
-    r = subprocess.run([str(staged / "bin" / "python3.11"), "-c", "import sys, pyhello; print(sys.prefix); print(pyhello.__file__)"],
+    xy = conda_stack.python_xy
+    r = subprocess.run([str(staged / "bin" / f"python{xy}"), "-c", "import sys, pyhello; print(sys.prefix); print(pyhello.__file__)"],
                        capture_output=True, text=True)
-    assert r.returncode == 0 and r.stdout.split() == [str(staged), str(staged / "lib/python3.11/site-packages/pyhello/__init__.py")]
+    assert r.returncode == 0 and r.stdout.split() == [str(staged), str(staged / f"lib/python{xy}/site-packages/pyhello/__init__.py")]
     # conda-meta stays valid: every recorded sha256_in_prefix matches the rewritten file.
     import hashlib
 

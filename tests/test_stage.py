@@ -318,6 +318,6 @@ def test_stage_reads_the_published_archive(stack: StackRecord, build_stack, site
                     "--root", str(site_root.path), env=clean_env())
         assert r.returncode == 0 and f"ignoring {published}" in r.stderr, r.stderr
         final = Path(json.loads(r.stdout)["path"])
-        assert (final / "stack" / "lib" / "python3.11" / "site-packages" / "shadowme-1.0.dist-info").is_dir()
+        assert (final / "stack" / "lib" / f"python{stack.python_xy}" / "site-packages" / "shadowme-1.0.dist-info").is_dir()
     finally:
         published.unlink(missing_ok=True)

@@ -33,6 +33,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.helpers.stacks import PY_XY
+
+# The channel's python is the interpreter running the tests (as every other test stack is),
+# so tests name its X.Y through these instead of a literal version.
+CONDA_PYTHON = f"python {PY_XY}.*"
+
 # conda-build's placeholder is the build's host prefix padded with "_placehold" to 255
 # bytes; rattler only needs paths.json to name it. Binary files keep this much room.
 PLACEHOLDER = ("/opt/conda-bld/sitestack_1700000000000/_h_env" + "_placehold" * 30)[:255]
@@ -260,7 +266,7 @@ def _index(channel: Path) -> None:
 
 def make_channel(
     dest: Path,
-    python_prefix_source: str | os.PathLike[str] = "3.11",
+    python_prefix_source: str | os.PathLike[str] = sys.executable,
     *,
     python_cache: Path | None = None,
     extra: Iterable[Package] = (),
