@@ -12,6 +12,7 @@ import pytest
 from sitestack.core.layout import SiteRoot
 from sitestack.site.registry import Site
 from tests.conftest import BuildStack, make_builder, run_cli
+from tests.helpers.stacks import PY_XY
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_list_and_show_json(root: tuple[SiteRoot, BuildStack]) -> None:
     assert [(x["name"], x["version"]) for x in rows] == [("conda", "2022-07-19"), ("conda", "2024-04-29")]
     old, new = rows
     assert old["default"] is True and new["default"] is False
-    assert old["python"].startswith("3.11.") and new["packages"] == 4  # pip, tinyapp, shadowme, needsnew
+    assert old["python"].startswith(f"{PY_XY}.") and new["packages"] == 4  # pip, tinyapp, shadowme, needsnew
     assert old["bytes"] > 10_000_000 and old["files"] > 1000
     shown = json.loads(cli(r, "show", "conda/2024-04-29", "--json"))
     assert shown["packages"]["needsnew"] == "1.0" and shown["packages"]["shadowme"] == "2.0"
@@ -99,7 +100,7 @@ def test_verify_detects_tampering(root: tuple[SiteRoot, BuildStack], workdir: Pa
         res = run_cli("verify", "conda/2024-04-29", "--root", str(r.path), "--json")
         assert res.returncode == 1
         problems = json.loads(res.stdout)[0]["problems"]
-        assert {"path": "lib/python3.11/site-packages/needsnew/__init__.py", "problem": "changed"} in problems
+        assert {"path": f"lib/python{PY_XY}/site-packages/needsnew/__init__.py", "problem": "changed"} in problems
         assert any(p["problem"] == "writable" for p in problems)
     finally:
         target.write_bytes(saved)
