@@ -405,13 +405,14 @@ def test_interrupted_clone_leaves_nothing_at_path(sig: str, stack: StackRecord, 
 @pytest.fixture(scope="module")
 def conda_clone_stack(workdir: Path, wheelhouse: Path, request: pytest.FixtureRequest) -> StackRecord:
     pytest.importorskip("rattler")
+    from tests.helpers.condachannel import CONDA_PYTHON
     from tests.test_conda_stack import conda_spec
 
     channel: Path = request.getfixturevalue("conda_channel")
     root = SiteRoot(workdir / "site-conda-clone")
     root.path.mkdir()
     spec = workdir / "conda-clone.toml"
-    spec.write_text(conda_spec(channel, wheelhouse, ["python 3.11.*", "pyhello", "binpfx", "textpfx"], ["tinyapp"]))
+    spec.write_text(conda_spec(channel, wheelhouse, [CONDA_PYTHON, "pyhello", "binpfx", "textpfx"], ["tinyapp"]))
     run_cli("build", str(spec), "--root", str(root.path), "--version", "1", check=True)
     from sitestack.site.registry import Site
 
