@@ -14,8 +14,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sitestack.errors import BuildError, SpecError, ToolMissingError
+
+if TYPE_CHECKING:
+    from sitestack.core.manifest import FileEntry
 
 _PROBE = r"""
 import json, os, sys, sysconfig
@@ -162,8 +166,13 @@ def _copy_stdlib(src: Path, dest: Path, keep: Callable[[str], bool]) -> None:
             os.symlink(target, dest / rel)
 
 
-def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path) -> list[str]:
-    """Copy `src` into `prefix`; text files name `final_prefix`. Returns relative paths written."""
+def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path,
+                     known: dict[str, FileEntry] | None = None) -> list[str]:
+    """Copy `src` into `prefix`; text files name `final_prefix`. Returns relative paths written.
+
+    `known` receives the sha256 of every copied file that was not rewritten afterwards: the
+    scan for the source's prefix reads every byte anyway, and the build need not read the
+    stdlib a second time for its manifest."""
     from sitestack.core.manifest import scan
     from sitestack.core.relocate import rewrite_file
 
@@ -200,10 +209,13 @@ def copy_interpreter(src: SourcePython, prefix: Path, final_prefix: Path) -> lis
 
     # sysconfig data, Makefile, python-config, .pc files: name the stack, not the source,
     # so C extensions built in layers (mpi4py) link against the stack's libpython.
-    _manifest, hits = scan(prefix, [str(src.base_prefix)], exclude=())
+    manifest, hits = scan(prefix, [str(src.base_prefix)], exclude=())
     for hit in hits:
         if hit.kind == "text":
             rewrite_file(prefix / hit.path, str(src.base_prefix), str(final_prefix))
+    if known is not None:
+        rewritten = {h.path for h in hits}
+        known.update((rel, e) for rel, e in manifest.files.items() if rel not in rewritten)
     return [h.path for h in hits]
 
 

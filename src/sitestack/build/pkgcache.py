@@ -35,14 +35,15 @@ import os
 import shutil
 import stat
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sitestack.core.bytecode import pyc_paths
 from sitestack.core.fsutil import atomic_write_json, file_lock, make_dirs, make_readonly, rmtree
-from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, scan
+from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, hash_files, scan, walk
 from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.uvtool import run_logged, uv_bin, uv_env
@@ -130,11 +131,16 @@ def pin_name(pin: str) -> str:
     return canonicalize_name(Requirement(pin).name)
 
 
-def options_hash(opts: BuildOptions | None) -> str:
-    """A source build's identity beyond its pin: no-binary and every env value."""
+def options_hash(opts: BuildOptions | None, pins: Sequence[str] = ()) -> str:
+    """A source build's identity beyond its pin: no-binary and every env value; without build
+    isolation also the set's pins (horovod compiled against torch X is not one against Y)."""
     if opts is None:
         return ""
-    doc = json.dumps({"no_binary": opts.no_binary, "env": dict(sorted(opts.env.items()))}, sort_keys=True)
+    d: dict[str, object] = {"no_binary": opts.no_binary, "env": dict(sorted(opts.env.items()))}
+    if not opts.build_isolation:  # only then: the keys of isolated builds stay as they were
+        # By name and version (_safe): a local wheel's path (stdlib pip's) differs per build.
+        d |= {"build_isolation": False, "against": sorted(_safe(p) for p in pins)}
+    doc = json.dumps(d, sort_keys=True)
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
@@ -163,19 +169,32 @@ def _load(path: Path) -> Entry:
     return Entry(path, data["pin"], tuple(data["rewrite"]), tuple(data["old"]), data.get("options", ""))
 
 
+@dataclass(frozen=True)
+class Installer:
+    """The interpreter the stack's python is being copied from: same version, same platform.
+    uv installs the wheels with it while the copy is made, so the build need not wait."""
+
+    python: str  # its executable, as uv writes it into console scripts
+    stdlib: str  # its standard library (the bundled pip wheel is installed from there)
+
+
 def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Sequence[str],
-           root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None) -> list[Entry]:
+           root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None, *,
+           installer: Installer | None = None, ready: Callable[[], object] | None = None) -> list[Entry]:
     """Every pin's entry, installing and compiling the missing ones.
 
-    Pins named in `build` are built from source with their options and keyed by them."""
+    Pins named in `build` are built from source with their options and keyed by them, by
+    the stack's own `python` (their C code sees its sysconfig) once `ready()` returns, each
+    beside the one uv call for the wheels. `installer` may install the wheels while the
+    stack's python is still being copied."""
     build = build or {}
     base = cache_root(root)
     make_dirs(base)  # exact modes: the library may run under any umask
-    tag = _tag(python)
+    tag = _tag(installer.python if installer else python)
     opts = {pin: build.get(pin_name(pin)) for pin in pins}
     names = {}
     for pin in pins:
-        h = options_hash(opts[pin])
+        h = options_hash(opts[pin], pins)
         names[pin] = f"{_safe(pin)}{'-src' if h else ''}-{_key(pin, tag, h)}"
     missing = [p for p in pins if not (base / names[p] / ENTRY).is_file()]
     if missing:
@@ -184,7 +203,7 @@ def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Se
             missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
             if missing:
                 log.step(f"installing {len(missing)} new distribution(s) into the site cache")
-                _populate(missing, names, opts, python, prefix, py_xy, index, base, log)
+                _populate(missing, names, opts, python, prefix, py_xy, index, base, log, installer, ready)
     hits = len(pins) - len(missing)
     log.add(f"site cache: {hits} hit(s), {len(missing)} new: " + ", ".join(
         f"{p} -> {names[p]}" + (" (new)" if p in missing else "") for p in pins))
@@ -207,61 +226,49 @@ def _install_args(python: str, tree: Path, index: Sequence[str]) -> list[str]:
 
 
 def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, BuildOptions | None],
-              python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog) -> None:
-    temps: dict[str, Path] = {}
-    split: dict[str, Path] = {}
+              python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog,
+              installer: Installer | None, ready: Callable[[], object] | None) -> None:
+    """Install the missing pins into temp entries and publish each one once it is complete.
+
+    One thread runs the uv call for every wheel (then splits and scans its result), one
+    thread per source build runs that build: a compiler and uv's downloads overlap, as in
+    one uv call. Every thread is waited for before anything is removed, so a failed build
+    leaves no half entry and no process writing into a removed folder."""
+    temps: dict[str, Path] = {}  # every temp made, for the finally; threads add theirs
     shared: Path | None = None
+    wheels = [p for p in missing if opts[p] is None]
+    sources = [p for p in missing if opts[p] is not None]
+    # Without build isolation a build imports the set's packages (horovod's imports torch):
+    # it runs after the others, on their published entries (PYTHONPATH), not beside them.
+    later = [p for p in sources if not opts[p].build_isolation]  # type: ignore[union-attr]
     try:
-        wheels = [p for p in missing if opts[p] is None]
-        sources = [p for p in missing if opts[p] is not None]
-        with Progress(log, "installed into the site cache", len(missing), noun="distributions") as bar:
-            if wheels:
-                # make_temp, not temp_tree: it lives beside the per-pin temps, each published on
-                # its own; the finally removes what is left, clear_stale(".tmp-") killed runs'.
-                shared = make_temp(base, ".tmp-all-", 0o700)
-                _uv([*_install_args(python, shared / "tree", index), *wheels], log,
-                    f"installing {len(wheels)} distribution(s)")
-                # Compiled (by uv) before the split, all at once; each .pyc moves with its source.
-                split = _split(shared / "tree", py_xy, wheels, base)
-                temps.update(split)
-                bar.advance(len(split))
-                for pin in wheels:
-                    if pin not in split:  # no dist-info matched its name: install it alone
-                        temps[pin] = make_temp(base, ".tmp-", 0o700)
-                        _uv([*_install_args(python, temps[pin] / "tree", index), pin], log, f"installing {pin}")
-                        bar.advance()
-            for pin in sources:
-                o = opts[pin]
-                assert o is not None
-                name = pin_name(pin)
-                temps[pin] = make_temp(base, ".tmp-", 0o700)
-                log.step(f"building {name} from source" if o.no_binary else f"installing {name} with its build env")
-                # --no-cache: uv's cache keeps a wheel built from an sdist and would hand it
-                # back whatever the env now says; this site cache is keyed by the env instead.
-                args = [*_install_args(python, temps[pin] / "tree", index), "--no-cache",
-                        *(["--no-binary", name] if o.no_binary else []), pin]
-                _uv(args, log, f"building {name} from source" if o.no_binary else f"installing {name}",
-                    env=o.env, tail=25)
-                bar.advance()
-        for pin, tmp in temps.items():
-            old = (str(tmp / "tree"), str(prefix), *((str(shared / "tree"),) if shared else ()))
-            m, hits = _scan_entry(tmp / "tree", old)
-            for rel, fe in m.files.items():
-                m.files[rel] = FileEntry(fe.sha256, fe.size, _readonly_mode(fe.mode))
-            m.save(tmp / FILES)
-            # Only text files are rewritten per stack (shebangs, direct_url.json). A compiled
-            # extension that names the build's temp prefix does so in debug info (-I paths
-            # under -g), which nothing reads at run time; a byte replacement of another length
-            # would break the ELF, and copying it would cost the link. It is linked as is.
-            atomic_write_json(tmp / ENTRY, {"pin": pin, "old": list(old), "options": options_hash(opts[pin]),
-                                            "env": dict(opts[pin].env) if opts[pin] else {},  # type: ignore[union-attr]
-                                            "rewrite": sorted(h.path for h in hits if h.kind == "text"),
-                                            "binary": sorted(h.path for h in hits if h.kind != "text")})
-            make_readonly(tmp)
-            try:
-                publish(tmp, base / names[pin])
-            except OSError:
-                rmtree(tmp)  # another build made it first
+        for pin in sources:
+            temps[pin] = make_temp(base, ".tmp-", 0o700)
+        if wheels:
+            # make_temp, not temp_tree: it lives beside the per-pin temps, each published on
+            # its own; the finally removes what is left, clear_stale(".tmp-") killed runs'.
+            shared = make_temp(base, ".tmp-all-", 0o700)
+        with Progress(log, "installed into the site cache", len(missing), noun="distributions") as bar, \
+                ThreadPoolExecutor(max_workers=1 + len(sources)) as pool:
+            jobs = []
+            if shared is not None:
+                jobs.append(pool.submit(_fill_wheels, wheels, shared, temps, names, python, prefix, py_xy,
+                                        index, base, log, installer, bar))
+            for pin in (p for p in sources if p not in later):
+                jobs.append(pool.submit(_fill_source, pin, opts[pin], temps[pin], names[pin], python, prefix,
+                                        index, base, log, ready, bar))
+            errors: list[BaseException] = []
+            for job in jobs:  # in order: the wheels' error first, then the builds'
+                try:
+                    job.result()
+                except BaseException as e:  # re-raised below, once every thread is done
+                    errors.append(e)
+            if errors:
+                raise errors[0]
+            sp = f"lib/python{py_xy}/site-packages"
+            for pin in later:
+                _fill_source(pin, opts[pin], temps[pin], names[pin], python, prefix, index, base, log, ready, bar,
+                             [str(base / names[q] / "tree" / sp) for q in names if q != pin])
     finally:
         for tmp in temps.values():
             rmtree(tmp)
@@ -269,15 +276,162 @@ def _populate(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, 
             rmtree(shared)
 
 
+def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], names: Mapping[str, str],
+                 python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog,
+                 installer: Installer | None, bar: Progress) -> None:
+    """The one uv call for every wheel, split into entries along RECORD, scanned in one pass."""
+    tree = shared / "tree"
+    _uv([*_install_args(installer.python if installer else python, tree, index), *wheels], log,
+        f"installing {len(wheels)} distribution(s)")
+    if installer is not None:
+        _retarget(tree, py_xy, installer, f"{prefix}/bin/python{py_xy}", f"{prefix}/lib/python{py_xy}")
+    # Compiled (by uv) before the split, all at once; each .pyc moves with its source.
+    split = _split(tree, py_xy, wheels, base)
+    temps.update({pin: tmp for pin, (tmp, _f, _l) in split.items()})
+    # Nothing was ever written at an entry's own temp path: what a wheel's files may name
+    # is the shared tree and the stack they were installed for.
+    old = (str(tree), str(prefix))
+    hashed, hits = _scan_split(base, split, old)
+    for pin, (tmp, files, links) in split.items():
+        m = Manifest({f: hashed[f"{tmp.name}/tree/{f}"] for f in files},
+                     {ln: os.readlink(os.path.join(tmp, "tree", ln)) for ln in links}, _parents([*files, *links]))
+        mine = [PrefixHit(h.path.split("/", 2)[2], h.kind) for h in hits if h.path.startswith(f"{tmp.name}/")]
+        _finish_entry(pin, tmp, m, mine, (str(tmp / "tree"), *old), None, base / names[pin])
+        bar.advance()
+    for pin in wheels:
+        if pin not in split:  # no dist-info matched its name: install it alone
+            tmp = temps[pin] = make_temp(base, ".tmp-", 0o700)
+            _uv([*_install_args(python, tmp / "tree", index), pin], log, f"installing {pin}")
+            _finish_scanned(pin, tmp, (str(tmp / "tree"), str(prefix)), None, base / names[pin])
+            bar.advance()
+
+
+def _fill_source(pin: str, o: BuildOptions | None, tmp: Path, dest_name: str, python: str, prefix: Path,
+                 index: Sequence[str], base: Path, log: BuildLog, ready: Callable[[], object] | None,
+                 bar: Progress, path: Sequence[str] = ()) -> None:
+    """One package built from its sdist (or installed with its env) by the stack's python;
+    `path`: what a build without isolation may import."""
+    assert o is not None
+    if ready is not None:
+        ready()  # the stack's python, which builds it, is complete
+    name = pin_name(pin)
+    log.step(f"building {name} from source" if o.no_binary else f"installing {name} with its build env")
+    # --no-cache: uv's cache keeps a wheel built from an sdist and would hand it
+    # back whatever the env now says; this site cache is keyed by the env instead.
+    args = [*_install_args(python, tmp / "tree", index), "--no-cache",
+            *(["--no-binary", name] if o.no_binary else []),
+            *([] if o.build_isolation else ["--no-build-isolation-package", name]), pin]
+    env = dict(o.env)
+    if path:
+        env["PYTHONPATH"] = os.pathsep.join([*filter(None, [o.env.get("PYTHONPATH")]), *path])
+    _uv(args, log, f"building {name} from source" if o.no_binary else f"installing {name}", env=env, tail=25)
+    _finish_scanned(pin, tmp, (str(tmp / "tree"), str(prefix)), o, base / dest_name)
+    bar.advance()
+
+
+def _finish_scanned(pin: str, tmp: Path, old: tuple[str, ...], o: BuildOptions | None, dest: Path) -> None:
+    m, hits = _scan_entry(tmp / "tree", old)
+    _finish_entry(pin, tmp, m, hits, old, o, dest)
+
+
+def _finish_entry(pin: str, tmp: Path, m: Manifest, hits: list[PrefixHit], old: tuple[str, ...],
+                  o: BuildOptions | None, dest: Path) -> None:
+    """Record the entry's hashes and prefix-naming files, lock it, publish it."""
+    for rel, fe in m.files.items():
+        m.files[rel] = FileEntry(fe.sha256, fe.size, _readonly_mode(fe.mode))
+    m.save(tmp / FILES)
+    # Only text files are rewritten per stack (shebangs, direct_url.json). A compiled
+    # extension that names the build's temp prefix does so in debug info (-I paths
+    # under -g), which nothing reads at run time; a byte replacement of another length
+    # would break the ELF, and copying it would cost the link. It is linked as is.
+    atomic_write_json(tmp / ENTRY, {"pin": pin, "old": list(old), "options": options_hash(o),
+                                    "env": dict(o.env) if o else {},
+                                    "rewrite": sorted(h.path for h in hits if h.kind == "text"),
+                                    "binary": sorted(h.path for h in hits if h.kind != "text")})
+    make_readonly(tmp)
+    try:
+        publish(tmp, dest)
+    except OSError:
+        rmtree(tmp)  # another build made it first
+
+
+def _parents(rels: Sequence[str]) -> list[str]:
+    """Every folder above the given paths: the entry's folders, as a walk would list them."""
+    out: set[str] = set()
+    for rel in rels:
+        d = os.path.dirname(rel)
+        while d and d not in out:
+            out.add(d)
+            d = os.path.dirname(d)
+    return sorted(out)
+
+
+def _retarget(tree: Path, py_xy: str, installer: Installer, python: str, stdlib: str) -> None:
+    """Name the stack's python where uv named the installing one: the shebang of each script
+    in bin/ (uv writes `#!PYTHON [args]`, or for a long path or one with a space the
+    `/bin/sh` exec trick) and the URL of a wheel from its stdlib in direct_url.json (the
+    bundled pip). uv writes the interpreter's path nowhere else (its wheel installer
+    writes the package's files as they are, scripts, RECORD, INSTALLER, REQUESTED and
+    direct_url.json); these files then name the stack's temp prefix, as if uv had run with
+    the stack's own python."""
+    from sitestack.core.relocate import fix_shebang, write_replacing
+
+    old, new = installer.python.encode(), python.encode()
+    quoted = b"'" + old.replace(b"'", b"'\\''") + b"'"
+    trick = b"#!/bin/sh\n'''exec' " + quoted + b' "$0" "$@"\n' + b"' '''\n"
+    bindir = tree / "bin"
+    for de in os.scandir(bindir) if bindir.is_dir() else ():
+        if de.is_symlink() or not de.is_file():
+            continue
+        with open(de.path, "rb") as f:
+            data = f.read()
+        if data.startswith(trick):
+            data = b"#!" + new + b"\n" + data[len(trick):]
+        elif data.startswith(b"#!" + old) and data[len(old) + 2:len(old) + 3] in (b"\n", b" ", b"\t", b""):
+            data = b"#!" + new + data[len(old) + 2:]
+        else:
+            continue
+        write_replacing(Path(de.path), fix_shebang(data))
+    sp = tree / "lib" / f"python{py_xy}" / "site-packages"
+    src_uri, dst_uri = Path(installer.stdlib).as_uri().encode() + b"/", Path(stdlib).as_uri().encode() + b"/"
+    for du in sp.glob("*.dist-info/direct_url.json") if sp.is_dir() else ():
+        data = du.read_bytes()
+        if src_uri in data:
+            write_replacing(du, data.replace(src_uri, dst_uri))
+
+
 def _scan_entry(tree: Path, old: Sequence[str]) -> tuple[Manifest, list[PrefixHit]]:
-    """scan() for the files that name any `old` prefix, in ONE pass over the bytes: it looks
-    for the prefixes' common parent (the site's .sitestack folder), and only the few files
-    that hold it are read again for the prefixes themselves. Three needles cost three
-    searches of every chunk, twice the hashing's own time."""
+    """scan() of one entry's tree, with the files that name any `old` prefix (_find_old)."""
     common = os.path.commonpath(old) if old else ""
     if len(common) < 8:  # too short to be a useful filter ("/", "/tmp")
         return scan(tree, old, exclude=())
     m, maybe = scan(tree, [common], exclude=())
+    return m, _find_old(tree, maybe, old)
+
+
+def _scan_split(base: Path, split: Mapping[str, tuple[Path, list[str], list[str]]],
+                old: Sequence[str]) -> tuple[dict[str, FileEntry], list[PrefixHit]]:
+    """The files of every new entry of the split hashed in ONE pool (one per entry would
+    start 14 pools for the small set), with those that name an `old` prefix; paths are
+    relative to the cache folder: `.tmp-XXX/tree/REL`."""
+    rels = [f"{tmp.name}/tree/{f}" for tmp, files, _links in split.values() for f in files]
+    common = os.path.commonpath(old)
+    filtered = len(common) >= 8
+    files: dict[str, FileEntry] = {}
+    maybe: list[PrefixHit] = []
+    needles = (common.encode(),) if filtered else tuple(o.encode() for o in old)
+    for rel, (digest, size, mode, hit) in hash_files(base, rels, needles):
+        files[rel] = FileEntry(digest, size, mode)
+        if hit:
+            maybe.append(PrefixHit(rel, hit))
+    return files, _find_old(base, maybe, old) if filtered else maybe
+
+
+def _find_old(tree: Path, maybe: list[PrefixHit], old: Sequence[str]) -> list[PrefixHit]:
+    """Of the files that hold the prefixes' common parent (the site's .sitestack folder),
+    those that hold a prefix itself: ONE search of every byte for the parent, and the few
+    files that hold it read again. Three needles cost three searches of every chunk,
+    twice the hashing's own time."""
     needles = [o.encode() for o in old]
     hits = []
     for h in maybe:
@@ -285,7 +439,7 @@ def _scan_entry(tree: Path, old: Sequence[str]) -> tuple[Manifest, list[PrefixHi
             data = f.read()
         if any(n in data for n in needles):
             hits.append(h)
-    return m, hits
+    return hits
 
 
 def _readonly_mode(mode: int) -> int:
@@ -294,61 +448,100 @@ def _readonly_mode(mode: int) -> int:
     return mode | 0o111 if mode & 0o100 else mode
 
 
-def _split(tree: Path, py_xy: str, pins: Sequence[str], base: Path) -> dict[str, Path]:
+def _split(tree: Path, py_xy: str, pins: Sequence[str], base: Path) -> dict[str, tuple[Path, list[str], list[str]]]:
     """Move each distribution's files (its RECORD) out of one shared install into its own
-    temp entry; returns {pin: temp entry folder} for every pin whose dist-info was found."""
+    temp entry; returns {pin: (temp entry folder, files, symlinks)} (paths relative to the
+    entry's tree) for every pin whose dist-info was found.
+
+    A folder whose files all belong to one distribution by every RECORD in the tree (numpy/,
+    its dist-info, scipy.libs/) moves in ONE rename, bytecode and all; only files of shared
+    folders (site-packages itself, bin/, a namespace package) move one by one, each .py
+    with its .pyc. The entry's file list is then one walk of its tree."""
     sp = tree / "lib" / f"python{py_xy}" / "site-packages"
     by_name = {pin_name(p): p for p in pins}
-    out: dict[str, Path] = {}
+    out: dict[str, tuple[Path, list[str], list[str]]] = {}
     if not sp.is_dir():
         return out
     from packaging.utils import canonicalize_name
 
+    top = str(tree) + os.sep
+    listed: dict[str, list[str]] = {}  # owner (a pin, or the dist-info of no pin) -> its files
+    owners: dict[str, set[str]] = {}  # folder -> owners with a file below it
     for info in sorted(sp.glob("*.dist-info")):
         pin = by_name.get(canonicalize_name(info.name[: -len(".dist-info")].rsplit("-", 1)[0]))
         record = info / "RECORD"
-        if pin is None or pin in out or not record.is_file():
-            continue
+        # A dist-info of no pin (or without RECORD) still owns its folders: none moves whole.
+        owner = pin if pin is not None and pin not in listed and record.is_file() else f"?{info.name}"
+        rows: list[str] = []
+        if record.is_file():
+            with open(record, newline="", encoding="utf-8") as f:
+                rows = [row[0] for row in csv.reader(f) if row]
+        # The dist-info itself, whatever RECORD says of it.
+        subs = [str(info.relative_to(tree)) + "/RECORD"]
+        for rel in rows:
+            src = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(sp, rel))
+            if src.startswith(top):  # outside the prefix: nothing a stack could link
+                subs.append(src[len(top):])
+        listed[owner] = subs
+        for sub in subs:
+            d = os.path.dirname(sub)
+            while d:
+                owners.setdefault(d, set()).add(owner)
+                d = os.path.dirname(d)
+    keep = {"lib", f"lib/python{py_xy}", str(sp.relative_to(tree))}  # never moved whole
+    for owner, subs in listed.items():
+        if owner.startswith("?"):
+            continue  # its pin, if any, is installed alone
         tmp = make_temp(base, ".tmp-", 0o700)
-        out[pin] = tmp
-        with open(record, newline="", encoding="utf-8") as f:
-            rels = [row[0] for row in csv.reader(f) if row]
-        # Then whatever else sits in the dist-info (files only: its folders, e.g. licenses/,
-        # may already exist in the entry from RECORD's files).
-        rest = [str(p.relative_to(sp)) for p in info.rglob("*") if p.is_symlink() or not p.is_dir()]
-        _move(str(tree), str(sp), str(tmp / "tree"), [*rels, *rest], py_xy)
+        out[owner] = (tmp, [], [])
+        dest_tree = str(tmp / "tree")
+        whole: dict[str, None] = {}  # in order, once each
+        single: list[str] = []
+        for sub in subs:
+            unit = None
+            d = os.path.dirname(sub)
+            while d:  # the highest folder that is this distribution's alone
+                if "/" in d and d not in keep and owners.get(d) == {owner}:
+                    unit = d
+                d = os.path.dirname(d)
+            if unit is None:
+                single.append(sub)
+            else:
+                whole[unit] = None
+        _move(str(tree), dest_tree, list(whole), single, py_xy)
+        files, links, _dirs = walk(Path(dest_tree))
+        out[owner] = (tmp, files, links)
     return out
 
 
-def _move(tree: str, sp: str, dest_tree: str, rels: Sequence[str], py_xy: str) -> None:
-    """Rename one distribution's files (RECORD paths, relative to site-packages) and the
-    bytecode of its .py files from `tree` to `dest_tree`. Strings, one lstat per file and
-    each folder made once: 10,000 files are moved in a fraction of a second."""
+def _move(tree: str, dest_tree: str, whole: Sequence[str], single: Sequence[str], py_xy: str) -> None:
+    """Rename folders (`whole`) and single files (with the bytecode of a .py), paths
+    relative to the trees, from `tree` to `dest_tree`: strings, one lstat per single
+    file and each folder made once."""
     made: set[str] = set()
-    top = tree + os.sep
 
-    def move(src: str, sub: str) -> None:
+    def move(sub: str) -> None:
         parent = os.path.dirname(dest := os.path.join(dest_tree, sub))
         if parent not in made:
             os.makedirs(parent, exist_ok=True)
             made.add(parent)
-        os.rename(src, dest)
+        os.rename(os.path.join(tree, sub), dest)
 
-    for rel in rels:
-        src = os.path.normpath(rel if os.path.isabs(rel) else os.path.join(sp, rel))
-        if not src.startswith(top):
-            continue  # outside the prefix: nothing a stack could link
+    for d in whole:
+        with contextlib.suppress(FileNotFoundError):  # a folder RECORD lists but uv did not make
+            move(d)
+    for sub in single:
+        src = os.path.join(tree, sub)
         try:
             if stat.S_ISDIR(os.lstat(src).st_mode):
                 continue  # folders are made as needed
         except FileNotFoundError:
-            continue  # listed twice, or already moved
-        sub = src[len(top):]
-        move(src, sub)
+            continue  # listed twice, or already moved (in a folder)
+        move(sub)
         if sub.endswith(".py"):
             for pyc in pyc_paths(sub, py_xy):  # compiled in the shared tree
                 with contextlib.suppress(FileNotFoundError):  # not compiled at this -O level
-                    move(os.path.join(tree, pyc), pyc)
+                    move(pyc)
 
 
 def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:

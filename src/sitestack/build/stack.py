@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitestack import __version__
-from sitestack.build.interpreter import copy_interpreter, find_python
+from sitestack.build.interpreter import SourcePython, copy_interpreter, find_python
 from sitestack.build.smoke import run_smoke_tests
 from sitestack.core import records
 from sitestack.core.fsutil import (
@@ -125,10 +125,8 @@ def build(
             if spec.conda is not None:
                 python, py_xy, extra, packages = _build_conda(spec, tmp, final, root, log, from_lock)
             else:
-                log.step(f"copying Python {source.version} from {source.base_prefix}")
-                copy_interpreter(source, tmp, final)
                 python, py_xy, extra = source.version, source.xy, {}
-                packages = install_packages(spec, tmp, py_xy, log, root=root, installed=installed)
+                packages = _copy_and_install(spec, source, tmp, final, root, log, installed)
             if expect_packages is not None and packages != expect_packages:
                 diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
@@ -152,6 +150,27 @@ def build(
         files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
         default=site.default_version(spec.name) == version,
     )
+
+
+def _copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Path, root: SiteRoot,
+                      log: BuildLog, installed: Installed) -> dict[str, str]:
+    """Copy the interpreter while uv resolves and installs the wheels with the source one.
+
+    uv needs no more of the stack's own python than its version and platform, which the
+    source has too (its scripts are made to name the stack's python, pkgcache._retarget);
+    the copy (~1.5 s) then runs during the resolve and the downloads instead of before
+    them. Source builds and the link wait for it. Leaving this function, the copy is done
+    whatever happened: a failed build's folder is removed only after it."""
+    log.step(f"copying Python {source.version} from {source.base_prefix} while uv installs the packages")
+    copied: dict[str, FileEntry] = {}
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        copy = pool.submit(copy_interpreter, source, tmp, final, copied)
+        packages = install_packages(spec, tmp, source.xy, log, root=root, installed=installed,
+                                    source=source, copied=copy.result)
+        copy.result()
+    # Hashed by the copy: the stdlib is not read again for the manifest.
+    installed.known = {**copied, **installed.known}
+    return packages
 
 
 def _pin_to_lock(spec: StackSpec, lock: Path) -> StackSpec:
@@ -195,13 +214,18 @@ def _build_conda(
 
 
 def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
-                     root: SiteRoot | None = None, installed: Installed | None = None) -> dict[str, str]:
+                     root: SiteRoot | None = None, installed: Installed | None = None,
+                     source: SourcePython | None = None,
+                     copied: Callable[[], object] | None = None) -> dict[str, str]:
     """Install pip and the spec's requirements with uv; return {name: version} of everything.
 
     With a site root (and no conda layer underneath), the set is resolved once and every
     distribution comes from the site's compiled package cache (pkgcache.py), hardlinked;
     packages with build options are built from source into their own cache entries, keyed
     by those options. Otherwise uv installs straight into the prefix.
+
+    With `source` (the interpreter being copied into `prefix`), the resolve and the wheels
+    use it until `copied()` says the stack's own python is complete.
     """
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name
@@ -215,7 +239,8 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
     env = uv_env()
     skip = skip or set()
     reqs = [r for r in p.requirements if canonicalize_name(Requirement(r).name) not in skip]
-    bundled = sorted((prefix / "lib" / f"python{py_xy}" / "ensurepip" / "_bundled").glob("pip-*.whl"))
+    stdlib = source.stdlib if source is not None else prefix / "lib" / f"python{py_xy}"
+    bundled = sorted((stdlib / "ensurepip" / "_bundled").glob("pip-*.whl"))
     pip_reqs = [r for r in reqs if canonicalize_name(Requirement(r).name) == "pip"]
     if bundled:
         # The stdlib's own pip wheel serves offline, also for a lock that pins that version.
@@ -231,10 +256,14 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
 
         index = index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)
         log.step(f"resolving {len(reqs)} requirement(s) with uv")
+        inst = pkgcache.Installer(str(source.executable), str(source.stdlib)) if source is not None else None
         # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
         with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
-            pins = pkgcache.resolve(reqs, py, index, log, p.build)
-            entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log, p.build)
+            pins = pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build)
+            entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log, p.build,
+                                      installer=inst, ready=copied)
+            if copied is not None:
+                copied()  # the stack's python and stdlib are in place before anything is linked
             since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
             res = pkgcache.link(entries, prefix)
         if installed is not None:
@@ -242,6 +271,8 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
             installed.site_packages_compiled = not res.rewritten_py
         log.step(f"linked {len(pins)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
         reqs = []
+    elif copied is not None:
+        copied()
     # Packages with build options go first, each with its own environment, so their
     # options apply to them alone; the final call then finds them already satisfied.
     # uv's cache would hand back a wheel built under another env: --no-cache.
