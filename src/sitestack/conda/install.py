@@ -19,9 +19,11 @@ py-rattler is imported lazily: only conda stacks need it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ from sitestack.conda.records import (
     to_records,
 )
 from sitestack.core.dists import python_dists
+from sitestack.core.fsutil import make_dirs
 from sitestack.core.log import StepLog
 from sitestack.errors import BuildError, SpecError, VerifyError
 
@@ -158,6 +161,23 @@ def verify_local_packages(repodata: Iterable[Any], cache_dir: Path) -> None:
             )
 
 
+@contextlib.contextmanager
+def _no_group_other_write() -> Iterator[None]:
+    """The caller's umask plus 022 while rattler runs.
+
+    rattler makes the cache entries, their lock files and the prefix's folders with the
+    process umask (0777/0666 under `umask 000`) and takes no mode: a library caller's loose
+    umask would leave the site's shared package cache writable by anyone, so every stack
+    built later could link a file someone swapped in. Only ever tightened, and put back.
+    """
+    old = os.umask(0o022)
+    os.umask(old | 0o022)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
 def _install(
     repodata: Sequence[Any], build_prefix: Path, final_prefix: Path, cache_dir: Path,
     specs: Sequence[Any] | None,
@@ -166,13 +186,14 @@ def _install(
     verify_local_packages(repodata, cache_dir)
     had_tag = (build_prefix / "CACHEDIR.TAG").exists()
     try:
-        _run(rattler.install(
-            list(repodata), target_prefix=build_prefix, cache_dir=cache_dir,
-            installed_packages=[], alternative_target_prefix=final_prefix,
-            show_progress=False, execute_link_scripts=False,
-            # py-rattler 0.28's install() hands these to the FFI layer unwrapped.
-            requested_specs=[getattr(m, "_match_spec", m) for m in specs] if specs else None,
-        ))
+        with _no_group_other_write():
+            _run(rattler.install(
+                list(repodata), target_prefix=build_prefix, cache_dir=cache_dir,
+                installed_packages=[], alternative_target_prefix=final_prefix,
+                show_progress=False, execute_link_scripts=False,
+                # py-rattler 0.28's install() hands these to the FFI layer unwrapped.
+                requested_specs=[getattr(m, "_match_spec", m) for m in specs] if specs else None,
+            ))
     except Exception as e:
         msg = str(e)
         if "hash mismatch" in msg:
@@ -220,7 +241,7 @@ def solve_and_install(
     _say(log, "conda packages: " + ", ".join(
         f"{r.name.normalized}={r.version}={r.build}" for r in repodata), detail=True)
     _say(log, f"installing {len(repodata)} conda package(s) (cache {cache_dir})")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(cache_dir)
     _install(repodata, build_prefix, final_prefix, cache_dir, parse_specs(specs))
     return _result(repodata, build_prefix, spec_conda.channels, specs)
 
@@ -233,7 +254,7 @@ def install_from_lock(
 
     repodata, pins, channels, specs = read_lock_full(Path(lock_path))
     _say(log, f"installing {len(repodata)} locked conda package(s) from {lock_path}")
-    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    make_dirs(Path(cache_dir))
     _install(repodata, Path(build_prefix), Path(final_prefix), Path(cache_dir), None)
     return _result(repodata, Path(build_prefix), channels, specs), pins
 
@@ -278,7 +299,7 @@ def build_conda_prefix(
         result = solve_and_install(spec.conda, tmp, final, cache, log,
                                    repodata_cache=root.meta / REPODATA)
     rec = records_dir(tmp)
-    rec.mkdir(parents=True, exist_ok=True)
+    make_dirs(rec)
     from sitestack.conda.lock import write_lock
 
     write_lock(rec / LOCK_NAME, result)

@@ -65,6 +65,7 @@ def _write_lock(
     # The specs are not part of the format; a comment line keeps them for `--from-lock`.
     header = "# sitestack conda lock: specs = " + json.dumps(list(specs)) + "\n"
     tmp.write_text(header + tmp.read_text(encoding="utf-8"), encoding="utf-8")
+    os.chmod(tmp, 0o644)  # exact, whatever a library caller's umask
     os.replace(tmp, path)
 
 

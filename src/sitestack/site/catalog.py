@@ -301,7 +301,7 @@ def _diff_page(t: Template, old: dict[str, Any], new: dict[str, Any], common: di
 
 def build_catalog(site: SiteView, out: Path) -> CatalogResult:
     """Write the whole catalog to `out`, replacing an earlier catalog there in one swap."""
-    from sitestack.core.fsutil import atomic_write_text, file_lock
+    from sitestack.core.fsutil import atomic_write_text, file_lock, make_dirs
     from sitestack.core.publish import publish, temp_tree
     from sitestack.site.config import check_catalog_dir
 
@@ -311,13 +311,13 @@ def build_catalog(site: SiteView, out: Path) -> CatalogResult:
                          hint="give an empty or new folder")
     data = catalog_data(site)
     files = render(data)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    # Exact modes (folders 0755, pages 0644, the temp 0755), whatever the caller's umask: a
+    # library caller may run under umask 000, and a web server's pages must not be writable.
+    make_dirs(out.parent)
     with file_lock(out.parent / f".{out.name}.lock", what=f"catalog {out}"), \
             temp_tree(out.parent, f".{out.name}.tmp-", locked=True) as tmp:
         for rel, text in files.items():
-            path = tmp / rel
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(path, text)
+            atomic_write_text(tmp / rel, text)  # makes its folders with make_dirs
         # One swap: a web server sees the old catalog or the new one, never half of either.
         publish(tmp, out, replace=True, allow_empty=True)
     return CatalogResult(out=out, versions=len(data["stacks"]), pages=sum(f.endswith(".html") for f in files), data=data)
