@@ -160,3 +160,57 @@ def test_failed_rebase_leaves_the_layer_byte_identical(stack: StackRecord, build
     r = run_cli("rebase", str(tmp_path), newer.ref, env=clean_env())
     assert r.returncode == 2 and "is not a venv" in r.stderr
     assert tree_digest(layer) == before
+
+
+def test_doctor_names_and_fixes_a_killed_install(stack: StackRecord, site_root, wheelhouse: Path,
+                                                 tmp_path: Path) -> None:
+    """A real `sitestack install` kill -9'd mid-move: doctor names its staging folder, leaves
+    it while an install holds the layer's lock, and `doctor --fix` moves the layer back."""
+    from sitestack.core.publish import HOST
+    from sitestack.user.layer import layer_lock
+
+    layer = make_layer(tmp_path / "L", site_root.path)
+    before = tree_digest(layer)
+    r = run_cli("install", "--layer", str(layer), "--find-links", str(wheelhouse), "--no-index", "layerpkg",
+                env=clean_env(SITESTACK_TEST_CRASH_AT="install:after-merge"))
+    assert r.returncode == -9, r.stderr
+    (left,) = tmp_path.glob(".L.install-*")
+    assert tree_digest(layer) != before  # layerpkg moved in, never committed
+    code, found = doctor(str(layer))
+    assert code == 1 and [f["kind"] for f in found] == ["install-interrupted"], found
+    assert found[0]["subject"] == str(left) and "holds part of its changes" in found[0]["message"]
+    assert found[0]["fix"] == f"sitestack doctor --fix {layer}"
+    # A folder of a live process (this one) is an install still running; one whose name is
+    # another layer's ("L.install-x") is not this layer's: neither is named nor touched.
+    live = tmp_path / f".L.install-{HOST}-{os.getpid()}-0000"
+    dead = _dead_pid()
+    other = tmp_path / f".L.install-x.install-{HOST}-{dead}-0000"
+    gone = tmp_path / f".L.install-{HOST}-{dead}-1111"  # killed while uv staged: no journal
+    for p in (live, other, gone):
+        (p / "stage").mkdir(parents=True)
+    code, found = doctor(str(layer))
+    assert [f["subject"] for f in found] == sorted([str(left), str(gone)])
+    assert "nothing of it is in the layer" in next(f for f in found if f["subject"] == str(gone))["message"]
+    # While an install holds the layer's lock its folder is its own: nothing named, nothing fixed.
+    with layer_lock(layer):
+        assert doctor(str(layer)) == (0, [])
+        r = run_cli("doctor", "--fix", "--json", str(layer), env=clean_env(), check=True)
+        assert json.loads(r.stdout)["fixed"] == [] and left.exists() and gone.exists()
+    r = run_cli("doctor", "--fix", "--json", str(layer), env=clean_env())
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(r.stdout)
+    assert sorted(data["fixed"]) == sorted([str(left), str(gone)]) and data["findings"] == []
+    assert tree_digest(layer) == before
+    assert not left.exists() and not gone.exists() and live.exists() and other.exists()
+    assert run_cli("install", "--layer", str(layer), "--find-links", str(wheelhouse), "--no-index", "layerpkg",
+                   env=clean_env()).returncode == 0
+    assert pyrun(layer, "import layerpkg").returncode == 0
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid

@@ -364,7 +364,7 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
 
     from packaging.utils import canonicalize_name
 
-    from sitestack.core.fsutil import rmtree
+    from sitestack.core.fsutil import crash_point, rmtree
     from sitestack.core.publish import make_temp
     from sitestack.core.relocate import rewrite_file
     from sitestack.user.layertx import Tx
@@ -400,6 +400,7 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
             for n in sorted(gone & set(own)):
                 tx.remove_files(_dist_files(lay.site_packages, own[n]))
             tx.merge(stage, lay.path, skeleton)
+            crash_point("install:after-merge")  # tests: a kill -9 with the layer half changed
             tx.write_file(record_path(lay.path), (json.dumps(record.to_json(), indent=2) + "\n").encode())
             new = [p for p in check(probe(open_layer(lay.path))) if _key(p) not in known] if gate else []
             if new and not force:
