@@ -48,6 +48,7 @@ def test_good_spec_parses(tmp_path: Path) -> None:
     assert spec.packages.find_links == (str(tmp_path / "wheels"),)  # relative to the spec file
     assert spec.packages.build["mpi4py"].no_binary is True
     assert dict(spec.packages.build["mpi4py"].env) == {"MPICC": "cc"}
+    assert spec.packages.build["mpi4py"].build_isolation is True  # uv's default unless the spec says
     assert spec.module.prepend_path == {"LD_LIBRARY_PATH": ("/soft/nccl/lib",)}
     assert spec.module.family == "python"
 
@@ -66,6 +67,8 @@ BAD = [
     ('[stack]\nname="a"\n[packages]\nrequirements=[1]\n', "packages.requirements[0]", "must be a string"),
     ('[stack]\nname="a"\n[packages]\nno-index="yes"\n', "packages.no-index", "true or false"),
     ('[stack]\nname="a"\n[packages.build.x]\nflags=1\n', "packages.build.x.flags", "unknown key"),
+    ('[stack]\nname="a"\n[packages.build.x]\nbuild-isolation="no"\n', "packages.build.x.build-isolation",
+     "true or false"),
     ('[stack]\nname="a"\n[module]\nsetenv={"1BAD"="x"}\n', "module.setenv.1BAD", "not a valid environment variable"),
     ('[stack]\nname="a"\n[tests]\nimports=["x", 2]\n', "tests.imports[1]", "must be a string"),
     ('[stack]\nname="a"\n[conda]\nchannels=[]\npackages=["python"]\n', "conda.channels", "at least one"),
@@ -117,3 +120,8 @@ def test_cli_bad_version(tmp_path: Path, version: str) -> None:
 def test_missing_spec_file(tmp_path: Path) -> None:
     r = run_cli("build", str(tmp_path / "nope.toml"), "--root", str(tmp_path / "r"))
     assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_build_isolation_can_be_turned_off_per_package() -> None:
+    spec = parse_spec('[stack]\nname="a"\n[packages.build.Horovod]\nno-binary=true\nbuild-isolation=false\n')
+    assert spec.packages.build["horovod"].build_isolation is False

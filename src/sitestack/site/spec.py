@@ -21,6 +21,9 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 class BuildOptions:
     no_binary: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
+    # False: built with the set's own packages importable (horovod's build imports torch),
+    # not in uv's isolated build env; the set's pins then join the build's cache key.
+    build_isolation: bool = True
 
 
 @dataclass(frozen=True)
@@ -163,17 +166,18 @@ def _build_options(values: dict[str, Any], src: str | None) -> dict[str, BuildOp
     for pkg, opts in values.items():
         key = f"packages.build.{pkg}"
         if not isinstance(opts, dict):
-            raise SpecError(key, "must be a table with 'env' and/or 'no-binary'", source=src)
+            raise SpecError(key, "must be a table with 'env', 'no-binary' and/or 'build-isolation'", source=src)
         for k in opts:
-            if k not in ("env", "no-binary"):
-                raise SpecError(f"{key}.{k}", "unknown key (allowed: env, no-binary)", source=src)
-        nb = opts.get("no-binary", False)
-        if not isinstance(nb, bool):
-            raise SpecError(f"{key}.no-binary", "must be true or false", source=src)
+            if k not in ("env", "no-binary", "build-isolation"):
+                raise SpecError(f"{key}.{k}", "unknown key (allowed: env, no-binary, build-isolation)", source=src)
+        nb, iso = opts.get("no-binary", False), opts.get("build-isolation", True)
+        for k, v in (("no-binary", nb), ("build-isolation", iso)):
+            if not isinstance(v, bool):
+                raise SpecError(f"{key}.{k}", "must be true or false", source=src)
         env = opts.get("env", {})
         if not isinstance(env, dict):
             raise SpecError(f"{key}.env", "must be a table of strings", source=src)
-        out[canonicalize_name(pkg)] = BuildOptions(nb, _str_map(env, f"{key}.env", src))
+        out[canonicalize_name(pkg)] = BuildOptions(nb, _str_map(env, f"{key}.env", src), iso)
     return out
 
 
