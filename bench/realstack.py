@@ -13,6 +13,8 @@ In one run, on one machine, caches as stated:
 Goals (issue 10): cold <= 1.3x, warm <= 0.6x, clone <= 1.0x `cp -al`, pack <= 1.0x tar|zstd.
 Clone and pack run --repeat times, each side alternately, and report medians (single runs of
 half a second move by +-50% on a shared machine); the load average is printed with each step.
+`--cold-repeat N` runs N cold pairs (sitestack, then uv, each with new caches) and compares
+their medians; `--builds-only` stops after the builds.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def main() -> None:
     ap.add_argument("--work", help="work folder (default: a temp folder, removed after)")
     ap.add_argument("--level", type=int, default=3, help="zstd level for both packers")
     ap.add_argument("--repeat", type=int, default=5, help="runs of each clone and pack side (median)")
+    ap.add_argument("--cold-repeat", type=int, default=1,
+                    help="cold builds of each side, alternating, each with new caches and site root (median)")
+    ap.add_argument("--builds-only", action="store_true", help="skip the clone and pack steps")
     args = ap.parse_args()
     py = args.python
     uv = shutil.which("uv") or "uv"
@@ -71,15 +76,31 @@ def main() -> None:
         for o in build_opts.values():
             env_b.update(o.env)
 
-        def build(version: str) -> float:
-            return timed([py, "-m", "sitestack", "build", str(spec), "--root", str(root), "--version", version],
-                         env=env_a)
+        def build(version: str, at: Path = root, env: dict[str, str] = env_a) -> float:
+            return timed([py, "-m", "sitestack", "build", str(spec), "--root", str(at), "--version", version],
+                         env=env)
 
-        def uv_run(dest: str) -> float:
+        def uv_run(dest: str, env: dict[str, str] = env_b) -> float:
             venv = work / dest
             return timed(f"{uv} venv -q {venv} --python {py} && {uv} pip install -q --compile-bytecode "
                          f"--python {venv / 'bin' / 'python'} {' '.join(no_binary)} "
-                         + " ".join(f"'{r}'" for r in reqs), env=env_b, shell=True)
+                         + " ".join(f"'{r}'" for r in reqs), env=env, shell=True)
+
+        def cold_pair(i: int) -> tuple[float, float]:
+            """One more cold build of each side, each with new caches (and site root), then removed."""
+            from sitestack.core.fsutil import rmtree
+
+            extra = {k: v for k, v in env_b.items() if k not in os.environ or os.environ[k] != v}
+            extra.pop("UV_CACHE_DIR", None)
+            ea = clean_env(UV_CACHE_DIR=str(work / f"uvc-a{i}"))
+            eb = clean_env(UV_CACHE_DIR=str(work / f"uvc-b{i}"), **extra)
+            os.sync()
+            a = step(f"sitestack build, cold (repeat {i})", build("1", work / f"site{i}", ea))
+            os.sync()
+            b = step(f"uv, cold (repeat {i})", uv_run(f"uv-cold{i}", eb))
+            for d in (f"uvc-a{i}", f"uvc-b{i}", f"site{i}", f"uv-cold{i}"):
+                rmtree(work / d)
+            return a, b
 
         print(f"load average at the start: {load()}", flush=True)
         def step(what: str, secs: float) -> float:
@@ -88,6 +109,12 @@ def main() -> None:
 
         t_cold = step("sitestack build, cold", build("1"))
         t_uv_cold = step("uv, cold", uv_run("uv-cold"))
+        if args.cold_repeat > 1:
+            pairs = [(t_cold, t_uv_cold)] + [cold_pair(i) for i in range(1, args.cold_repeat)]
+            t_cold, t_uv_cold = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+            print(f"  cold pairs (sitestack/uv): {', '.join(f'{a:.1f}/{b:.1f}' for a, b in pairs)}; "
+                  f"ratios {', '.join(f'{a / b:.2f}' for a, b in pairs)}; medians {t_cold:.1f}/{t_uv_cold:.1f}",
+                  flush=True)
         t_warm = step("sitestack build, warm", build("2"))
         t_uv_warm = step("uv, warm", uv_run("uv-warm"))
         rec = json.loads((root / "stacks" / name / "2" / ".sitestack" / "stack.json").read_text())
@@ -103,6 +130,10 @@ def main() -> None:
 
         stack = root / "stacks" / name / "2"
         print(f"  (load average after the builds: {load()})")
+        if args.builds_only:
+            _print_log(root / "stacks" / name / "1", "cold")
+            _print_log(stack, "warm")
+            return
 
         def clone_once() -> tuple[float, float]:
             for d in ("clone", "cp-al", "cp-a"):
@@ -144,16 +175,21 @@ def main() -> None:
                f"tar -cf - . | zstd -{args.level} -T0")
         print(f"  pack: {t_pack / t_tar:.2f}x tar|zstd (goal <= 1.0x); runs: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in pruns))
-        log = (stack / ".sitestack" / "build.log").read_text()
-        print("\nwarm build's steps (build.log):")
-        for line in log.splitlines():
-            if line.startswith("[") and "s] " in line[:12]:
-                print("  " + line)
+        _print_log(root / "stacks" / name / "1", "cold")
+        _print_log(stack, "warm")
     finally:
         if not args.work:
             from sitestack.core.fsutil import rmtree
 
             rmtree(work)
+
+
+def _print_log(stack: Path, what: str) -> None:
+    log = (stack / ".sitestack" / "build.log").read_text()
+    print(f"\n{what} build's steps (build.log):")
+    for line in log.splitlines():
+        if line.startswith("[") and "s] " in line[:12]:
+            print("  " + line)
 
 
 if __name__ == "__main__":

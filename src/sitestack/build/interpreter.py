@@ -38,6 +38,7 @@ print(json.dumps({
     "platstdlib": sysconfig.get_path("platstdlib"),
     "include": sysconfig.get_path("include"),
     "abiflags": getattr(sys, "abiflags", ""),
+    "tag": "%s %s" % (sys.implementation.cache_tag, sysconfig.get_platform()),
 }))
 """
 
@@ -57,6 +58,7 @@ class SourcePython:
     stdlib: Path
     include: Path
     abiflags: str
+    tag: str = ""  # "cpython-311 linux-x86_64": the site cache's interpreter key (pkgcache)
 
     @property
     def exe_name(self) -> str:
@@ -105,6 +107,7 @@ def find_python(request: str) -> SourcePython:
         stdlib=stdlib,
         include=Path(str(info["include"])),
         abiflags=str(info["abiflags"]),
+        tag=str(info.get("tag", "")),
     )
 
 

@@ -19,10 +19,23 @@ links the build instead of compiling again. New wheels are installed by ONE uv c
 shared temp prefix and split into per-distribution entries along their RECORD files (one uv
 call per distribution costs a resolver start and an install pass each). Each entry keeps
 the sha256, size and mode of its files (files.json), so a stack that links it need not
-read those bytes again.
+read those bytes again. Those hashes are computed from the installed bytes, never taken
+from the wheels' RECORD: uv does not check RECORD against the files (its installer says
+so: "It's not validated anyway (pip doesn't)"), wheels with wrong RECORD hashes exist
+(astral-sh/uv#11723: some torch releases; bidict 0.24.0's hex digests), and RECORD lists
+neither the .pyc nor the scripts as uv rewrote them. One wrong hash in files.json would make
+`sitestack verify` report tampering in every stack that links the file.
 
-Length (over ~400 lines): filling the cache (one uv call, the split along RECORD, the scan),
-linking from it and the layout gc reads are one on-disk format, kept in one place.
+A cold build fills the cache while the stack's interpreter is still being copied: uv installs
+the wheels with the source interpreter (same version and platform), and the scripts it
+writes are then made to name the stack's python (`_retarget`); source builds run beside that
+uv call, with the stack's own python. The split moves whole folders where RECORD says one
+distribution owns them, and every new entry is hashed in one batched pool.
+
+Length (over ~400 lines): filling the cache (one uv call beside the source builds, the split
+along RECORD, the scan), linking from it and the layout gc reads are one on-disk format
+(entry.json, files.json, the tree), kept in one place; other engineers were editing the fill
+(builds without isolation) while it grew, so it was not split then.
 """
 
 from __future__ import annotations
@@ -176,6 +189,7 @@ class Installer:
 
     python: str  # its executable, as uv writes it into console scripts
     stdlib: str  # its standard library (the bundled pip wheel is installed from there)
+    tag: str = ""  # its cache tag and platform, if known (saves starting it for _tag)
 
 
 def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Sequence[str],
@@ -190,7 +204,7 @@ def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Se
     build = build or {}
     base = cache_root(root)
     make_dirs(base)  # exact modes: the library may run under any umask
-    tag = _tag(installer.python if installer else python)
+    tag = installer.tag if installer and installer.tag else _tag(installer.python if installer else python)
     opts = {pin: build.get(pin_name(pin)) for pin in pins}
     names = {}
     for pin in pins:

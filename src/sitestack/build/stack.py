@@ -9,17 +9,17 @@ only a temp folder that the next build of the name removes.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from sitestack import __version__
-from sitestack.build.interpreter import SourcePython, copy_interpreter, find_python
+from sitestack.build.interpreter import find_python
+from sitestack.build.packages import Installed, copy_and_install, install_packages
 from sitestack.build.smoke import run_smoke_tests
 from sitestack.core import records
 from sitestack.core.fsutil import (
@@ -30,15 +30,13 @@ from sitestack.core.fsutil import (
     make_dirs,
     make_readonly,
     rmtree,
-    shared_lock,
 )
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
-from sitestack.core.manifest import FileEntry, Manifest, refresh, save_prefix_files
+from sitestack.core.manifest import Manifest, refresh, save_prefix_files
 from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.relocate import relink, relocate
-from sitestack.core.uvtool import index_args, run_logged, uv_bin, uv_env
 from sitestack.errors import BuildError, ConflictError, UsageError
 from sitestack.site.spec import StackSpec, check_name
 
@@ -63,17 +61,6 @@ class BuildResult:
     bytes: int
     seconds: float
     default: bool
-
-
-@dataclass
-class Installed:
-    """What install_packages leaves for the later steps."""
-
-    # Files hardlinked from the site cache, with the hashes recorded there: not read again.
-    known: dict[str, FileEntry] = field(default_factory=dict)
-    # Every file in site-packages came compiled from the cache: no bytecode check needed there.
-    site_packages_compiled: bool = False
-    since_ns: int = 0  # a known file changed after this is hashed again after all
 
 
 def today() -> str:
@@ -126,7 +113,7 @@ def build(
                 python, py_xy, extra, packages = _build_conda(spec, tmp, final, root, log, from_lock)
             else:
                 python, py_xy, extra = source.version, source.xy, {}
-                packages = _copy_and_install(spec, source, tmp, final, root, log, installed)
+                packages = copy_and_install(spec, source, tmp, final, root, log, installed)
             if expect_packages is not None and packages != expect_packages:
                 diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
@@ -150,27 +137,6 @@ def build(
         files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
         default=site.default_version(spec.name) == version,
     )
-
-
-def _copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Path, root: SiteRoot,
-                      log: BuildLog, installed: Installed) -> dict[str, str]:
-    """Copy the interpreter while uv resolves and installs the wheels with the source one.
-
-    uv needs no more of the stack's own python than its version and platform, which the
-    source has too (its scripts are made to name the stack's python, pkgcache._retarget);
-    the copy (~1.5 s) then runs during the resolve and the downloads instead of before
-    them. Source builds and the link wait for it. Leaving this function, the copy is done
-    whatever happened: a failed build's folder is removed only after it."""
-    log.step(f"copying Python {source.version} from {source.base_prefix} while uv installs the packages")
-    copied: dict[str, FileEntry] = {}
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        copy = pool.submit(copy_interpreter, source, tmp, final, copied)
-        packages = install_packages(spec, tmp, source.xy, log, root=root, installed=installed,
-                                    source=source, copied=copy.result)
-        copy.result()
-    # Hashed by the copy: the stdlib is not read again for the manifest.
-    installed.known = {**copied, **installed.known}
-    return packages
 
 
 def _pin_to_lock(spec: StackSpec, lock: Path) -> StackSpec:
@@ -213,87 +179,6 @@ def _build_conda(
     return python, py_xy, extra, packages
 
 
-def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, skip: set[str] | None = None,
-                     root: SiteRoot | None = None, installed: Installed | None = None,
-                     source: SourcePython | None = None,
-                     copied: Callable[[], object] | None = None) -> dict[str, str]:
-    """Install pip and the spec's requirements with uv; return {name: version} of everything.
-
-    With a site root (and no conda layer underneath), the set is resolved once and every
-    distribution comes from the site's compiled package cache (pkgcache.py), hardlinked;
-    packages with build options are built from source into their own cache entries, keyed
-    by those options. Otherwise uv installs straight into the prefix.
-
-    With `source` (the interpreter being copied into `prefix`), the resolve and the wheels
-    use it until `copied()` says the stack's own python is complete.
-    """
-    from packaging.requirements import Requirement
-    from packaging.utils import canonicalize_name
-
-    py = str(prefix / "bin" / f"python{py_xy}")
-    p = spec.packages
-    # --link-mode copy: uv's default hardlinks from its cache would tie the stack's
-    # inodes (and our chmod a-w) to the cache.
-    base = [uv_bin(), "pip", "install", "--python", py, "--link-mode", "copy",
-            *index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)]
-    env = uv_env()
-    skip = skip or set()
-    reqs = [r for r in p.requirements if canonicalize_name(Requirement(r).name) not in skip]
-    stdlib = source.stdlib if source is not None else prefix / "lib" / f"python{py_xy}"
-    bundled = sorted((stdlib / "ensurepip" / "_bundled").glob("pip-*.whl"))
-    pip_reqs = [r for r in reqs if canonicalize_name(Requirement(r).name) == "pip"]
-    if bundled:
-        # The stdlib's own pip wheel serves offline, also for a lock that pins that version.
-        bundled_version = bundled[-1].name.split("-")[1]
-        if not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
-            reqs.insert(0, str(bundled[-1]))
-        elif pip_reqs and all(Requirement(r).specifier.contains(bundled_version) for r in pip_reqs):
-            reqs = [str(bundled[-1]) if r in pip_reqs else r for r in reqs]
-    elif not pip_reqs and not _has_dist(prefix, py_xy, "pip"):
-        reqs.insert(0, "pip")
-    if root is not None and not skip and reqs:
-        from sitestack.build import pkgcache
-
-        index = index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)
-        log.step(f"resolving {len(reqs)} requirement(s) with uv")
-        inst = pkgcache.Installer(str(source.executable), str(source.stdlib)) if source is not None else None
-        # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
-        with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
-            pins = pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build)
-            entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log, p.build,
-                                      installer=inst, ready=copied)
-            if copied is not None:
-                copied()  # the stack's python and stdlib are in place before anything is linked
-            since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
-            res = pkgcache.link(entries, prefix)
-        if installed is not None:
-            installed.known, installed.since_ns = res.known, since
-            installed.site_packages_compiled = not res.rewritten_py
-        log.step(f"linked {len(pins)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
-        reqs = []
-    elif copied is not None:
-        copied()
-    # Packages with build options go first, each with its own environment, so their
-    # options apply to them alone; the final call then finds them already satisfied.
-    # uv's cache would hand back a wheel built under another env: --no-cache.
-    for pkg, opts in (p.build.items() if reqs else ()):
-        match = [r for r in reqs if not r.startswith("/") and canonicalize_name(Requirement(r).name) == pkg] or [pkg]
-        cmd = base + ["--no-cache"] + (["--no-binary", pkg] if opts.no_binary else []) + match
-        what = f"building {pkg}" + (" from source" if opts.no_binary else "")
-        log.step(what)
-        run_logged(cmd, log, what, env=uv_env(dict(opts.env)), tail=25)
-    if reqs:
-        log.step(f"installing {len(reqs)} requirement(s) with uv")
-        run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
-    out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
-    return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
-
-
-def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:
-    sp = prefix / "lib" / f"python{py_xy}" / "site-packages"
-    return any(sp.glob(f"{name}-*.dist-info"))
-
-
 def finish(
     spec: StackSpec, tmp: Path, final: Path, root: SiteRoot, version: str, python: str,
     py_xy: str, packages: dict[str, str], smoke: Callable[[], list[dict[str, object]]], log: BuildLog,
@@ -323,13 +208,13 @@ def finish(
     # makes sure every later write counts as "since"; at worst a few files are read twice.
     t_scan = time.time_ns() - 2_000_000_000
     rel = relocate(tmp, str(tmp), str(final), hits)
-    relink(tmp, {str(tmp): str(final)})
+    relink(tmp, {str(tmp): str(final)}, manifest.symlinks)  # the links as of the walk just done
     if rel.binaries:
         log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
     log.step("compiling bytecode for every module")
     compile_bytecode(tmp, final, py_xy, log, skip_site_packages=installed.site_packages_compiled)
     log.step("writing records")
-    _layer_pip(tmp, py_xy)  # after compiling, so its bytecode is copied, not compiled twice
+    _layer_pip(tmp, py_xy, manifest)  # after compiling, so its bytecode is linked, not compiled twice
     atomic_write_text(tmp / "pip.conf", PIP_CONF)
     # Only what changed since the scan is read again: relocated files, new .pyc, pip copy.
     seen = {h.path for h in hits}
@@ -379,12 +264,34 @@ def requested_names(spec: StackSpec) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _layer_pip(prefix: Path, py_xy: str) -> None:
-    """Keep a dist-info-less copy of pip that layers can run even with inheritance off."""
-    src = prefix / "lib" / f"python{py_xy}" / "site-packages" / "pip"
-    if src.is_dir():
-        # copy2 keeps mtimes, so the copied .pyc stay valid for the copied sources.
-        shutil.copytree(src, prefix / "lib" / "sitestack-pip" / "pip", symlinks=True)
+def _layer_pip(prefix: Path, py_xy: str, manifest: Manifest | None = None) -> None:
+    """Keep a dist-info-less copy of pip that layers can run even with inheritance off.
+
+    Hardlinks of pip's own files (the stack is read-only: they never change apart), so the
+    .pyc stay valid and `manifest` gets their known hashes instead of a read of each file;
+    a file changed since it was hashed has a new mtime, and finish() reads it again."""
+    sp_rel = f"lib/python{py_xy}/site-packages/pip"
+    src = prefix / sp_rel
+    if not src.is_dir():
+        return
+    dest = prefix / "lib" / "sitestack-pip" / "pip"
+    for dirpath, dirnames, filenames in os.walk(src):
+        rel_dir = os.path.relpath(dirpath, src)
+        out = os.path.normpath(os.path.join(dest, rel_dir))
+        os.makedirs(out, exist_ok=True)
+        for name in [*filenames, *(d for d in dirnames if os.path.islink(os.path.join(dirpath, d)))]:
+            a, b = os.path.join(dirpath, name), os.path.join(out, name)
+            if os.path.islink(a):
+                os.symlink(os.readlink(a), b)
+                continue
+            try:
+                os.link(a, b)
+            except OSError:
+                shutil.copy2(a, b)  # copy2 keeps mtimes: the copied .pyc stay valid
+            if manifest is not None:
+                rel = os.path.normpath(os.path.join(sp_rel, rel_dir, name))
+                if rel in manifest.files:
+                    manifest.files[os.path.relpath(b, prefix)] = manifest.files[rel]
 
 
 def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog, *,
