@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -67,10 +68,22 @@ def uv_reason(text: str) -> str:
     return "\n".join("  " + ln for ln in lines[-15:])
 
 
-def output_tail(text: str, lines: int = 25) -> str:
-    """The last lines of a failed source build: where the compiler's error is."""
+# "error:", "CMake Error", "Could NOT find X"; not "-Werror" (no word start before "error").
+_ERROR_LINE = re.compile(r"\berrors?\b|\bfatal\b|\bnot found\b|could not find", re.IGNORECASE)
+
+
+def output_tail(text: str, lines: int = 25, *, earlier: int = 10) -> str:
+    """The last lines of a failed source build, after the error lines above them.
+
+    A compiler's error is usually in the tail, but a CMake or setup.py failure ends in a
+    Python traceback that pushes it out (horovod's "Could NOT find Pytorch" sits ~40 lines
+    up); the last `earlier` lines that look like errors are shown first.
+    """
     kept = [ln for ln in text.rstrip().splitlines() if ln.strip()]
-    return "\n".join("  " + ln for ln in kept[-lines:])
+    tail = kept[-lines:]
+    above = [ln for ln in kept[:-lines] if _ERROR_LINE.search(ln)][-earlier:] if len(kept) > lines else []
+    shown = [*above, "..."] if above else []
+    return "\n".join("  " + ln for ln in [*shown, *tail])
 
 
 def run_logged(cmd: list[str], log: LogSink, what: str, *, env: dict[str, str] | None = None,
