@@ -103,13 +103,73 @@ module unload {ref.split('/')[0]}
         assert r.returncode == 0, r.stdout + r.stderr
         before, lmod_loaded, lmod_after, ours, ours_after = (
             strip_module_internals(s) for s in modules.parse_snapshots(r.stdout))
-        lmod_changes = {k: v for k, v in changes(before, lmod_loaded).items() if not k.startswith("LMOD_FAMILY_")}
+        lmod_changes = changes(before, lmod_loaded)
+        assert lmod_changes["LMOD_FAMILY_PYTHON"] == "conda"  # family("python"), as Lmod sets it
         our_changes = changes(before, ours)
         assert our_changes.pop(SAVED) is not None
         assert our_changes == lmod_changes, ref
         assert lmod_after == before and ours_after == before
     # The spec's own variables were part of it (conda/2025-01-01 is the default).
     assert lmod_changes  # noqa: B023 (the last ref's, checked above)
+
+
+EXT_LUA = 'setenv("EXT_HOME", "/opt/ext")\nprepend_path("PATH", "/opt/ext/bin")\n'
+
+
+def test_depends_on_and_family_as_lmod(workdir: Path, wheelhouse: Path, tmp_path: Path) -> None:
+    """A stack whose depends_on names another stack of the site and a module the user's module
+    system has loaded: `sitestack load` makes what real Lmod's `module load` makes (the
+    dependency stack first, the family variables), and unload takes both stacks away."""
+    modules.require("lmod")
+    from sitestack.core.layout import SiteRoot
+    from tests.helpers.stacks import make_builder
+
+    root = SiteRoot(workdir / "site-deps")
+    if not root.path.exists():
+        root.path.mkdir()
+        b = make_builder(root, wheelhouse)
+        b("base", "1.0", ["tinyapp"], extra='\n[module]\nfamily = ""\nsetenv = { BASE_HOME = "/opt/base" }\n'
+                                             'prepend_path = { MANPATH = ["/opt/base/man"] }\n')
+        b("app", "2.0", ["tinyapp"], default=True,
+          extra='\n[module]\ndepends_on = ["base", "extmod"]\nsetenv = { APP_MODE = "fast" }\n')
+    ext = tmp_path / "ext"
+    (ext / "extmod").mkdir(parents=True)
+    (ext / "extmod" / "1.lua").write_text(EXT_LUA)
+    (tmp_path / "home").mkdir()
+    snap = modules.env_snapshot_script()
+    script = f"""module use {shlex.quote(str(root.lmod_dir))}
+module use {shlex.quote(str(ext))}
+module load extmod
+{snap}
+module load app 2>/dev/null
+{snap}
+module unload app
+{snap}
+{load_cmd('bash', root.path, 'app')}
+{snap}
+{unload_cmd('bash')}
+{snap}
+"""
+    r = run_module_script("lmod", script, env={"HOME": str(tmp_path / "home"), **USER_ENV})
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cannot load" not in r.stderr  # extmod is loaded: nothing to say
+    before, lmod_loaded, lmod_after, ours, ours_after = (
+        strip_module_internals(s) for s in modules.parse_snapshots(r.stdout))
+    lmod_changes = changes(before, lmod_loaded)
+    assert lmod_changes["BASE_HOME"] == "/opt/base" and lmod_changes["APP_MODE"] == "fast"
+    assert lmod_changes["LMOD_FAMILY_PYTHON"] == "app" and lmod_changes["LMOD_FAMILY_PYTHON_VERSION"] == "2.0"
+    our_changes = changes(before, ours)
+    assert our_changes.pop(SAVED) is not None
+    assert our_changes == lmod_changes
+    assert lmod_after == before and ours_after == before
+    # With no module system, the module it cannot run is named; the stack still loads.
+    env = clean_env({"HOME": str(tmp_path / "home")})
+    r2 = subprocess.run([sys.executable, "-m", "sitestack", "--root", str(root.path), "load", "app"],
+                        env=env, capture_output=True, text=True)
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stderr.strip() == ("app/2.0 needs the modules extmod, which `sitestack load` cannot load: "
+                                 "load them with your module system first")
+    assert "export BASE_HOME=/opt/base;" in r2.stdout and "export LMOD_FAMILY_PYTHON=app;" in r2.stdout
 
 
 @pytest.mark.parametrize("shell", list(SHELLS))

@@ -2,10 +2,16 @@
 module system.
 
 The plan comes from the same ``ModuleContent`` the Lmod and Tcl writers render (``content_for``),
-in the modulefile's order: prepend ``PREFIX/bin``, set ``PYTHONUSERBASE`` (HOME read now, as
-the modulefile reads it at load time), prepend its ``bin``, the ``SITESTACK_*`` variables, the
-conda variables, the spec's ``setenv`` then ``prepend_path``. Path variables behave as in Lmod:
-an entry already there moves to the front.
+in the modulefile's order: the family (``LMOD_FAMILY_<FAMILY>`` and ``..._VERSION``, as Lmod's
+``family()`` sets them), the ``depends_on`` modules, prepend ``PREFIX/bin``, set
+``PYTHONUSERBASE`` (HOME read now, as the modulefile reads it at load time), prepend its
+``bin``, the ``SITESTACK_*`` variables, the conda variables, the spec's ``setenv`` then
+``prepend_path``. Path variables behave as in Lmod: an entry already there moves to the front.
+
+A ``depends_on`` module is loaded as Lmod's ``depends_on`` does when it is a stack of this site
+(its own plan, first; unload undoes it too); one already in ``LOADEDMODULES`` is left as it is;
+any other module (``PrgEnv-gnu``) is a modulefile sitestack cannot run, so it is named on
+stderr and the stack is loaded without it.
 
 What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
 variable's old value (or null: it was unset), the value load gave it, and the entries it
@@ -51,7 +57,11 @@ def _join(*parts: str) -> str:
 def env_plan(c: ModuleContent, home: str) -> list[Op]:
     """Every change the modulefile makes, in its order."""
     userbase = _join(home, *c.user_base_parts)  # records.user_base_rel, as the modulefiles
-    ops: list[Op] = [
+    ops: list[Op] = []
+    if c.family:
+        ops += [("set", f"LMOD_FAMILY_{c.family.upper()}", c.name),
+                ("set", f"LMOD_FAMILY_{c.family.upper()}_VERSION", c.version)]
+    ops += [
         ("prepend", "PATH", _join(c.prefix, "bin")),
         ("set", "PYTHONUSERBASE", userbase),
         ("prepend", "PATH", _join(userbase, "bin")),
@@ -121,30 +131,60 @@ def restored(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, str], str, list[str]]:
-    """(the environment after loading `ref`, the stack's ref, messages for stderr)."""
+def _loaded(module: str, env: Mapping[str, str]) -> bool:
+    """Whether a module system has `module` (NAME or NAME/VERSION) loaded in `env`."""
+    return any(m == module or m.split("/")[0] == module for m in env.get("LOADEDMODULES", "").split(":") if m)
+
+
+def _plan(site: Site, ref: str, env: Mapping[str, str], chain: tuple[str, ...], messages: list[str]
+          ) -> tuple[str, list[Op]]:
+    """(the stack's ref, its ops with those of the depends_on stacks it loads first)."""
+    from sitestack.errors import NotFoundError
     from sitestack.site.modulefiles import content_for
 
     rec = site.get(ref)
+    if rec.ref in chain:
+        raise UsageError(f"{chain[0]}: depends_on loops: {' -> '.join((*chain, rec.ref))}")
     c = content_for(rec, site.stack_state(rec.name))
-    base = restored(env)
     ops = env_plan(c, env.get("HOME", ""))
+    n_family = 2 if c.family else 0  # family() comes before depends_on in the modulefile
+    deps: list[Op] = []
+    unknown = []
+    for dep in c.depends_on:
+        if _loaded(dep, env):
+            continue  # Lmod's depends_on leaves a loaded module as it is
+        try:
+            dep_ref, dep_ops = _plan(site, dep, env, (*chain, rec.ref), messages)
+        except NotFoundError:
+            unknown.append(dep)
+            continue
+        if c.family and any(var == f"LMOD_FAMILY_{c.family.upper()}" for _, var, _ in dep_ops):
+            raise UsageError(f"{rec.ref} depends on {dep_ref}, of the same family {c.family!r}: "
+                             "Lmod refuses to load both, and so does sitestack")
+        deps += dep_ops
+    if c.deprecated:
+        messages.append(f"{rec.ref} is deprecated: {c.deprecated}")
+    if unknown:
+        messages.append(f"{rec.ref} needs the modules {', '.join(unknown)}, which `sitestack load` "
+                        "cannot load: load them with your module system first")
+    return rec.ref, ops[:n_family] + deps + ops[n_family:]
+
+
+def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, str], str, list[str]]:
+    """(the environment after loading `ref`, the stack's ref, messages for stderr)."""
+    base = restored(env)
+    messages: list[str] = []
+    stack, ops = _plan(site, ref, base, (), messages)
     new = apply(base, ops)
     touched = list(dict.fromkeys(var for _, var, _ in ops))
     added: dict[str, list[str]] = {}
     for kind, var, value in ops:
         if kind == "prepend":
             added.setdefault(var, []).append(value)
-    new[SAVED] = json.dumps({"stack": rec.ref, "old": {v: base.get(v) for v in touched},
+    new[SAVED] = json.dumps({"stack": stack, "old": {v: base.get(v) for v in touched},
                              "new": {v: new[v] for v in touched}, "added": added},
                             separators=(",", ":"), ensure_ascii=False)
-    messages = []
-    if c.deprecated:
-        messages.append(f"{rec.ref} is deprecated: {c.deprecated}")
-    if c.depends_on:
-        messages.append(f"{rec.ref} needs the modules {', '.join(c.depends_on)}, which `sitestack load` "
-                        "cannot load: load them with your module system first")
-    return new, rec.ref, messages
+    return new, stack, messages
 
 
 def diff_code(before: Mapping[str, str], after: Mapping[str, str], shell: str) -> str:
