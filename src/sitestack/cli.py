@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 
 from sitestack import __version__, commands
 from sitestack.errors import ConflictError, SitestackError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up counts)
+if TYPE_CHECKING:
+    import argparse
+    from types import ModuleType
+    from typing import Any
 
 
 def _command_module(argv: list[str]) -> str | None:
@@ -34,7 +38,40 @@ def _command_module(argv: list[str]) -> str | None:
     return None
 
 
+def _command(mod: str) -> ModuleType:
+    name = f"{commands.__name__}.{mod}"
+    __import__(name)  # not importlib.import_module: importing importlib costs start-up
+    return sys.modules[name]
+
+
+def _quick_args(only: str, argv: list[str]) -> object | None:
+    """The command's own parse of a plain command line (`commands/venv.py` has one: argparse
+    costs `sitestack venv` several ms), or None: then argparse parses it."""
+    quick = getattr(_command(only), "quick_args", None)
+    if quick is None:
+        return None
+    root = None
+    i = 0
+    while argv[i].startswith("-"):  # the words _command_module walked past: --root only
+        if argv[i] == "--root":
+            if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+                return None
+            root = argv[i + 1]
+            i += 2
+        elif argv[i].startswith("--root="):
+            root = argv[i].partition("=")[2]
+            i += 1
+        else:
+            return None
+    if argv[i].replace("-", "_") != only:
+        return None
+    result: object | None = quick(argv[i + 1:], root)
+    return result
+
+
 def parser(only: str | None = None) -> argparse.ArgumentParser:
+    import argparse  # not at import: `sitestack venv` mostly parses without it
+
     p = argparse.ArgumentParser(prog="sitestack", description="Dated, read-only Python stacks for shared machines.")
     p.add_argument("--version", action="version", version=f"sitestack {__version__}")
     p.add_argument("--root", help="site root (default: $SITESTACK_ROOT, then the loaded stack module's root, then a per-user data folder)")
@@ -46,7 +83,7 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
 
         names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
     for mod in names:
-        importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
+        _command(mod).register(sub)
     for sp in sub.choices.values():
         # --root works before or after the command; SUPPRESS keeps the global value.
         sp.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -71,11 +108,13 @@ def _run(argv: list[str]) -> int:
     # built under `umask 000` would let any user replace its locks, state or modulefiles).
     os.umask(os.umask(0) | 0o002)
     only = _command_module(argv)
-    try:
-        args = parser(only).parse_args(argv)
-    except SystemExit:
-        sys.stdout.flush()  # --help into a closed pipe fails here, not at exit
-        raise
+    args: Any = _quick_args(only, argv) if only else None
+    if args is None:
+        try:
+            args = parser(only).parse_args(argv)
+        except SystemExit:
+            sys.stdout.flush()  # --help into a closed pipe fails here, not at exit
+            raise
     try:
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: buffered output meets a closed pipe here

@@ -9,9 +9,12 @@ import stat
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from sitestack.errors import ConflictError, UsageError
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`sitestack venv` start-up)
+if TYPE_CHECKING:
+    from typing import Any
 
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 

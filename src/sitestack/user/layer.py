@@ -17,18 +17,21 @@ site-packages, i.e. before it decides on the user site. See docs/layers.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
-import shlex
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sitestack.core import pyvenv
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 
+# `sitestack venv` is benchmarked against `uv venv` (bench/venv.py): its import path holds no
+# typing, dataclasses (~10 ms with inspect), argparse, shutil or site registry. Hence the plain
+# classes below, and the TYPE_CHECKING constant that mypy reads as typing's.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from sitestack.core.records import StackRecord
 
 CFG = pyvenv.CFG
@@ -59,10 +62,36 @@ if __name__ == "__main__":
 """
 
 
-@dataclass(frozen=True)
-class Layer:
+class _Frozen:
+    """Equality, repr and immutability of a frozen dataclass, without importing dataclasses."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def _init(self, *values: object) -> None:
+        for name, value in zip(self.__slots__, values, strict=True):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a frozen {type(self).__name__}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # as a dataclass with a dict field: unhashable
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
+
+
+class Layer(_Frozen):
     """A venv, as its pyvenv.cfg describes it."""
 
+    __slots__ = ("path", "cfg", "home", "inherit", "user_site", "stack_ref", "stack_root", "python_xy")
     path: Path
     cfg: dict[str, str]
     home: Path | None
@@ -71,6 +100,11 @@ class Layer:
     stack_ref: str | None  # NAME/VERSION recorded by `sitestack venv`
     stack_root: Path | None
     python_xy: str | None
+
+    def __init__(self, path: Path, cfg: dict[str, str], home: Path | None, inherit: bool,
+                 user_site: bool, stack_ref: str | None, stack_root: Path | None,
+                 python_xy: str | None) -> None:
+        self._init(path, cfg, home, inherit, user_site, stack_ref, stack_root, python_xy)
 
     @property
     def python(self) -> Path:
@@ -88,14 +122,47 @@ class Layer:
         return self.stack_ref is not None
 
 
-@dataclass(frozen=True)
-class Created:
+class Created(_Frozen):
+    __slots__ = ("path", "stack", "prefix", "inherit", "user_site", "pip")
     path: Path
     stack: str
     prefix: Path
     inherit: bool
     user_site: bool
     pip: bool
+
+    def __init__(self, path: Path, stack: str, prefix: Path, inherit: bool, user_site: bool,
+                 pip: bool) -> None:
+        self._init(path, stack, prefix, inherit, user_site, pip)
+
+
+class QuickStack(_Frozen):
+    """What a layer needs of a stack, read from its stack.json by `quick_stack`."""
+
+    __slots__ = ("name", "version", "prefix", "root", "python", "python_xy")
+    name: str
+    version: str
+    prefix: Path
+    root: Path
+    python: str
+    python_xy: str
+    user = ()  # quick_stack takes only stacks whose [user] table is empty
+
+    def __init__(self, name: str, version: str, prefix: Path, root: Path, python: str,
+                 python_xy: str) -> None:
+        self._init(name, version, prefix, root, python, python_xy)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def python_exe(self) -> Path:
+        return self.prefix / "bin" / f"python{self.python_xy}"
+
+    @property
+    def site_packages(self) -> Path:
+        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
 
 
 def _xy(cfg: dict[str, str]) -> str | None:
@@ -162,8 +229,56 @@ def layer_stack(layer: Layer) -> StackRecord:
     raise NotFoundError(f"{layer.path} is a venv of an unknown stack (home = {layer.home})")
 
 
-def choose_stack(stack_arg: str | None, root_arg: str | None) -> StackRecord:
+# What core.layout.check_root_path refuses in a root's path (its UNSAFE_ROOT_CHARS, controls).
+_UNSAFE_ROOT = frozenset("'\"\\$`" + "".join(map(chr, range(32))) + chr(127))
+
+
+def quick_stack(stack_arg: str | None, root_arg: str | None) -> QuickStack | None:
+    """choose_stack's two common cases, `--stack NAME/VERSION` with a root given (--root,
+    $SITESTACK_ROOT, the loaded module's root) and a loaded module ($SITESTACK_PREFIX),
+    read without the site registry and StackRecord (they import dataclasses).
+
+    None whenever anything is unusual (a bad path, a missing or odd record, a [user]
+    policy to write as pip.conf, a version to look up): choose_stack then decides, and
+    raises its own errors. It reads what StackRecord.load reads, and checks the same fields.
+    """
+    if stack_arg:
+        name, _, version = stack_arg.strip("/").partition("/")  # as site.registry.split_ref
+        raw = root_arg or os.environ.get("SITESTACK_ROOT") or os.environ.get("SITESTACK_STACK_ROOT")
+        if not name or not version or "/" in version or not raw:
+            return None
+        root = os.path.abspath(os.path.expanduser(raw))
+        if any(c in _UNSAFE_ROOT for c in root):
+            return None
+        prefix = Path(root) / "stacks" / name / version  # SiteRoot.prefix
+    else:
+        loaded = os.environ.get("SITESTACK_PREFIX")
+        if not loaded:
+            return None
+        prefix = Path(loaded)
+    try:
+        # core.layout.RECORDS / core.records.STACK_JSON, the fields StackRecord.load converts
+        data = json.loads((prefix / ".sitestack" / "stack.json").read_text(encoding="utf-8"))
+        user = data.get("user")
+        if isinstance(user, dict) and any(user.values()):
+            return None
+        dict(data.get("packages", {}))
+        dict(data.get("module", {}))
+        int(data.get("files", 0))
+        int(data.get("bytes", 0))
+        tuple(data.get("requested") or ())
+        data["site"]
+        return QuickStack(data["name"], data["version"], prefix, Path(data.get("root", prefix.parents[2])),
+                          data["python"], data["python_xy"])
+    except Exception:  # noqa: BLE001  # whatever it is, choose_stack meets it again and says so
+        return None
+
+
+def choose_stack(stack_arg: str | None, root_arg: str | None) -> StackRecord | QuickStack:
     """--stack, then the loaded module (SITESTACK_PREFIX), then the root's default."""
+    quick = quick_stack(stack_arg, root_arg)
+    if quick is not None:
+        return quick
     from sitestack.core.layout import resolve_root
     from sitestack.site.registry import Site
 
@@ -183,7 +298,7 @@ def choose_stack(stack_arg: str | None, root_arg: str | None) -> StackRecord:
     raise UsageError(f"{site.root.path} has several stacks ({', '.join(names)}): give --stack NAME[/VERSION]")
 
 
-def _activate_scripts(rec: StackRecord, layer: Path, prompt: str) -> dict[str, str]:
+def _activate_scripts(rec: StackRecord | QuickStack, layer: Path, prompt: str) -> dict[str, str]:
     """The stdlib venv templates of the stack's own Python, filled in as venv would."""
     scripts = rec.prefix / "lib" / f"python{rec.python_xy}" / "venv" / "scripts"
     out: dict[str, str] = {}
@@ -198,13 +313,15 @@ def _activate_scripts(rec: StackRecord, layer: Path, prompt: str) -> dict[str, s
         values = {"__VENV_DIR__": str(layer), "__VENV_NAME__": layer.name, "__VENV_PROMPT__": shown,
                   "__VENV_BIN_NAME__": "bin", "__VENV_PYTHON__": str(layer / "bin" / "python")}
         quoted = '"__VENV_DIR__"' in text
+        if not quoted:
+            import shlex
         for k, v in values.items():
             text = text.replace(k, v if quoted else shlex.quote(v))
         out[rel.split("/")[-1]] = text
     return out
 
 
-def cfg_text(rec: StackRecord, layer: Path, *, inherit: bool, user_site: bool, prompt: str | None) -> str:
+def cfg_text(rec: StackRecord | QuickStack, layer: Path, *, inherit: bool, user_site: bool, prompt: str | None) -> str:
     flags = ("" if inherit else " --no-inherit") + (" --user-site" if user_site else "")
     items = [
         ("home", str(rec.prefix / "bin")),
@@ -227,7 +344,7 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     os.chmod(path, mode)  # the umask must not take x off the scripts
 
 
-def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
+def populate(tmp: Path, final: Path, rec: StackRecord | QuickStack, *, inherit: bool = True,
              user_site: bool = False, prompt: str | None = None) -> bool:
     """Write a layer into `tmp` whose files name `final`. Returns whether pip was wired."""
     xy = rec.python_xy
@@ -245,21 +362,30 @@ def populate(tmp: Path, final: Path, rec: StackRecord, *, inherit: bool = True,
         _write(bindir / name, text)
     if not user_site:
         _write(sp / NOUSERSITE_PTH, NOUSERSITE_LINE)
-    if rec.user:
+    if not isinstance(rec, QuickStack) and rec.user:
         write_pip_conf(tmp, final, rec)
     layer_pip = rec.prefix / "lib" / "sitestack-pip"
-    has_pip = layer_pip.is_dir() or any(rec.site_packages.glob("pip-*.dist-info"))
+    has_pip = layer_pip.is_dir() or _has_pip_dist(rec.site_packages)
     if layer_pip.is_dir():
         # Appended after the layer's own site-packages: a pip the user installs wins.
         _write(sp / PIP_PTH, f"{layer_pip}\n")
     if has_pip:
         script = f"#!{final / 'bin' / 'python'}\n{PIP_SCRIPT}"
-        from sitestack.core.relocate import fix_shebang  # too long, or a space: the sh trick
+        from sitestack.core.shebang import fix_shebang  # too long, or a space: the sh trick
 
         script = fix_shebang(script.encode()).decode()
         for name in ("pip", "pip3", f"pip{xy}"):
             _write(bindir / name, script, 0o755)
     return has_pip
+
+
+def _has_pip_dist(site_packages: Path) -> bool:
+    """Whether `site_packages` holds a pip-*.dist-info (a listing: Path.glob compiles a regex)."""
+    try:
+        names = os.listdir(site_packages)
+    except OSError:
+        return False
+    return any(n.startswith("pip-") and n.endswith(".dist-info") for n in names)
 
 
 def write_pip_conf(tmp: Path, final: Path, rec: StackRecord) -> None:
@@ -289,7 +415,7 @@ def write_pip_conf(tmp: Path, final: Path, rec: StackRecord) -> None:
     _write(tmp / LAYER_PIP_CONF, "\n".join(lines) + "\n")
 
 
-def create_layer(path: str | os.PathLike[str], rec: StackRecord, *, inherit: bool = True,
+def create_layer(path: str | os.PathLike[str], rec: StackRecord | QuickStack, *, inherit: bool = True,
                  user_site: bool = False, prompt: str | None = None) -> Created:
     """Make the layer in a temp folder beside `path`, then rename it into place."""
     final = Path(os.path.abspath(os.path.expanduser(path)))

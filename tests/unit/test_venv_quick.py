@@ -1,0 +1,119 @@
+"""`sitestack venv`'s quick paths agree with the slow ones they stand in for.
+
+commands/venv.quick_args parses plain command lines without argparse, and
+user/layer.quick_stack reads a stack's record without the site registry (both for start-up
+time, bench/venv.py). Each either gives what the slow path gives, or None.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sitestack.cli import _command_module, _quick_args, parser
+from sitestack.user.layer import QuickStack, choose_stack, quick_stack
+
+CASES = [
+    ["venv", "L"],
+    ["venv", "L", "--stack", "s/1"],
+    ["--root", "/r", "venv", "--stack=s/1", "L", "--json"],
+    ["--root=/r", "venv", "L", "--root", "/q", "--no-inherit", "--user-site", "--prompt", "p q"],
+    ["venv", "--prompt=", "L", "--stack", "", "--prompt", "x=y"],
+    ["venv", "L", "--stack", "a", "--stack", "b"],
+    ["--root", "/r", "--root", "/s", "venv", "L"],
+    ["venv", "-my layer"],
+    ["venv", "L", "--"],
+    ["venv", "--", "L"],
+    ["venv", "L", "M"],
+    ["venv"],
+    ["venv", "L", "--st", "s/1"],
+    ["venv", "L", "--stack"],
+    ["venv", "L", "--stack", "-1"],
+    ["venv", "L", "--json=1"],
+    ["venv", "-h"],
+    ["venv", "L", "-"],
+    ["--root", "-x", "venv", "L"],
+]
+
+
+def _slow(argv: list[str]) -> dict[str, object] | None:
+    try:
+        return vars(parser("venv").parse_args(argv))
+    except SystemExit:
+        return None
+
+
+@pytest.mark.parametrize("argv", CASES, ids=" ".join)
+def test_quick_args_match_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    only = _command_module(argv)
+    quick = _quick_args(only, argv) if only else None
+    slow = _slow(argv)
+    capsys.readouterr()
+    if quick is not None:
+        assert slow is not None and vars(quick) == slow
+
+
+def test_quick_args_take_the_usual_lines() -> None:
+    for argv in (["venv", "L"], ["--root", "/r", "venv", "--stack", "s/1", "L", "--json"]):
+        assert _quick_args("venv", argv) is not None
+
+
+def _record(prefix: Path, **data: object) -> None:
+    (prefix / ".sitestack").mkdir(parents=True)
+    (prefix / ".sitestack" / "stack.json").write_text(json.dumps(data), encoding="utf-8")
+
+
+GOOD = {"name": "s", "version": "1", "site": "x", "python": "3.11.7", "python_xy": "3.11",
+        "kind": "pypi", "packages": {"pip": "23"}, "module": {}, "files": 3, "bytes": 9, "user": {
+            "find-links": [], "index-url": None, "extra-index-url": [], "no-index": False,
+            "constraints": [], "only-binary": []}}
+
+
+def _same(quick: QuickStack, slow: object) -> None:
+    for attr in ("ref", "prefix", "root", "python", "python_xy", "python_exe", "site_packages"):
+        assert getattr(quick, attr) == getattr(slow, attr), attr
+
+
+def test_quick_stack_reads_what_the_registry_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SITESTACK_PREFIX", raising=False)
+    monkeypatch.delenv("SITESTACK_ROOT", raising=False)
+    monkeypatch.delenv("SITESTACK_STACK_ROOT", raising=False)
+    root = tmp_path / "site"
+    _record(root / "stacks" / "s" / "1", **GOOD)
+    quick = quick_stack("s/1", str(root))
+    assert quick is not None
+    monkeypatch.setattr("sitestack.user.layer.quick_stack", lambda *a: None)
+    slow = choose_stack("s/1", str(root))
+    assert not isinstance(slow, QuickStack)
+    _same(quick, slow)
+    monkeypatch.setenv("SITESTACK_PREFIX", str(root / "stacks" / "s" / "1"))
+    by_env = quick_stack(None, None)
+    assert by_env is not None
+    _same(by_env, choose_stack(None, None))
+
+
+@pytest.mark.parametrize("change", [
+    {"user": {"no-index": True}}, {"files": "many"}, {"packages": 3}, {"drop": "site"},
+    {"drop": "python_xy"}, {"root": 5},
+])
+def test_quick_stack_leaves_the_unusual_to_the_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        change: dict[str, object]) -> None:
+    monkeypatch.delenv("SITESTACK_PREFIX", raising=False)
+    data = {**GOOD, **change}
+    for key in [str(change["drop"])] if "drop" in change else []:
+        data.pop(key)
+        data.pop("drop")
+    root = tmp_path / "site"
+    _record(root / "stacks" / "s" / "1", **data)
+    assert quick_stack("s/1", str(root)) is None
+
+
+def test_quick_stack_needs_an_exact_version_and_a_safe_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SITESTACK_PREFIX", raising=False)
+    root = tmp_path / "si$te"
+    _record(root / "stacks" / "s" / "1", **GOOD)
+    assert quick_stack("s/1", str(root)) is None
+    assert quick_stack("s", str(tmp_path / "site")) is None
+    assert quick_stack("s/1/2", str(tmp_path / "site")) is None
