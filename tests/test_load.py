@@ -8,8 +8,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from sitestack.core.layout import SiteRoot
 
 from tests.helpers import modules
 from tests.helpers.findsite import DEPRECATION, PREPEND, SETENV, FindSite, find_site
@@ -116,22 +120,30 @@ module unload {ref.split('/')[0]}
 EXT_LUA = 'setenv("EXT_HOME", "/opt/ext")\nprepend_path("PATH", "/opt/ext/bin")\n'
 
 
-def test_depends_on_and_family_as_lmod(workdir: Path, wheelhouse: Path, tmp_path: Path) -> None:
-    """A stack whose depends_on names another stack of the site and a module the user's module
-    system has loaded: `sitestack load` makes what real Lmod's `module load` makes (the
-    dependency stack first, the family variables), and unload takes both stacks away."""
-    modules.require("lmod")
+@pytest.fixture(scope="module")
+def deps_root(workdir: Path, wheelhouse: Path) -> SiteRoot:
+    """base/1.0 (no family), app/2.0 (family python, depends_on base and extmod), clash/1.0
+    (family python, depends_on app: the same family twice)."""
     from sitestack.core.layout import SiteRoot
     from tests.helpers.stacks import make_builder
 
     root = SiteRoot(workdir / "site-deps")
-    if not root.path.exists():
-        root.path.mkdir()
-        b = make_builder(root, wheelhouse)
-        b("base", "1.0", ["tinyapp"], extra='\n[module]\nfamily = ""\nsetenv = { BASE_HOME = "/opt/base" }\n'
-                                             'prepend_path = { MANPATH = ["/opt/base/man"] }\n')
-        b("app", "2.0", ["tinyapp"], default=True,
-          extra='\n[module]\ndepends_on = ["base", "extmod"]\nsetenv = { APP_MODE = "fast" }\n')
+    root.path.mkdir()
+    b = make_builder(root, wheelhouse)
+    b("base", "1.0", ["tinyapp"], extra='\n[module]\nfamily = ""\nsetenv = { BASE_HOME = "/opt/base" }\n'
+                                         'prepend_path = { MANPATH = ["/opt/base/man"] }\n')
+    b("app", "2.0", ["tinyapp"], default=True,
+      extra='\n[module]\ndepends_on = ["base", "extmod"]\nsetenv = { APP_MODE = "fast" }\n')
+    b("clash", "1.0", ["tinyapp"], extra='\n[module]\ndepends_on = ["app"]\n')
+    return root
+
+
+def test_depends_on_and_family_as_lmod(deps_root: SiteRoot, tmp_path: Path) -> None:
+    """A stack whose depends_on names another stack of the site and a module the user's module
+    system has loaded: `sitestack load` makes what real Lmod's `module load` makes (the
+    dependency stack first, the family variables), and unload takes both stacks away."""
+    modules.require("lmod")
+    root = deps_root
     ext = tmp_path / "ext"
     (ext / "extmod").mkdir(parents=True)
     (ext / "extmod" / "1.lua").write_text(EXT_LUA)
@@ -170,6 +182,19 @@ module unload app
     assert r2.stderr.strip() == ("app/2.0 needs the modules extmod, which `sitestack load` cannot load: "
                                  "load them with your module system first")
     assert "export BASE_HOME=/opt/base;" in r2.stdout and "export LMOD_FAMILY_PYTHON=app;" in r2.stdout
+
+
+def test_depends_on_a_stack_of_the_same_family_is_refused(deps_root: SiteRoot, tmp_path: Path) -> None:
+    """clash (family python) depends on app (family python): Lmod never has both loaded (it
+    swaps clash, the module asked for, out for app); sitestack refuses, naming both."""
+    modules.require("lmod")
+    script = f"module use {shlex.quote(str(deps_root.lmod_dir))}\nmodule load clash\n"
+    r = run_module_script("lmod", script, env={"HOME": str(tmp_path)})
+    assert 'replacing "clash/1.0" with "app/2.0"' in r.stderr, r.stderr
+    r = subprocess.run([sys.executable, "-m", "sitestack", "--root", str(deps_root.path), "load", "clash"],
+                       env=clean_env({"HOME": str(tmp_path)}), capture_output=True, text=True)
+    assert r.returncode == 2 and r.stdout == ""
+    assert "clash/1.0 depends on app/2.0, of the same family 'python'" in r.stderr
 
 
 @pytest.mark.parametrize("shell", list(SHELLS))

@@ -159,8 +159,9 @@ def _plan(site: Site, ref: str, env: Mapping[str, str], chain: tuple[str, ...], 
             unknown.append(dep)
             continue
         if c.family and any(var == f"LMOD_FAMILY_{c.family.upper()}" for _, var, _ in dep_ops):
+            # Lmod never has both loaded either: it swaps the module asked for out for its dependency.
             raise UsageError(f"{rec.ref} depends on {dep_ref}, of the same family {c.family!r}: "
-                             "Lmod refuses to load both, and so does sitestack")
+                             "the two cannot be loaded together")
         deps += dep_ops
     if c.deprecated:
         messages.append(f"{rec.ref} is deprecated: {c.deprecated}")
