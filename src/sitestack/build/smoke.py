@@ -2,21 +2,28 @@
 
 At build time a failure stops the build; `sitestack test` reruns them on a published stack
 (e.g. in a GPU job) and records the results under ROOT/.sitestack/tests, never in the stack.
+The test processes run side by side (one per CPU, `smoke_width`); results and the failure
+reported keep the spec's order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sitestack.errors import SmokeTestError
+from sitestack.errors import SmokeTestError, UsageError
 
 if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
@@ -73,6 +80,53 @@ def gpu_visible() -> tuple[bool, str]:
     return False, "no GPU visible (nvidia-smi -L lists none; no /dev/nvidia0 or /dev/kfd)"
 
 
+def smoke_width(jobs: int, *, one_device: bool = False) -> int:
+    """How many test processes run at once: one per CPU this process may use.
+
+    Each test is a python process that spends its time importing (unmarshalling bytecode,
+    loading extension modules): CPU-bound, so more processes than CPUs only take turns, and
+    each holds its frameworks in memory (torch with tensorflow is 1-2 GiB). The CPUs are the
+    affinity mask (a batch job's share of a node), not the node's count. With `one_device`
+    (GPU tests run) it is 1: jax takes 75% of a GPU's memory when it starts and tensorflow
+    nearly all of it, so GPU tests side by side would fail each other. SITESTACK_SMOKE_JOBS=N
+    sets the width either way (1: one after another, for tests that cannot share a machine).
+    """
+    raw = os.environ.get("SITESTACK_SMOKE_JOBS", "").strip()
+    if raw:
+        if not raw.isdigit() or int(raw) < 1:
+            raise UsageError(f"SITESTACK_SMOKE_JOBS={raw!r} is not a positive whole number")
+        width = int(raw)
+    elif one_device:
+        width = 1
+    else:
+        try:
+            width = len(os.sched_getaffinity(0))
+        except (AttributeError, OSError):  # pragma: no cover - not Linux
+            width = os.cpu_count() or 1
+    return max(1, min(width, jobs))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One test process: a set's imports (all in one python), or one command."""
+
+    index: int  # spec order over every set: results and the reported failure follow it
+    kind: str  # "" or "gpu"
+    first: int  # index of this set's first job: an import job that cannot start drops the set
+    imports: tuple[str, ...] = ()
+    command: str | None = None
+
+
+@dataclass
+class _Outcome:
+    results: list[dict[str, object]]
+    fatal: bool = False  # the set's python did not run: its commands are not recorded (as before)
+
+    @property
+    def failed(self) -> bool:
+        return any(r["status"] == "failed" for r in self.results)
+
+
 def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
                     gpu: bool | None = None, stop_on_failure: bool = True,
                     cpu: bool = True) -> list[dict[str, object]]:
@@ -80,31 +134,69 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
     failed or skipped (`ok` is null for a skipped one: never counted as passed).
 
     [tests.gpu] runs only where `gpu` (default: gpu_visible()) is true; elsewhere each of its
-    tests is recorded as skipped. With `stop_on_failure` the first failure raises
-    SmokeTestError (a build); without, every test runs and the failures are in the results.
+    tests is recorded as skipped. With `stop_on_failure` the first failure in spec order
+    raises SmokeTestError (a build); without, every test runs and the failures are in the
+    results.
+
+    The test processes run side by side (smoke_width), each in its own working folder under
+    one temp HOME; results come back in spec order whatever order they finish in. When a test
+    fails with `stop_on_failure`, the tests after it are cancelled (their processes killed)
+    and the ones before it run to the end, so the failure reported is always the first in
+    spec order, as if they had run one after another. Where the GPU tests run, everything
+    runs one at a time: jax and tensorflow each claim most of a GPU's memory when they start.
     """
     py = str(prefix / "bin" / f"python{py_xy}")
-    results: list[dict[str, object]] = []
     t = spec.tests
     if gpu is None and (t.gpu_imports or t.gpu_commands):
         gpu, why = gpu_visible()
         log.add(f"GPU tests: {'run' if gpu else 'skipped'} ({why})")
+    sets: list[tuple[str, tuple[str, ...], tuple[str, ...], bool]] = []
+    if cpu:
+        sets.append(("", ("pip", *t.imports), t.commands, True))
+    if t.gpu_imports or t.gpu_commands:
+        sets.append(("gpu", t.gpu_imports, t.gpu_commands, bool(gpu)))
+    # Each result slot in spec order: a skipped test's records, or the job that makes them.
+    slots: list[list[dict[str, object]] | _Job] = []
+    jobs: list[_Job] = []
+    for kind, imports, commands, run in sets:
+        if not run:
+            slots.append([_skipped(f"import {m}", kind) for m in imports] + [_skipped(c, kind) for c in commands])
+            continue
+        first = len(jobs)
+        if imports:
+            jobs.append(_Job(len(jobs), kind, first, imports=imports))
+        jobs += [_Job(len(jobs) + n, kind, first, command=c) for n, c in enumerate(commands)]
+        slots += jobs[first:]
+    width = smoke_width(len(jobs), one_device=bool(gpu) and any(j.kind == "gpu" for j in jobs))
+    t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sitestack-smoke-") as home:
         env = clean_env(prefix, home)
-        sets: list[tuple[str, tuple[str, ...], tuple[str, ...], bool]] = []
-        if cpu:
-            sets.append(("", ("pip", *t.imports), t.commands, True))
-        if t.gpu_imports or t.gpu_commands:
-            sets.append(("gpu", t.gpu_imports, t.gpu_commands, bool(gpu)))
-        for kind, imports, commands, run in sets:
-            if not run:
-                results += [_skipped(f"import {m}", kind) for m in imports]
-                results += [_skipped(c, kind) for c in commands]
-                continue
-            results += _run_set(py, prefix, env, home, imports, commands, kind, t.timeout, log, stop_on_failure)
+
+        def run_one(job: _Job, cancel: threading.Event) -> _Outcome | None:
+            return _run_job(job, py, prefix, env, home, t.timeout, cancel)
+
+        outcomes = _run_jobs(jobs, width, run_one, stop_on_failure)
+    results: list[dict[str, object]] = []
+    dropped: set[int] = set()  # sets whose python did not start
+    for slot in slots:
+        if isinstance(slot, list):
+            results += slot
+            continue
+        out = outcomes[slot.index]
+        if out is None or slot.first in dropped:
+            continue  # cancelled: only after a failure that is reported first, or a dropped set
+        for r in out.results:
+            results.append(r)
+            if r["status"] == "failed":
+                log.add(json.dumps(r))
+                if stop_on_failure:
+                    _fail(f"{'GPU ' if slot.kind else ''}{r['test']}", str(r["output"]), log)
+        if out.fatal:
+            dropped.add(slot.first)
     passed = sum(1 for r in results if r["status"] == "passed")
     skipped = sum(1 for r in results if r["status"] == "skipped")
-    log.add(f"{passed} smoke test(s) passed" + (f", {skipped} skipped" if skipped else ""))
+    log.add(f"{passed} smoke test(s) passed" + (f", {skipped} skipped" if skipped else "")
+            + f" ({len(jobs)} process(es), {width} at a time, {time.monotonic() - t0:.1f}s)")
     return results
 
 
@@ -113,49 +205,104 @@ def _skipped(test: str, kind: str) -> dict[str, object]:
             "seconds": 0.0}
 
 
-def _run_set(py: str, prefix: Path, env: dict[str, str], home: str, imports: tuple[str, ...],
-             commands: tuple[str, ...], kind: str, timeout: float, log: BuildLog,
-             stop: bool) -> list[dict[str, object]]:
-    results: list[dict[str, object]] = []
-    label = "GPU " if kind else ""
+def _result(test: str, kind: str, ok: bool, output: str, seconds: float, **more: object) -> dict[str, object]:
+    return {"test": test, "kind": kind, "ok": ok, "status": "passed" if ok else "failed",
+            "output": output, "seconds": round(seconds, 3), **more}
 
-    def record(test: str, ok: bool, output: str, seconds: float, **more: object) -> None:
-        results.append({"test": test, "kind": kind, "ok": ok, "status": "passed" if ok else "failed",
-                        "output": output, "seconds": round(seconds, 3), **more})
-        if not ok:
-            log.add(json.dumps(results[-1]))
-            if stop:
-                _fail(f"{label}{test}", output, log)
 
-    if imports:
-        t0 = time.monotonic()
-        r = _run([py, "-c", _IMPORTS, *imports], env, home, timeout)
+def _run_jobs(jobs: list[_Job], width: int, run_one: Callable[[_Job, threading.Event], _Outcome | None],
+              stop: bool) -> list[_Outcome | None]:
+    """Run every job on `width` threads (each waits on its own process); None: cancelled.
+
+    A failure (with `stop`) cancels the jobs after it in spec order; an import job whose
+    python did not start cancels its own set's commands. Jobs before a failure always finish:
+    one of them may fail too, and that one is reported."""
+    outcomes: list[_Outcome | None] = [None] * len(jobs)
+    cancel = [threading.Event() for _ in jobs]
+    first_bad = len(jobs)
+    with ThreadPoolExecutor(max_workers=width, thread_name_prefix="smoke") as pool:
+        futures = {pool.submit(run_one, j, cancel[j.index]): j for j in jobs}
+        try:
+            for fut in as_completed(futures):
+                job = futures[fut]
+                out = outcomes[job.index] = fut.result()
+                if out is None:
+                    continue
+                if out.fatal:
+                    for j in jobs[job.index + 1:]:
+                        if j.first == job.first:
+                            cancel[j.index].set()
+                if stop and out.failed and job.index < first_bad:
+                    first_bad = job.index
+                    for e in cancel[first_bad + 1:]:
+                        e.set()
+        except BaseException:
+            for e in cancel:  # an error or ^C here: stop every test before the pool waits for them
+                e.set()
+            raise
+    return outcomes
+
+
+def _run_job(job: _Job, py: str, prefix: Path, env: dict[str, str], home: str, timeout: float,
+             cancel: threading.Event) -> _Outcome | None:
+    # Its own working folder: tests that write t.h5 or p.png side by side do not collide.
+    cwd = os.path.join(home, f"test-{job.index}")
+    os.mkdir(cwd)
+    t0 = time.monotonic()
+    if job.command is None:
+        r = _run([py, "-c", _IMPORTS, *job.imports], env, cwd, timeout, cancel)
+        if r is None:
+            return None
         took = time.monotonic() - t0
         if r.returncode != 0:
-            record("the stack's python", False, (r.stdout + r.stderr)[-4000:], took)
-            return results
+            return _Outcome([_result("the stack's python", job.kind, False, (r.stdout + r.stderr)[-4000:], took)], True)
         data = json.loads(r.stdout)
         if os.path.realpath(data["prefix"]) != os.path.realpath(prefix):
-            record("sys.prefix", False, f"python reports sys.prefix={data['prefix']}, expected {prefix}", took)
-            return results
-        for name, ok, err in data["results"]:
-            record(f"import {name}", ok, err, took)
-    for cmd in commands:
-        t0 = time.monotonic()
-        r = _run(["bash", "-c", cmd], env, home, timeout)
-        out = (r.stdout + r.stderr)[-4000:]
-        ok = r.returncode == 0
-        record(cmd, ok, out if ok else f"exit code {r.returncode}\n{out}", time.monotonic() - t0,
-               returncode=r.returncode)
-    return results
+            return _Outcome([_result("sys.prefix", job.kind, False,
+                                     f"python reports sys.prefix={data['prefix']}, expected {prefix}", took)], True)
+        return _Outcome([_result(f"import {name}", job.kind, ok, err, took) for name, ok, err in data["results"]])
+    r = _run(["bash", "-c", job.command], env, cwd, timeout, cancel)
+    if r is None:
+        return None
+    out = (r.stdout + r.stderr)[-4000:]
+    ok = r.returncode == 0
+    return _Outcome([_result(job.command, job.kind, ok, out if ok else f"exit code {r.returncode}\n{out}",
+                             time.monotonic() - t0, returncode=r.returncode)])
 
 
-def _run(cmd: list[str], env: dict[str, str], cwd: str, timeout: float) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], env: dict[str, str], cwd: str, timeout: float,
+         cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str] | None:
+    """Run one test; None if `cancel` was set first. Its own session, so a timeout or a cancel
+    kills what it started too (a `bash -c` command's python), not just the shell; no stdin:
+    tests side by side must not read the builder's terminal."""
+    if cancel is not None and cancel.is_set():
+        return None
+    p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            # Short waits so a cancel is seen soon; communicate keeps what it read so far.
+            out, err = p.communicate(timeout=max(0.01, min(0.25, deadline - time.monotonic())))
+            return subprocess.CompletedProcess(cmd, p.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            if cancel is not None and cancel.is_set():
+                _kill(p)
+                return None
+            if time.monotonic() >= deadline:
+                out, _err = _kill(p)
+                return subprocess.CompletedProcess(cmd, 124, out, f"timed out after {timeout:.0f}s")
+
+
+def _kill(p: subprocess.Popen[str]) -> tuple[str, str]:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(p.pid, signal.SIGKILL)
     try:
-        return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as e:
-        out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-        return subprocess.CompletedProcess(cmd, 124, out, f"timed out after {timeout:.0f}s")
+        out, err = p.communicate(timeout=10)
+    except subprocess.TimeoutExpired:  # something left the session and holds the pipes
+        p.kill()
+        return "", ""
+    return out or "", err or ""
 
 
 def _fail(test: str, output: str, log: BuildLog) -> None:

@@ -1,0 +1,125 @@
+"""Smoke tests run side by side (build.smoke): for real, in spec order, first failure first.
+
+The concurrency proof: two commands that each write a marker and then wait for the other's.
+They can only both pass when they run at the same time, and with SITESTACK_SMOKE_JOBS=1 the
+first of them fails, which shows the markers cannot be met one after another.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from sitestack.build.smoke import run_smoke_tests, smoke_width
+from sitestack.core.layout import SiteRoot
+from sitestack.core.log import BuildLog
+from sitestack.core.records import StackRecord
+from sitestack.errors import SmokeTestError, UsageError
+from sitestack.site import spec as specs  # its TestsSpec by name here would be collected by pytest
+from sitestack.site.spec import StackSpec, parse_spec
+from tests.conftest import run_cli, spec_text
+
+
+def _spec(wheelhouse: Path, commands: list[str], *, imports: tuple[str, ...] = (), timeout: float = 120) -> StackSpec:
+    spec = parse_spec(spec_text("par", ["tinyapp"], wheelhouse))
+    return replace(spec, tests=specs.TestsSpec(imports=imports, commands=tuple(commands), timeout=timeout))
+
+
+def _meet(me: str, other: str, d: Path, tries: int) -> str:
+    """Write my marker, then wait (0.1 s a try) for the other's: exit 1 if it never comes."""
+    return (f"touch {d}/{me}; for i in $(seq {tries}); do [ -e {d}/{other} ] && exit 0; sleep 0.1; done; "
+            f"echo {me} never saw {other}; exit 1")
+
+
+def _run(spec: StackSpec, stack: StackRecord, *, stop_on_failure: bool = True,
+         ) -> tuple[list[dict[str, object]], BuildLog]:
+    log = BuildLog(echo=False)
+    return run_smoke_tests(spec, stack.prefix, stack.python_xy, log, stop_on_failure=stop_on_failure), log
+
+
+def test_two_tests_that_wait_for_each_other_pass_side_by_side(
+        stack: StackRecord, wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SITESTACK_SMOKE_JOBS", "2")  # even on a one-CPU runner
+    a, b = _meet("a", "b", tmp_path, 300), _meet("b", "a", tmp_path, 300)
+    results, log = _run(_spec(wheelhouse, [a, b]), stack)
+    assert [(r["test"], r["status"]) for r in results] == [("import pip", "passed"), (a, "passed"), (b, "passed")]
+    assert "3 smoke test(s) passed (3 process(es), 2 at a time" in log.text()
+
+
+def test_the_same_two_tests_cannot_pass_one_after_another(
+        stack: StackRecord, wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SITESTACK_SMOKE_JOBS", "1")
+    a, b = _meet("a", "b", tmp_path, 10), _meet("b", "a", tmp_path, 10)
+    results, _log = _run(_spec(wheelhouse, [a, b]), stack, stop_on_failure=False)
+    assert [r["status"] for r in results] == ["passed", "failed", "passed"]
+    assert "a never saw b" in str(results[1]["output"])
+
+
+def test_the_first_failure_in_spec_order_is_reported_and_later_tests_are_cancelled(
+        stack: StackRecord, wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SITESTACK_SMOKE_JOBS", "4")
+    # The later test fails first in time; the earlier one fails a second later and is the one
+    # reported, as it would be one after another. The last one is killed, not waited for.
+    earlier = "sleep 1; echo earlier-output; exit 3"
+    later = "echo later-output; exit 5"
+    hang = f"touch {tmp_path}/started; sleep 600"
+    t0 = time.monotonic()
+    with pytest.raises(SmokeTestError) as e:
+        _run(_spec(wheelhouse, [earlier, later, hang]), stack)
+    assert time.monotonic() - t0 < 60
+    msg = str(e.value)
+    assert msg.startswith(f"smoke test failed: {earlier}\n") and "exit code 3" in msg and "earlier-output" in msg
+    assert "later-output" not in msg and "nothing was published" in msg
+
+
+def test_results_are_the_same_side_by_side_as_one_after_another(
+        stack: StackRecord, wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cmds = ["echo one", "sleep 0.5; echo two >&2; exit 4", "echo three; pwd > here", "python -c 'import tinyapp'"]
+    spec = _spec(wheelhouse, cmds, imports=("shadowme", "no_such_module_xyz", "tinyapp"))
+    runs = []
+    for jobs in ("1", "4"):
+        monkeypatch.setenv("SITESTACK_SMOKE_JOBS", jobs)
+        results, _log = _run(spec, stack, stop_on_failure=False)
+        runs.append([{k: v for k, v in r.items() if k != "seconds"} for r in results])
+        assert all(list(r) == ["test", "kind", "ok", "status", "output", "seconds", *(["returncode"] if "returncode" in r else [])]
+                   for r in results)
+    assert runs[0] == runs[1]
+    assert [r["status"] for r in runs[0]] == ["passed", "passed", "failed", "passed",
+                                              "passed", "failed", "passed", "passed"]
+
+
+def test_a_timeout_kills_what_the_command_started(stack: StackRecord, wheelhouse: Path) -> None:
+    # bash runs `sleep` as a child here (not the last command): killing bash alone would leave
+    # it holding the output pipe for 120 s.
+    t0 = time.monotonic()
+    results, _log = _run(_spec(wheelhouse, ["sleep 120; true"], timeout=1), stack, stop_on_failure=False)
+    assert time.monotonic() - t0 < 30
+    assert results[-1]["status"] == "failed" and results[-1]["returncode"] == 124
+    assert "timed out after 1s" in str(results[-1]["output"])
+
+
+def test_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SITESTACK_SMOKE_JOBS", raising=False)
+    assert smoke_width(100) >= 1 and smoke_width(3) <= 3 and smoke_width(0) == 1
+    assert smoke_width(8, one_device=True) == 1
+    monkeypatch.setenv("SITESTACK_SMOKE_JOBS", "3")
+    assert smoke_width(8) == 3 and smoke_width(8, one_device=True) == 3 and smoke_width(2) == 2
+    for bad in ("0", "-1", "two"):
+        monkeypatch.setenv("SITESTACK_SMOKE_JOBS", bad)
+        with pytest.raises(UsageError, match="SITESTACK_SMOKE_JOBS"):
+            smoke_width(4)
+
+
+def test_a_build_reports_the_earlier_of_two_failures_and_publishes_nothing(
+        site_root: SiteRoot, wheelhouse: Path, tmp_path: Path) -> None:
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text("twofail", ["tinyapp"], wheelhouse,
+                              commands=["sleep 1; echo first-failure; exit 3", "echo second-failure; exit 5"]))
+    r = run_cli("build", str(spec), "--root", str(site_root.path), "--version", "1")
+    assert r.returncode == 4, r.stderr
+    assert "smoke test failed: sleep 1; echo first-failure; exit 3" in r.stderr and "first-failure" in r.stderr
+    assert "second-failure" not in r.stderr
+    assert not (site_root.stacks / "twofail" / "1").exists()
