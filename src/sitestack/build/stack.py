@@ -307,11 +307,13 @@ def compile_bytecode(prefix: Path, final: Path, py_xy: str, log: BuildLog, *,
     py = str(prefix / "bin" / f"python{py_xy}")
     lib = prefix / "lib" / f"python{py_xy}"
     if not skip_site_packages:
-        compile_dirs(py, [str(lib)], log, strip=str(prefix), prepend=str(final))
+        with Progress(log, "compiled", noun="files") as bar:  # a live count of N on a terminal
+            compile_dirs(py, [str(lib)], log, strip=str(prefix), prepend=str(final), progress=bar)
         return
     todo = _without_valid_pyc(lib, py_xy, skip=lib / "site-packages")
     if todo:
-        r = compile_paths(py, todo, strip=str(prefix), prepend=str(final))
+        with Progress(log, "compiled", noun="files") as bar:
+            r = compile_paths(py, todo, strip=str(prefix), prepend=str(final), progress=bar)
         log.add(r.stdout + r.stderr)
     log.add(f"compiled {len(todo)} stdlib file(s) without valid bytecode; the rest were valid")
 
