@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sitestack.core.copytree import (
     MODES,
@@ -25,23 +26,21 @@ from sitestack.core.copytree import (
     Tree,
     clone_files,
     clone_tree,
+    load_tree,
     probe,
     scan_tree,
-    tree_from_manifest,
 )
 from sitestack.core.layout import RECORDS
-from sitestack.core.manifest import (
-    Manifest,
-    PrefixHit,
-    load_prefix_files,
-)
+from sitestack.core.manifest import PrefixHit, load_prefix_files
 from sitestack.core.publish import publish, temp_tree
 from sitestack.core.records import MANIFEST, PREFIX_FILES, StackRecord, user_base_rel
 from sitestack.core.relocate import retarget
 from sitestack.core.templates import render_file
 from sitestack.errors import ConflictError, NotFoundError, UsageError
-from sitestack.site.modulefiles.content import ModuleContent
 from sitestack.site.registry import Site
+
+if TYPE_CHECKING:
+    from sitestack.site.modulefiles.content import ModuleContent
 
 CLONE_RECORD = "clone.json"
 # Top-level entries of a stack that a clone does not take: the stack's records (the clone
@@ -240,7 +239,8 @@ def _build(rec: StackRecord, plan: _Plan, tmp: Path, dest: Path, mode: str, jobs
         reloc = _relocate(rec, tmp, plan.old_prefix, str(dest), plan.hits)
         # The stack's interpreter: the very binary the clone shares (or copies), ready now.
         own.append((b, reloc, _recompile(tmp, str(dest), [h.path for h in plan.hits if h.path.endswith(".py")],
-                                         rec.python_xy, str(rec.prefix / "bin" / f"python{rec.python_xy}"))))
+                                         rec.python_xy, str(rec.prefix / "bin" / f"python{rec.python_xy}"),
+                                         rec.prefix)))
 
     a = clone_tree(rec.prefix, tmp, dirs, shared_files, used, jobs=jobs, progress=progress,
                    on_ready=copies if overlap else None, ready_after=len(need))
@@ -286,10 +286,9 @@ def _prefix_files(rec: StackRecord) -> tuple[str, list[PrefixHit]]:
 def _plan(rec: StackRecord) -> Tree:
     """What to clone: the stack's manifest (the stack as built; no walk), else a walk."""
     try:
-        tree = tree_from_manifest(Manifest.load(rec.records / MANIFEST))
+        return load_tree(rec.records / MANIFEST, SKIP_TOP)
     except FileNotFoundError:
-        tree = scan_tree(rec.prefix)
-    return tree.without(SKIP_TOP)
+        return scan_tree(rec.prefix).without(SKIP_TOP)
 
 
 def _probe_file(prefix: Path, files: Sequence[tuple[str, int]]) -> Path:
@@ -329,20 +328,53 @@ def _hit_dirs(copied: Sequence[tuple[str, int]], hits: list[PrefixHit], py_xy: s
     return need & dirs
 
 
-def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str, python: str) -> int:
+def _recompile(tmp: Path, final: str, rels: list[str], py_xy: str, python: str,
+               source: Path | None = None) -> int:
     """Bytecode for the rewritten .py files, by the interpreter the clone runs (core.bytecode).
 
+    When the stack's own bytecode carries this interpreter's magic number, the few files are
+    compiled here: the same format a run of the stack's interpreter would write, without
+    starting one (a second interpreter's start-up was most of a hardlink clone's CPU time).
     Best effort: what fails is left to the import system (the clone is writable)."""
     from sitestack.core.bytecode import compile_paths, pyc_paths
 
-    todo = [str(tmp / rel) for rel in rels if (tmp / rel).is_file()]
+    todo = [rel for rel in rels if (tmp / rel).is_file()]
     if not todo:
         return 0
-    try:
-        compile_paths(python, todo, strip=str(tmp), prepend=final)
-    except OSError:
-        return 0
+    if source is not None and _same_magic(source, todo, py_xy):
+        import py_compile
+
+        for rel in todo:
+            try:
+                py_compile.compile(str(tmp / rel), cfile=str(tmp / pyc_paths(rel, py_xy)[0]),
+                                   dfile=f"{final}/{rel}", doraise=True, optimize=0,
+                                   invalidation_mode=py_compile.PycInvalidationMode.TIMESTAMP)
+            except (py_compile.PyCompileError, OSError, ValueError):
+                continue
+    else:
+        try:
+            compile_paths(python, [str(tmp / rel) for rel in todo], strip=str(tmp), prepend=final)
+        except OSError:
+            return 0
     return sum(1 for rel in rels if (tmp / pyc_paths(rel, py_xy)[0]).is_file())
+
+
+def _same_magic(source: Path, rels: list[str], py_xy: str) -> bool:
+    """Whether the stack's bytecode (of the very files rewritten) has this interpreter's magic."""
+    import importlib.util
+    import sys
+
+    from sitestack.core.bytecode import pyc_paths
+
+    if py_xy != f"{sys.version_info[0]}.{sys.version_info[1]}":
+        return False
+    for rel in rels:
+        try:
+            with open(source / pyc_paths(rel, py_xy)[0], "rb") as f:
+                return f.read(4) == importlib.util.MAGIC_NUMBER
+        except OSError:
+            continue
+    return False
 
 
 def _module_paths(name: str, module_dir: Path | None, force: bool) -> list[Path]:
@@ -377,6 +409,8 @@ def activate_script(prefix: Path, ub_rel: str, rec: StackRecord) -> str:
 
 def module_content(prefix: Path, ub_rel: str, rec: StackRecord) -> ModuleContent:
     """The clone's personal modulefile, in the terms every other modulefile is written in."""
+    from sitestack.site.modulefiles.content import ModuleContent
+
     return ModuleContent(
         name=rec.name, version=rec.version, prefix=str(prefix), root=str(rec.root), site=rec.site,
         python=rec.python, description=rec.description, help="", packages=(), family="",
