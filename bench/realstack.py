@@ -112,9 +112,10 @@ def main() -> None:
         if args.cold_repeat > 1:
             pairs = [(t_cold, t_uv_cold)] + [cold_pair(i) for i in range(1, args.cold_repeat)]
             t_cold, t_uv_cold = (statistics.median(p[i] for p in pairs) for i in (0, 1))
+            ratios = [a / b for a, b in pairs]
             print(f"  cold pairs (sitestack/uv): {', '.join(f'{a:.1f}/{b:.1f}' for a, b in pairs)}; "
-                  f"ratios {', '.join(f'{a / b:.2f}' for a, b in pairs)}; medians {t_cold:.1f}/{t_uv_cold:.1f}",
-                  flush=True)
+                  f"ratios {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f}); "
+                  f"medians {t_cold:.1f}/{t_uv_cold:.1f}", flush=True)
         t_warm = step("sitestack build, warm", build("2"))
         t_uv_warm = step("uv, warm", uv_run("uv-warm"))
         rec = json.loads((root / "stacks" / name / "2" / ".sitestack" / "stack.json").read_text())

@@ -81,3 +81,26 @@ def test_build_options_get_their_own_entry(cache_root: tuple[SiteRoot, BuildStac
     assert len(src) == 1
     init = rec.site_packages / "basepkg" / "__init__.py"
     assert os.stat(init).st_ino == os.stat(src[0] / "tree" / init.relative_to(rec.prefix)).st_ino
+
+
+def test_scripts_name_the_stack_python_not_the_installing_one(workdir: Path, wheelhouse: Path) -> None:
+    """uv installs a cold cache's wheels with the source interpreter while the stack's own is
+    copied; every script must still run the stack's python, also where the path is too long
+    for a '#!' line (the /bin/sh exec trick)."""
+    import sys
+
+    root = SiteRoot(workdir / ("site-long-" + "p" * 120))
+    root.path.mkdir()
+    rec = make_builder(root, wheelhouse)("longpc", "1", ["tinyapp"])
+    script = rec.prefix / "bin" / "tinyapp"
+    text = script.read_text()
+    assert text.startswith("#!/bin/sh\n'''exec' ") and f"{rec.prefix}/bin/python" in text.splitlines()[1]
+    r = subprocess.run([str(script)], capture_output=True, text=True)
+    assert r.stdout.strip() == "tinyapp 1.0", r.stderr
+    source = os.path.realpath(sys.base_prefix)
+    for p in (rec.prefix / "bin").iterdir():
+        if p.is_file() and not p.is_symlink() and not p.name.startswith("python"):
+            assert source not in p.read_text(errors="replace"), p
+    direct = next(rec.site_packages.glob("pip-*.dist-info")) / "direct_url.json"
+    if direct.exists():
+        assert source not in direct.read_text() and str(rec.prefix) in direct.read_text()

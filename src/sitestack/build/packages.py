@@ -102,7 +102,8 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         inst = pkgcache.Installer(str(source.executable), str(source.stdlib), source.tag) if source else None
         # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
         with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
-            pins = pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build)
+            pins = pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build,
+                                    pkgcache.uv_cache(root))
             entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log, p.build,
                                       installer=inst, ready=copied)
             if copied is not None:

@@ -104,6 +104,19 @@ def cache_root(root: SiteRoot) -> Path:
     return root.meta / "pypi"
 
 
+def uv_cache(root: SiteRoot) -> Path:
+    """The site's own uv cache, beside the package cache (see _install_args); its parent is
+    made here with an exact mode, before uv makes the rest with the user's umask."""
+    path = _uv_cache(cache_root(root))
+    make_dirs(path.parent)
+    return path
+
+
+def _uv_cache(base: Path) -> Path:
+    # One per user: uv writes its cache with the user's umask, and site staff share the root.
+    return base.parent / "uv" / str(os.getuid())
+
+
 def _uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None,
         env: Mapping[str, str] | None = None, tail: int | None = None) -> str:
     return run_logged([uv_bin(), *args], log, what, env=uv_env(dict(env or {})), stdin=stdin, tail=tail)
@@ -116,10 +129,11 @@ def no_binary_args(build: Mapping[str, BuildOptions]) -> list[str]:
 
 
 def resolve(requirements: Sequence[str], python: str, index: Sequence[str], log: BuildLog,
-            build: Mapping[str, BuildOptions] | None = None) -> list[str]:
-    """Exact pins for the whole set, resolved by uv for this interpreter."""
+            build: Mapping[str, BuildOptions] | None = None, cache_dir: Path | None = None) -> list[str]:
+    """Exact pins for the whole set, resolved by uv for this interpreter (`cache_dir`: the
+    site's uv cache, whose index pages the install then reuses)."""
     out = _uv(["pip", "compile", "-", "--python", python, "--no-header", "--no-annotate", "--quiet", *index,
-               *no_binary_args(build or {})],
+               *no_binary_args(build or {}), *(["--cache-dir", str(cache_dir)] if cache_dir else [])],
               log, "resolving packages", stdin="\n".join(requirements) + "\n")
     return [ln.strip() for ln in out.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
 
@@ -204,6 +218,7 @@ def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Se
     build = build or {}
     base = cache_root(root)
     make_dirs(base)  # exact modes: the library may run under any umask
+    make_dirs(_uv_cache(base).parent)
     tag = installer.tag if installer and installer.tag else _tag(installer.python if installer else python)
     opts = {pin: build.get(pin_name(pin)) for pin in pins}
     names = {}
@@ -232,10 +247,19 @@ def _safe(pin: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in f"{name}-{version}")[:80]
 
 
-def _install_args(python: str, tree: Path, index: Sequence[str]) -> list[str]:
+def _install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None) -> list[str]:
+    """uv's install into an entry's tree. With `uv_cache` (the site's own uv cache, on the
+    site's filesystem) uv hardlinks the unzipped wheels, as a plain `uv pip install` does
+    from its cache: copying them wrote 470 MiB more for the small set (install step
+    9.1-9.7 s against 1.1-1.5 s, measured under load). It must be sitestack's own cache:
+    the entries are made read-only through those shared inodes, and a user's uv cache would
+    then hand read-only files to their venvs. uv never writes a cached file in place, so
+    the entries stay as hashed; deleting that cache (or the whole site cache) leaves every
+    stack intact. Without it (source builds, --no-cache) the files are copied."""
     # --compile-bytecode: uv's compiler (its own pool of the target python) beats one
     # compileall run over the same files by about a quarter.
-    return ["pip", "install", "--no-deps", "--link-mode", "copy", "--compile-bytecode", "--prefix", str(tree),
+    link = ["--link-mode", "hardlink", "--cache-dir", str(uv_cache)] if uv_cache else ["--link-mode", "copy"]
+    return ["pip", "install", "--no-deps", *link, "--compile-bytecode", "--prefix", str(tree),
             "--python", python, *index]
 
 
@@ -295,7 +319,7 @@ def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], na
                  installer: Installer | None, bar: Progress) -> None:
     """The one uv call for every wheel, split into entries along RECORD, scanned in one pass."""
     tree = shared / "tree"
-    _uv([*_install_args(installer.python if installer else python, tree, index), *wheels], log,
+    _uv([*_install_args(installer.python if installer else python, tree, index, _uv_cache(base)), *wheels], log,
         f"installing {len(wheels)} distribution(s)")
     if installer is not None:
         _retarget(tree, py_xy, installer, f"{prefix}/bin/python{py_xy}", f"{prefix}/lib/python{py_xy}")
@@ -315,7 +339,7 @@ def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], na
     for pin in wheels:
         if pin not in split:  # no dist-info matched its name: install it alone
             tmp = temps[pin] = make_temp(base, ".tmp-", 0o700)
-            _uv([*_install_args(python, tmp / "tree", index), pin], log, f"installing {pin}")
+            _uv([*_install_args(python, tmp / "tree", index, _uv_cache(base)), pin], log, f"installing {pin}")
             _finish_scanned(pin, tmp, (str(tmp / "tree"), str(prefix)), None, base / names[pin])
             bar.advance()
 
