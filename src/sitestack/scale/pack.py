@@ -28,6 +28,7 @@ import stat
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -50,8 +51,11 @@ READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
 READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
 READ_BATCH = 64  # files handed to a reading thread at once
 READ_BATCH_BYTES = 4 << 20
+SLOW_READ = 300e-6  # seconds per small file above which reads go to a pool (page cache: ~25 us)
+READ_BANDWIDTH = 200 << 20  # bytes/s below which a batch counts as slow too
 STREAM_PIECE = 4 << 20  # a streamed file is read this much at a time
 BLOCK = 512  # tar block
+_ZEROS = bytes(BLOCK)
 REGTYPE, DIRTYPE, SYMTYPE = b"0", b"5", b"2"
 STREAM_LEVEL = 1  # packing on the fly for stage: compression speed is on the critical path
 HASH_RE = re.compile(r"[0-9a-f]{64}")
@@ -249,20 +253,50 @@ def _read_small(path: str) -> tuple[os.stat_result, bytes | None, str]:
     st = os.lstat(path)
     if st.st_size > READ_AHEAD_FILE or not stat.S_ISREG(st.st_mode):
         return st, None, ""
-    with open(path, "rb", buffering=0) as f:
-        data = f.read()
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        # One read of the size lstat gave (no fstat and no read to find the end, as read()
+        # does); a file that shrank reads short and is refused by its size, one that grew
+        # gives its first bytes, which the sha256 check then judges.
+        data = os.read(fd, st.st_size)
+        while len(data) < st.st_size and (more := os.read(fd, st.st_size - len(data))):
+            data += more
+    finally:
+        os.close(fd)
     return st, data, hashlib.sha256(data).hexdigest()
 
 
 def _read_ahead(fn: Callable[[str], T], items: list[tuple[str, int]]) -> Generator[T, None, None]:
-    """fn(path) for each (path, size), in order, run ahead by threads within a memory budget.
+    """fn(path) for each (path, size), in order: in this thread while reads are fast, else run
+    ahead by threads within a memory budget.
 
     Reading a tree on a parallel filesystem is bound by the latency of each open and stat, not
     by bandwidth: several requests in flight hide it. But threads that find the data in the
-    page cache only fight over the GIL (8 of them cost 70% more CPU than 1), so the number of
-    batches in flight starts at 2 and grows only while the writer finds its next batch not
-    ready. Paths go to the threads in batches (a future per file costs more than reading a
-    small one)."""
+    page cache only fight over the GIL (a pool cost a third more CPU than reading inline, and
+    on two cores that CPU is taken from the compressor), so the first batches are read here,
+    timed, and the pool starts only when a batch of small files takes longer than
+    SLOW_READ per file (a cold or remote filesystem)."""
+    i, n, slow = 0, len(items), 0
+    while i < n and slow < 2:
+        j, cost = i, 0
+        while j < n and j - i < READ_BATCH and (j == i or cost + items[j][1] <= READ_BATCH_BYTES):
+            cost += items[j][1] if items[j][1] <= READ_AHEAD_FILE else 0  # large: streamed later
+            j += 1
+        t0 = time.perf_counter()
+        out = [fn(path) for path, _size in items[i:j]]
+        # Two slow batches in a row, not one: a busy machine may stall any single batch.
+        slow = slow + 1 if time.perf_counter() - t0 > (j - i) * SLOW_READ + cost / READ_BANDWIDTH else 0
+        i = j
+        yield from out
+    if i < n:
+        yield from _read_pooled(fn, items[i:])
+
+
+def _read_pooled(fn: Callable[[str], T], items: list[tuple[str, int]]) -> Generator[T, None, None]:
+    """fn(path) for each (path, size), in order, run ahead by threads within a memory budget;
+    the number of batches in flight starts at 2 and grows only while the writer finds its next
+    batch not ready. Paths go to the threads in batches (a future per file costs more than
+    reading a small one)."""
     def run(batch: list[str]) -> list[T]:
         return [fn(path) for path in batch]
 
@@ -375,6 +409,24 @@ class _TarOut:
         self.buf[self.pos : self.pos + n] = b
         self.pos += n
 
+    def add_member(self, header: bytes, data: bytes) -> None:
+        """A header, then a small file's data and its padding to the next block: one call
+        per file in the loop that writes a tree of small files."""
+        n, pad = len(header), -len(data) % BLOCK
+        end = self.pos + n + len(data) + pad
+        if end > len(self.buf) or len(data) >= self.direct:
+            self.add(header)
+            self.add(data)
+            if pad:
+                self.add(_ZEROS[:pad])
+            return
+        pos = self.pos
+        self.buf[pos : pos + n] = header
+        self.buf[pos + n : end - pad] = data
+        if pad:
+            self.buf[end - pad : end] = _ZEROS[:pad]
+        self.pos = end
+
     def flush(self) -> None:
         if self.pos:
             self.out.write(self.view[: self.pos])
@@ -384,7 +436,8 @@ class _TarOut:
 def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
     """Stream the archive as an uncompressed tar into `out`; checks each file as it reads it.
 
-    The order is deterministic (sorted); files are read ahead of the writer by a few threads."""
+    The order is deterministic (sorted); files are read by this thread, or ahead of it by a
+    few threads where reads are slow (_read_ahead)."""
     t = _TarOut(out)
     for name, blob in _meta_blobs(header, parts):
         t.add(tar_header(name, REGTYPE, 0o644, len(blob)))
@@ -394,18 +447,18 @@ def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
         src, m = str(p.source), p.manifest
         dirs = sorted(m.dirs)
         modes = _read_ahead(lambda path: os.lstat(path).st_mode,
-                            [(os.path.join(src, d), 0) for d in dirs])
+                            [(f"{src}/{d}", 0) for d in dirs])
         with contextlib.closing(modes):
             for d, mode in zip(dirs, modes, strict=True):
                 t.add(tar_header(f"{p.role}/{d}/", DIRTYPE, stat.S_IMODE(mode) | 0o700))
         for rel, target in sorted(m.symlinks.items()):
             t.add(tar_header(f"{p.role}/{rel}", SYMTYPE, 0o777, linkname=target))
         files = sorted(m.files.items())
-        reads = _read_ahead(_read_small, [(os.path.join(src, rel), e.size) for rel, e in files])
+        reads = _read_ahead(_read_small, [(f"{src}/{rel}", e.size) for rel, e in files])
         with contextlib.closing(reads):
             for (rel, entry), (st, data, digest) in zip(files, reads, strict=True):
-                path = os.path.join(src, rel)
                 if data is None:
+                    path = f"{src}/{rel}"
                     if not stat.S_ISREG(st.st_mode):
                         raise VerifyError(f"{path} changed since its manifest was written "
                                           f"(it is no longer a file); run `sitestack verify`")
@@ -413,12 +466,10 @@ def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
                 else:
                     n = len(data)
                     if n == entry.size:  # else refused below, before anything is written
-                        t.add(tar_header(f"{p.role}/{rel}", REGTYPE, entry.mode, n, st.st_mtime_ns))
-                        t.add(data)
-                        if n % BLOCK:
-                            t.add(b"\0" * (BLOCK - n % BLOCK))
+                        t.add_member(tar_header(f"{p.role}/{rel}", REGTYPE, entry.mode, n, st.st_mtime_ns),
+                                     data)
                 if digest != entry.sha256 or n != entry.size:
-                    raise VerifyError(f"{path} changed since its manifest was written; "
+                    raise VerifyError(f"{src}/{rel} changed since its manifest was written; "
                                       f"run `sitestack verify`")
     t.add(b"\0" * (2 * BLOCK))  # end of archive
     t.flush()
