@@ -34,6 +34,14 @@ from _common import clean_env, report, timed  # noqa: E402
 SMALL = ["numpy", "scipy", "pandas", "matplotlib"]
 
 
+def cpu() -> float:
+    """CPU seconds (user + system) of the children waited for so far."""
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -103,8 +111,12 @@ def main() -> None:
             return a, b
 
         print(f"load average at the start: {load()}", flush=True)
+        cpu_mark = [cpu()]
+
         def step(what: str, secs: float) -> float:
-            print(f"  {what}: {secs:.1f} s (load average {load()})", flush=True)  # a long run shows its steps
+            # CPU seconds too: on a loaded 2-core machine they move far less than wall time.
+            used, cpu_mark[0] = cpu() - cpu_mark[0], cpu()
+            print(f"  {what}: {secs:.1f} s, {used:.1f} CPU-s (load average {load()})", flush=True)
             return secs
 
         t_cold = step("sitestack build, cold", build("1"))
