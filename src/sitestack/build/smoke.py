@@ -3,7 +3,8 @@
 At build time a failure stops the build; `sitestack test` reruns them on a published stack
 (e.g. in a GPU job) and records the results under ROOT/.sitestack/tests, never in the stack.
 The test processes run side by side (one per CPU, `smoke_width`); results and the failure
-reported keep the spec's order.
+reported keep the spec's order. Past 400 lines because the runner (order, cancel, kill of
+a test's own children) sits with the tests it runs and with their `sitestack test` record.
 """
 
 from __future__ import annotations
@@ -272,13 +273,14 @@ def _run_job(job: _Job, py: str, prefix: Path, env: dict[str, str], home: str, t
 
 def _run(cmd: list[str], env: dict[str, str], cwd: str, timeout: float,
          cancel: threading.Event | None = None) -> subprocess.CompletedProcess[str] | None:
-    """Run one test; None if `cancel` was set first. Its own session, so a timeout or a cancel
-    kills what it started too (a `bash -c` command's python), not just the shell; no stdin:
+    """Run one test; None if `cancel` was set first. A timeout or a cancel kills what it
+    started too (a `bash -c` command's python), not just the shell. It stays in the builder's
+    process group, so ^C or a batch system's signal to the group still reaches it; no stdin:
     tests side by side must not read the builder's terminal."""
     if cancel is not None and cancel.is_set():
         return None
     p = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -295,14 +297,36 @@ def _run(cmd: list[str], env: dict[str, str], cwd: str, timeout: float,
 
 
 def _kill(p: subprocess.Popen[str]) -> tuple[str, str]:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(p.pid, signal.SIGKILL)
+    for pid in [p.pid, *_descendants(p.pid)]:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     try:
         out, err = p.communicate(timeout=10)
     except subprocess.TimeoutExpired:  # something left the session and holds the pipes
         p.kill()
         return "", ""
     return out or "", err or ""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", "rb") as f:
+                    ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
 
 
 def _fail(test: str, output: str, log: BuildLog) -> None:
