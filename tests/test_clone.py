@@ -438,3 +438,42 @@ def test_conda_stack_clone(mode: str, conda_clone_stack: StackRecord, workdir: P
     r = run_cli("clone", rec.ref, "--root", str(rec.root), "--prefix", str(too_long))
     assert r.returncode == 2 and "shorter path" in r.stderr
     assert not too_long.parent.parent.exists()
+
+
+def test_plan_from_manifest_json_is_the_manifests_tree(tmp_path: Path) -> None:
+    """copytree.load_tree (the clone's fast plan) reads what Manifest.load reads, and a corrupt
+    manifest is a VerifyError there too."""
+    from sitestack.core.copytree import load_tree, tree_from_manifest
+    from sitestack.core.manifest import FileEntry
+    from sitestack.errors import VerifyError
+
+    m = Manifest(files={"bin/python3.x": FileEntry("0" * 64, 5, 0o755), "pip.conf": FileEntry("1" * 64, 3, 0o644),
+                        "lib/a.py": FileEntry("2" * 64, 0, 0o644), ".sitestack/x": FileEntry("3" * 64, 1, 0o444)},
+                 symlinks={"bin/python": "python3.x", "pip.conf.link": "pip.conf"},
+                 dirs=["lib", "bin", ".sitestack", "lib/sub"])
+    path = tmp_path / "manifest.json"
+    m.save(path)
+    skip = (".sitestack", "pip.conf")
+    assert load_tree(path, skip) == tree_from_manifest(Manifest.load(path)).without(skip)
+    path.write_text(path.read_text()[:-40])
+    with pytest.raises(VerifyError, match="corrupt or truncated"):
+        load_tree(path, skip)
+
+
+def test_rewritten_sources_compiled_here_only_with_the_stacks_magic(tmp_path: Path) -> None:
+    """In-process bytecode for the rewritten .py files only when the stack's own .pyc of them
+    has this interpreter's magic number; otherwise the stack's interpreter compiles them."""
+    import importlib.util
+    import sys
+
+    from sitestack.user.clone import _same_magic
+
+    xy = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    pyc = tmp_path / "lib" / "__pycache__" / f"m.cpython-{xy.replace('.', '')}.pyc"
+    pyc.parent.mkdir(parents=True)
+    pyc.write_bytes(importlib.util.MAGIC_NUMBER + b"\0" * 12)
+    assert _same_magic(tmp_path, ["lib/m.py"], xy)
+    assert not _same_magic(tmp_path, ["lib/m.py"], "3.1")  # another interpreter: not here
+    pyc.write_bytes(b"\x00\x00\r\n" + b"\0" * 12)
+    assert not _same_magic(tmp_path, ["lib/m.py"], xy)
+    assert not _same_magic(tmp_path, ["lib/other.py"], xy)  # no bytecode of it at all
