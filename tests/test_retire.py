@@ -167,6 +167,14 @@ def test_gc_frees_unused_cache_entries(retired: SiteRoot) -> None:
     entries = {p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in pkgcache.entries(root)}
     assert {"shadowme-1.0", "shadowme-2.0", "tinyapp-1.0"} <= entries
     before = cache_bytes(root)
+    # The site's uv cache hardlinks the wheels the entries were installed from: an entry's
+    # bytes are only freed when the uv cache lets go of them too.
+    (uv_cache,) = pkgcache.uv_caches(root)
+    tiny = next(p for p in pkgcache.entries(root) if p.name.startswith("tinyapp-1.0-"))
+    tiny_inodes = {(st.st_dev, st.st_ino) for st in map(os.lstat, pkgcache.entry_files(tiny))}
+    cached_inodes = {(st.st_dev, st.st_ino) for st in (os.lstat(os.path.join(d, f))
+                                                     for d, _ds, fs in os.walk(uv_cache) for f in fs)}
+    assert tiny_inodes & cached_inodes, "the entry's files are linked from the uv cache"
     dry = json.loads(cli(root, "gc", "--dry-run", "--json").stdout)
     assert cache_bytes(root) == before and junk.is_dir() and orphan.is_file()
     res = json.loads(cli(root, "gc", "--json").stdout)
@@ -181,6 +189,12 @@ def test_gc_frees_unused_cache_entries(retired: SiteRoot) -> None:
     freed = sum(r["bytes"] for r in res["removed"] if r["kind"] == "cache-entry")
     assert after < before and freed > 0
     assert not junk.exists() and not orphan.exists()
+    (uv_dry,) = [r for r in dry["removed"] if r["kind"] == "uv-cache"]
+    (uv_real,) = [r for r in res["removed"] if r["kind"] == "uv-cache"]
+    assert uv_dry["path"] == uv_real["path"] == str(uv_cache) and not uv_cache.exists()
+    # What the uv cache held for the removed entries counts, in the dry run as well.
+    assert uv_real["bytes"] > 0 and uv_dry["bytes"] == uv_real["bytes"]
+    assert dry["bytes_freed"] == res["bytes_freed"]
     assert cli(root, "verify").returncode == 0
     # nothing more to do
     again = json.loads(cli(root, "gc", "--json").stdout)

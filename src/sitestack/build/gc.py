@@ -14,6 +14,8 @@ What goes:
   by core.publish.clear_stale's rule: only those of this host whose process is gone;
 - `pack --publish` archives of versions that are not published, unless their retirement
   asked to keep the archive (`retire --keep-archive`).
+- the site's uv caches (ROOT/.sitestack/uv/UID, the ones this user may remove): they hardlink
+  the wheels the entries came from, so without this a removed entry would free nothing.
 
 Locks: gc holds the cache's use-lock exclusively (builds hold it shared from resolving their
 pins to linking them, so no build loses an entry it chose), and a temp folder or trash entry
@@ -40,7 +42,7 @@ from sitestack.site.retire import finish_pending, trash_dir
 
 @dataclass(frozen=True)
 class Removed:
-    kind: str  # "cache-entry" | "temp" | "trash" | "archive"
+    kind: str  # "cache-entry" | "uv-cache" | "temp" | "trash" | "archive"
     path: Path
     bytes: int  # disk blocks freed (files linked elsewhere too free nothing)
 
@@ -63,25 +65,28 @@ class GcResult:
                 "removed": [r.to_json() for r in self.removed]}
 
 
-def _freeable(path: Path) -> int:
-    """Disk blocks that deleting `path` gives back: an inode counts when all its links are inside."""
-    if path.is_symlink() or not path.is_dir():
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return 0
-        return st.st_blocks * 512 if st.st_nlink <= 1 else 0
+def _freeable(*paths: Path) -> int:
+    """Disk blocks that deleting all of `paths` gives back: an inode counts when all its links
+    are inside them."""
     total = 0
     inodes: dict[tuple[int, int], list[int]] = {}  # -> [links seen here, st_nlink, bytes]
-    for dirpath, dirs, files in os.walk(path):
-        total += os.lstat(dirpath).st_blocks * 512
-        for n in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
-            try:
-                st = os.lstat(os.path.join(dirpath, n))
-            except OSError:
-                continue
-            seen = inodes.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
-            seen[0] += 1
+
+    def count(p: str) -> None:
+        try:
+            st = os.lstat(p)
+        except OSError:
+            return
+        seen = inodes.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
+        seen[0] += 1
+
+    for path in paths:
+        if path.is_symlink() or not path.is_dir():
+            count(str(path))
+            continue
+        for dirpath, dirs, files in os.walk(path):
+            total += os.lstat(dirpath).st_blocks * 512
+            for n in files + [d for d in dirs if os.path.islink(os.path.join(dirpath, d))]:
+                count(os.path.join(dirpath, n))
     return total + sum(b for here, nlink, b in inodes.values() if here >= nlink)
 
 
@@ -165,10 +170,34 @@ def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
                 rmtree(gone)
         for p in pkgcache.leftovers(root):
             remove("cache-entry", p, rename=False)
+        _empty_uv_caches(root, removed, dry_run)
         removed += _archives(site, dry_run)
         for p in _dead_temps(root):
             remove("temp", p, rename=False)  # its owner is dead: nobody else uses that name
     return GcResult(tuple(removed), kept, dry_run)
+
+
+def _empty_uv_caches(root: SiteRoot, removed: list[Removed], dry_run: bool) -> None:
+    """Empty the site's uv caches (ROOT/.sitestack/uv/UID), held like the package cache.
+
+    uv hardlinks wheels from them into new cache entries, so a removed entry's files would
+    stay on disk through the uv cache; and the uv cache only speeds the first install of a
+    distribution, which the site cache then keeps. Another user's cache is left to them (its
+    files are theirs to remove). Its bytes are what removing it adds to the entries removed
+    with it, so the total is the real total.
+    """
+    entries = [r.path for r in removed if r.kind == "cache-entry"]
+    for cache in pkgcache.uv_caches(root):
+        if os.lstat(cache).st_uid != os.getuid() and os.getuid() != 0:
+            continue
+        size = _freeable(*entries, cache) - _freeable(*entries) if dry_run else _freeable(cache)
+        removed.append(Removed("uv-cache", cache, size))
+        entries.append(cache)
+        if not dry_run:
+            target = cache.with_name(f"{pkgcache.GC_PREFIX}{cache.name}-{os.getpid()}")
+            os.rename(cache, target)
+            crash_point("gc:after-rename")
+            rmtree(target)
 
 
 # `.OUT.tmp-HOST-PID-RAND` (pack, core.publish.temp_name), `.DEST.clone-HOST-PID-RAND` (clone),

@@ -112,6 +112,15 @@ def uv_cache(root: SiteRoot) -> Path:
     return path
 
 
+def uv_caches(root: SiteRoot) -> list[Path]:
+    """The per-user uv caches that exist under this site, this user's first (gc empties them)."""
+    parent = _uv_cache(cache_root(root)).parent
+    if not parent.is_dir():
+        return []
+    return sorted((p for p in parent.iterdir() if p.is_dir() and not p.is_symlink()),
+                  key=lambda p: (p.name != str(os.getuid()), p.name))
+
+
 def _uv_cache(base: Path) -> Path:
     # One per user: uv writes its cache with the user's umask, and site staff share the root.
     return base.parent / "uv" / str(os.getuid())
