@@ -46,6 +46,7 @@ META = ".sitestack-pack"
 ROLES = ("stack", "layer")
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 SQUASHFS_MAGIC = b"hsqs"
+FEED_DEPTH = 8  # MiB-sized pieces queued for the compressor at most
 READ_AHEAD_JOBS = 8  # at most this many threads read files while packing
 READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
 READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
@@ -433,12 +434,80 @@ class _TarOut:
             self.pos = 0
 
 
+class _Feeder:
+    """`out.write` in a thread of its own, up to FEED_DEPTH pieces behind the writer: the
+    compressor's write blocks while its workers are busy, and the writer (reading, hashing,
+    headers) would wait with it; `tar | zstd` overlaps the two the same way, in two processes.
+    Immutable pieces are queued as they are; the writer's reused buffer is copied into one of
+    FEED_DEPTH recycled buffers. An error of `out.write` is raised by the next write or close."""
+
+    def __init__(self, out: IO[bytes], size: int = 1 << 20) -> None:
+        import queue
+
+        self.out = out
+        self.todo: queue.Queue[tuple[bytes | memoryview, bytearray | None] | None] = queue.Queue(FEED_DEPTH)
+        self.free: queue.Queue[bytearray] = queue.Queue()
+        for _ in range(FEED_DEPTH):
+            self.free.put(bytearray(size))
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="sitestack-pack-feed", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.todo.get()) is not None:
+            piece, buf = item
+            if self.error is None:
+                try:
+                    self.out.write(piece)
+                except BaseException as e:  # raised in the writer's thread
+                    self.error = e
+            if buf is not None:
+                self.free.put(buf)
+
+    def write(self, b: bytes | memoryview) -> int:
+        if self.error is not None:
+            raise self.error
+        n = len(b)
+        if isinstance(b, bytes):
+            self.todo.put((b, None))
+            return n
+        buf = self.free.get()
+        if len(buf) < n:
+            buf = bytearray(n)
+        buf[:n] = b
+        self.todo.put((memoryview(buf)[:n], buf))
+        return n
+
+    def close(self) -> None:
+        """Wait for every queued piece; raise what `out.write` raised."""
+        self.todo.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+    def abandon(self) -> None:
+        """On an error of the writer: stop the thread without writing what is still queued."""
+        self.error = self.error or BrokenPipeError("pack abandoned")
+        self.todo.put(None)
+        self.thread.join()
+
+
 def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
     """Stream the archive as an uncompressed tar into `out`; checks each file as it reads it.
 
     The order is deterministic (sorted); files are read by this thread, or ahead of it by a
-    few threads where reads are slow (_read_ahead)."""
-    t = _TarOut(out)
+    few threads where reads are slow (_read_ahead); `out` is written by a thread of its own
+    (_Feeder)."""
+    feed = _Feeder(out)
+    try:
+        _write_tar(_TarOut(feed), header, parts)  # type: ignore[arg-type]
+    except BaseException:
+        feed.abandon()
+        raise
+    feed.close()
+
+
+def _write_tar(t: _TarOut, header: Header, parts: list[Part]) -> None:
     for name, blob in _meta_blobs(header, parts):
         t.add(tar_header(name, REGTYPE, 0o644, len(blob)))
         t.add(blob + b"\0" * (-len(blob) % BLOCK))
