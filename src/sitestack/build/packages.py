@@ -40,7 +40,7 @@ def copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Pa
     """Copy the interpreter while uv resolves and installs the wheels with the source one.
 
     uv needs no more of the stack's own python than its version and platform, which the
-    source has too (its scripts are made to name the stack's python, pkgcache._retarget);
+    source has too (its scripts are made to name the stack's python, cachefill._retarget);
     the copy (~1.5 s) then runs during the resolve and the downloads instead of before
     them. Source builds and the link wait for it. Leaving this function, the copy is done
     whatever happened: a failed build's folder is removed only after it."""
