@@ -440,6 +440,8 @@ def own_site(workdir: Path, wheelhouse: Path) -> Iterator[tuple[Path, StackRecor
 
 
 def world_writable(root: Path) -> list[str]:
+    """What another user could write: a folder others cannot enter (no o+x, such as a
+    user's private uv cache) hides what is inside it, but is itself checked."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         for n in [*dirnames, *filenames, ""]:
@@ -447,6 +449,7 @@ def world_writable(root: Path) -> list[str]:
             st = os.lstat(p)
             if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o002:
                 out.append(p)
+        dirnames[:] = [d for d in dirnames if os.lstat(os.path.join(dirpath, d)).st_mode & 0o001]
     return sorted(set(out))
 
 

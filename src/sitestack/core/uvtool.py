@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -87,17 +88,23 @@ def output_tail(text: str, lines: int = 25, *, earlier: int = 10) -> str:
 
 
 def run_logged(cmd: list[str], log: LogSink, what: str, *, env: dict[str, str] | None = None,
-               stdin: str | None = None, tail: int | None = None) -> str:
+               stdin: str | None = None, tail: int | None = None, umask: int = -1) -> str:
     """Run a uv (or other) command into the build log; BuildError with uv's reason on failure.
 
     `tail` shows that many last lines of the output unfiltered instead (a compiler's error
-    sits among lines that uv_reason would drop as noise).
+    sits among lines that uv_reason would drop as noise). `umask` is the child's (-1: ours).
+    A full disk is an OSError (ENOSPC/EDQUOT), as when sitestack itself hits it, so that it
+    reads "disk full" and exits 5 whichever process wrote first.
     """
     log.add("$ " + " ".join(cmd))
-    r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env)
+    r = subprocess.run(cmd, input=stdin, capture_output=True, text=True, env=env, umask=umask)
     log.add(r.stdout + r.stderr)
     if r.returncode != 0:
         text = r.stderr or r.stdout
+        for needle, code in (("No space left on device", errno.ENOSPC), ("Disk quota exceeded", errno.EDQUOT)):
+            if needle in text:
+                line = next(ln.strip() for ln in reversed(text.splitlines()) if needle in ln)
+                raise OSError(code, f"{what} failed: {line}")
         reason = output_tail(text, tail) if tail else uv_reason(text)
         raise BuildError(f"{what} failed:\n{reason}")
     return r.stdout
