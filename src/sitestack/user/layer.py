@@ -12,6 +12,12 @@ User-site isolation: CPython's site.py enables the user site in a venv whenever
 layer made without --user-site carries `_sitestack_nousersite.pth`, whose one `import` line
 sets `site.ENABLE_USER_SITE = False` while site.py is still processing the layer's own
 site-packages, i.e. before it decides on the user site. See docs/layers.md.
+
+Length (over ~400 lines): reading a layer and writing one are one format (pyvenv.cfg with
+our keys, the activation scripts, the nousersite .pth), kept together; about 100 lines are
+the quick path of `sitestack venv` (QuickStack, quick_stack: the stack's record read without
+the site registry or dataclasses, so that start-up stays within 2x `uv venv`), which only the
+layer writer uses.
 """
 
 from __future__ import annotations
