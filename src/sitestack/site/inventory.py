@@ -99,12 +99,19 @@ class Listing:
 
 
 def disk_use(prefix: Path, seen: set[tuple[int, int]]) -> tuple[int, int]:
-    """(blocks used by this prefix, blocks not already counted in `seen`); adds to `seen`."""
+    """(blocks used by this prefix, blocks not already counted in `seen`); adds to `seen`.
+
+    An inode linked twice inside one prefix (the layers' copy of pip, lib/sitestack-pip, is
+    hardlinked to the stack's own pip) uses its blocks once, as `du` counts it."""
     disk = new = 0
+    mine: set[tuple[int, int]] = set()
     for dirpath, _dirs, files in os.walk(prefix):
         for name in files:
             st = os.lstat(os.path.join(dirpath, name))
             key = (st.st_dev, st.st_ino)
+            if key in mine:
+                continue
+            mine.add(key)
             disk += st.st_blocks * 512
             if key not in seen:
                 seen.add(key)
