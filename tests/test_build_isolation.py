@@ -8,10 +8,8 @@ into the wheel, so the test sees which package the build imported, not what a lo
 
 from __future__ import annotations
 
-import io
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from sitestack.errors import BuildError
 from sitestack.site.registry import Site
 from sitestack.site.spec import parse_spec
 from tests.conftest import spec_text
+from tests.helpers.wheels import make_sdist
 
 BACKEND = r'''
 """A PEP 517 backend that imports shadowme at build time, as horovod's imports torch."""
@@ -69,12 +68,7 @@ def sdists(workdir: Path) -> Path:
         "PKG-INFO": "Metadata-Version: 2.1\nName: needsstack\nVersion: 1.0\n",
         "stack_backend.py": BACKEND,
     }
-    with tarfile.open(d / "needsstack-1.0.tar.gz", "w:gz") as tar:
-        for rel, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"needsstack-1.0/{rel}")
-            info.size, info.mtime, info.mode = len(data), 315532800, 0o644
-            tar.addfile(info, io.BytesIO(data))
+    make_sdist(d, "needsstack", "1.0", files)
     return d
 
 

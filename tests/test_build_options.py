@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from sitestack.core.records import StackRecord
 from sitestack.site.registry import Site
 from sitestack.site.spec import parse_spec
 from tests.conftest import run_cli, spec_text
+from tests.helpers.wheels import make_sdist
 
 C_SOURCE = r"""
 #include <Python.h>
@@ -111,14 +111,7 @@ def make_c_sdist(dest: Path, name: str, version: str = "1.0") -> Path:
         f"{name}.c": C_SOURCE.replace("NAME", name),
         "test_backend.py": BACKEND.replace("@NAME@", name).replace("@VERSION@", version),
     }
-    path = dest / f"{name}-{version}.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for rel, text in files.items():
-            data = text.encode()
-            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
-            info.size, info.mtime, info.mode = len(data), 315532800, 0o644
-            tar.addfile(info, io.BytesIO(data))
-    return path
+    return make_sdist(dest, name, version, files)
 
 
 @pytest.fixture(scope="module")

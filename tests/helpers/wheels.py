@@ -184,3 +184,17 @@ def make_wheelhouse(dest: str | Path, specs: Iterable[WheelSpec]) -> list[Path]:
             kw = dict(spec)
             out.append(make_wheel(dest, str(kw.pop("name")), str(kw.pop("version")), **kw))
     return out
+
+
+def make_sdist(dest: str | Path, name: str, version: str, files: Mapping[str, str]) -> Path:
+    """A reproducible sdist NAME-VERSION.tar.gz of `files` (paths relative to its top folder)."""
+    import tarfile
+
+    path = Path(dest) / f"{name}-{version}.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for rel, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"{name}-{version}/{rel}")
+            info.size, info.mtime, info.mode = len(data), 315532800, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
