@@ -274,6 +274,11 @@ def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]]
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
+    return _counts(shares, done, fell, nbytes)
+
+
+def _counts(shares: bool, done: int, fell: int, nbytes: int) -> CopyCounts:
+    """The counts of a clone: `done` files placed, `fell` of them copied because sharing failed."""
     if shares:
         return CopyCounts(shared=done - fell, copied=fell, fallbacks=fell, bytes=nbytes)
     return CopyCounts(shared=0, copied=done, fallbacks=0, bytes=nbytes)
@@ -324,9 +329,7 @@ def clone_tree(src_root: Path, dst_root: Path, dirs: Sequence[str], files: Seque
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    if shares:
-        return CopyCounts(shared=done - fell, copied=fell, fallbacks=fell, bytes=nbytes)
-    return CopyCounts(shared=0, copied=done, fallbacks=0, bytes=nbytes)
+    return _counts(shares, done, fell, nbytes)
 
 
 def make_dirs(dst_root: Path, dirs: Iterable[str]) -> None:
