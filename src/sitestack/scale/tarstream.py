@@ -1,4 +1,4 @@
-"""A streaming reader of the tar subset `pack.write_tar` writes: POSIX ustar headers, each
+"""A streaming reader of the tar subset `tarwriter.write_tar` writes: POSIX ustar headers, each
 optionally preceded by a pax 'x' header (path, linkpath, size, mtime). Header checksums are
 checked; a stream that ends inside a header or a member is refused as truncated. Type flags
 are reported as they are; unpack.py decides what is allowed.
