@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,51 @@ def test_scripts_name_the_stack_python_not_the_installing_one(workdir: Path, whe
     direct = next(rec.site_packages.glob("pip-*.dist-info")) / "direct_url.json"
     if direct.exists():
         assert source not in direct.read_text() and str(rec.prefix) in direct.read_text()
+
+
+def _cache_dirs(root: SiteRoot) -> list[str]:
+    return sorted(p.name for p in (root.meta / "pypi").iterdir())
+
+
+def test_local_wheels_are_cached_during_the_resolve(workdir: Path, wheelhouse: Path) -> None:
+    """The stdlib's pip and a spec's own wheel file need no resolve: their entries are filled
+    beside it, once each, and the next build links them like any other."""
+    root = SiteRoot(workdir / "site-early")
+    root.path.mkdir()
+    wheel = next(wheelhouse.glob("tinyapp-*.whl"))
+    reqs = [f"tinyapp @ {wheel.as_uri()}", "shadowme==2.0"]
+    build(parse_spec(spec_text("early", reqs, wheelhouse)), root, version="1", log=BuildLog(echo=False))
+    rec = Site(root).get("early/1")
+    log = (rec.records / "build.log").read_text()
+    assert "installing 2 local wheel(s) into the site cache during the resolve" in log
+    assert "installing 1 new distribution(s) into the site cache" in log  # shadowme alone
+    assert "site cache: 0 hit(s), 3 new" in log
+    names = [n.rsplit("-", 1)[0] for n in _cache_dirs(root)]
+    assert names == ["pip-23.2.1-py3-none-any.whl", "shadowme-2.0", wheel.name], names
+    _ok(rec)
+    r = subprocess.run([str(rec.prefix / "bin" / "tinyapp")], capture_output=True, text=True)
+    assert r.stdout.strip() == "tinyapp 1.0", r.stderr
+    build(parse_spec(spec_text("early", reqs, wheelhouse)), root, version="2", log=BuildLog(echo=False))
+    log2 = (Site(root).get("early/2").records / "build.log").read_text()
+    assert "during the resolve" not in log2 and "site cache: 3 hit(s), 0 new" in log2
+    assert [n.rsplit("-", 1)[0] for n in _cache_dirs(root)] == names
+
+
+def test_a_failed_local_wheel_leaves_no_entry_and_no_stack(workdir: Path, wheelhouse: Path) -> None:
+    root = SiteRoot(workdir / "site-early-bad")
+    root.path.mkdir()
+    # Its metadata resolves, its install fails (no WHEEL file): the early fill is what fails.
+    bad = workdir / "broken-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(bad, "w") as z:
+        z.writestr("broken/__init__.py", "")
+        z.writestr("broken-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: broken\nVersion: 1.0\n")
+        z.writestr("broken-1.0.dist-info/RECORD", "")
+    from sitestack.errors import BuildError
+
+    with pytest.raises(BuildError) as e:
+        build(parse_spec(spec_text("earlybad", [f"broken @ {bad.as_uri()}", "shadowme==2.0"], wheelhouse)),
+              root, version="1", log=BuildLog(echo=False))
+    assert "broken-1.0-py3-none-any.whl" in str(e.value) and "WHEEL" in str(e.value), str(e.value)
+    left = _cache_dirs(root)  # the rest's entry is complete and kept; nothing else
+    assert [n.rsplit("-", 1)[0] for n in left] == ["shadowme-2.0"], left
+    assert not (root.path / "stacks" / "earlybad").exists() or not any((root.path / "stacks" / "earlybad").iterdir())

@@ -102,10 +102,13 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         inst = pkgcache.Installer(str(source.executable), str(source.stdlib), source.tag) if source else None
         # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
         with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
-            pins = pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build,
-                                    pkgcache.uv_cache(root))
-            entries = pkgcache.ensure(pins, py, prefix, py_xy, index, root, log, p.build,
-                                      installer=inst, ready=copied)
+            def resolve() -> list[str]:
+                return pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build,
+                                        pkgcache.uv_cache(root))
+
+            # The stdlib's pip wheel needs no resolve: its entry is filled during it.
+            entries = pkgcache.ensure(resolve, py, prefix, py_xy, index, root, log, p.build,
+                                      installer=inst, ready=copied, early=reqs)
             if copied is not None:
                 copied()  # the stack's python and stdlib are in place before anything is linked
             since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
@@ -113,7 +116,7 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         if installed is not None:
             installed.known, installed.since_ns = res.known, since
             installed.site_packages_compiled = not res.rewritten_py
-        log.step(f"linked {len(pins)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
+        log.step(f"linked {len(entries)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
         reqs = []
     elif copied is not None:
         copied()

@@ -30,6 +30,7 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from sitestack.build.cacheentry import (
     Entry,
     entry_key,
     load_entry,
+    local_wheel,
     options_hash,
     pin_name,
     safe_name,
@@ -123,35 +125,81 @@ def _tag(python: str) -> str:
     return r.stdout.strip()
 
 
-def ensure(pins: Sequence[str], python: str, prefix: Path, py_xy: str, index: Sequence[str],
-           root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None, *,
-           installer: Installer | None = None, ready: Callable[[], object] | None = None) -> list[Entry]:
+def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefix: Path, py_xy: str,
+           index: Sequence[str], root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None, *,
+           installer: Installer | None = None, ready: Callable[[], object] | None = None,
+           early: Sequence[str] = ()) -> list[Entry]:
     """Every pin's entry, installing and compiling the missing ones.
 
     Pins named in `build` are built from source with their options and keyed by them, by
     the stack's own `python` (their C code sees its sysconfig) once `ready()` returns, each
     beside the one uv call for the wheels. `installer` may install the wheels while the
-    stack's python is still being copied."""
+    stack's python is still being copied.
+
+    `pins` may be the resolve itself, still to run; then the local wheels in `early`, whose
+    entries need no resolve (the stdlib's pip), start filling before it: their compile runs
+    during the resolve and the downloads, while the CPU is mostly idle."""
     build = build or {}
     base = cache_root(root)
     make_dirs(base)  # exact modes: the library may run under any umask
     tag = installer.tag if installer and installer.tag else _tag(installer.python if installer else python)
-    opts = {pin: build.get(pin_name(pin)) for pin in pins}
-    hashes = {pin: options_hash(opts[pin], pins) for pin in pins}
-    names = {pin: f"{safe_name(pin)}{'-src' if h else ''}-{entry_key(pin, tag, h)}" for pin, h in hashes.items()}
-    missing = [p for p in pins if not (base / names[p] / ENTRY).is_file()]
-    if missing:
-        with file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"):
+
+    def plan(pins: Sequence[str]) -> tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]]:
+        opts = {pin: build.get(pin_name(pin)) for pin in pins}
+        hashes = {pin: options_hash(opts[pin], pins) for pin in pins}
+        names = {pin: f"{safe_name(pin)}{'-src' if h else ''}-{entry_key(pin, tag, h)}" for pin, h in hashes.items()}
+        return opts, hashes, names
+
+    def run_fill(missing: list[str], plans: tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]],
+                 tty: bool | None = None) -> None:
+        opts, hashes, names = plans
+        fill(missing, names, opts, python, prefix, py_xy, index, base, log, installer, ready,
+             hashes=hashes, uv_cache=_make_uv_cache(base), tty=tty)
+
+    # A local wheel's entry name is its file's name and content: the same whatever pin text
+    # the resolve then gives it.
+    first = [p for p in early if _is_wheel_file(p) and build.get(pin_name(p)) is None]
+    first_plan = plan(first)
+    first_missing = [p for p in first if not (base / first_plan[2][p] / ENTRY).is_file()]
+    done: set[str] = set()  # entry names filled (or being filled) by the early fill
+    with contextlib.ExitStack() as stack:
+        early_job = None
+        if first_missing and callable(pins):
+            stack.enter_context(file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"))
             clear_stale(base, ".tmp-", locked=True)  # we hold the lock: from killed builds
-            missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
+            first_missing = [p for p in first_missing if not (base / first_plan[2][p] / ENTRY).is_file()]
+            if first_missing:
+                log.step(f"installing {len(first_missing)} local wheel(s) into the site cache during the resolve")
+                pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+                early_job = pool.submit(run_fill, first_missing, first_plan, False)
+                done = {first_plan[2][p] for p in first_missing}
+        try:
+            pins = list(pins() if callable(pins) else pins)
+            opts, hashes, names = plan(pins)
+            missing = [p for p in pins if names[p] not in done and not (base / names[p] / ENTRY).is_file()]
             if missing:
-                log.step(f"installing {len(missing)} new distribution(s) into the site cache")
-                fill(missing, names, opts, python, prefix, py_xy, index, base, log, installer, ready,
-                     hashes=hashes, uv_cache=_make_uv_cache(base))
-    hits = len(pins) - len(missing)
-    log.add(f"site cache: {hits} hit(s), {len(missing)} new: " + ", ".join(
-        f"{p} -> {names[p]}" + (" (new)" if p in missing else "") for p in pins))
+                if early_job is None:
+                    stack.enter_context(file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"))
+                    clear_stale(base, ".tmp-", locked=True)  # we hold the lock: from killed builds
+                    missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
+                if missing:
+                    log.step(f"installing {len(missing)} new distribution(s) into the site cache")
+                    run_fill(missing, (opts, hashes, names))
+        finally:
+            if early_job is not None:
+                early_job.exception()  # waited for before the lock is let go (raises nothing)
+    if early_job is not None:
+        early_job.result()  # its error, once the rest succeeded
+    new = [p for p in pins if p in missing or names[p] in done]
+    hits = len(pins) - len(new)
+    log.add(f"site cache: {hits} hit(s), {len(new)} new: " + ", ".join(
+        f"{p} -> {names[p]}" + (" (new)" if p in new else "") for p in pins))
     return [load_entry(base / names[p]) for p in pins]
+
+
+def _is_wheel_file(pin: str) -> bool:
+    path = local_wheel(pin)
+    return path is not None and path.suffix == ".whl" and path.is_file()
 
 
 def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:
