@@ -101,6 +101,22 @@ def test_a_timeout_kills_what_the_command_started(stack: StackRecord, wheelhouse
     assert "timed out after 1s" in str(results[-1]["output"])
 
 
+def test_plain_tests_run_one_at_a_time_where_a_gpu_is_visible(
+        stack: StackRecord, wheelhouse: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No [tests.gpu], but a GPU node (SITESTACK_GPU=1, the documented override): the two
+    tests that need each other at once now fail, as they do one after another."""
+    monkeypatch.delenv("SITESTACK_SMOKE_JOBS", raising=False)
+    monkeypatch.setenv("SITESTACK_GPU", "1")
+    a, b = _meet("a", "b", tmp_path, 10), _meet("b", "a", tmp_path, 10)
+    results, log = _run(_spec(wheelhouse, [a, b]), stack, stop_on_failure=False)
+    assert [r["status"] for r in results] == ["passed", "failed", "passed"]
+    assert "a GPU is visible (SITESTACK_GPU=1): smoke tests run one at a time" in log.text()
+    assert "(3 process(es), 1 at a time" in log.text()
+    monkeypatch.setenv("SITESTACK_GPU", "0")
+    _results, log = _run(_spec(wheelhouse, ["true", "true"]), stack)
+    assert "one at a time" not in log.text()
+
+
 def test_width(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SITESTACK_SMOKE_JOBS", raising=False)
     assert smoke_width(100) >= 1 and smoke_width(3) <= 3 and smoke_width(0) == 1

@@ -143,8 +143,9 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
     one temp HOME; results come back in spec order whatever order they finish in. When a test
     fails with `stop_on_failure`, the tests after it are cancelled (their processes killed)
     and the ones before it run to the end, so the failure reported is always the first in
-    spec order, as if they had run one after another. Where the GPU tests run, everything
-    runs one at a time: jax and tensorflow each claim most of a GPU's memory when they start.
+    spec order, as if they had run one after another. Where a GPU is visible (and GPU tests,
+    if any, run), everything runs one at a time: jax and tensorflow each claim most of a
+    GPU's memory when they start.
     """
     py = str(prefix / "bin" / f"python{py_xy}")
     t = spec.tests
@@ -168,7 +169,14 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
             jobs.append(_Job(len(jobs), kind, first, imports=imports))
         jobs += [_Job(len(jobs) + n, kind, first, command=c) for n, c in enumerate(commands)]
         slots += jobs[first:]
-    width = smoke_width(len(jobs), one_device=bool(gpu) and any(j.kind == "gpu" for j in jobs))
+    one_device = bool(gpu) and any(j.kind == "gpu" for j in jobs)
+    if not one_device and gpu is None and len(jobs) > 1 and "SITESTACK_SMOKE_JOBS" not in os.environ:
+        # No [tests.gpu], but a GPU is there: plain tests that compute with jax or
+        # tensorflow land on it too, and side by side they would claim its memory twice.
+        one_device, why = gpu_visible()
+        if one_device:
+            log.add(f"a GPU is visible ({why}): smoke tests run one at a time")
+    width = smoke_width(len(jobs), one_device=one_device)
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="sitestack-smoke-") as home:
         env = clean_env(prefix, home)

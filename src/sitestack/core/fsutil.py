@@ -248,7 +248,10 @@ def make_readonly(root: Path, *, world_readable: bool = True) -> None:
             mode |= 0o444
             if is_dir or mode & stat.S_IXUSR:
                 mode |= 0o111
-        os.chmod(p, mode)
+        # Files linked from the site cache are read-only already: a chmod to the same mode
+        # would still write their inode (its ctime) to the journal, 12,000 times for a stack.
+        if mode != stat.S_IMODE(st.st_mode):
+            os.chmod(p, mode)
 
     for dirpath, dirnames, filenames in os.walk(root, topdown=False):
         for name in filenames:
