@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from sitestack.core.copytree import (
     MODES,
@@ -35,18 +34,14 @@ from sitestack.core.manifest import PrefixHit, load_prefix_files
 from sitestack.core.publish import publish, temp_tree
 from sitestack.core.records import MANIFEST, PREFIX_FILES, StackRecord, user_base_rel
 from sitestack.core.relocate import retarget
-from sitestack.core.templates import render_file
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 from sitestack.site.registry import Site
-
-if TYPE_CHECKING:
-    from sitestack.site.modulefiles.content import ModuleContent
+from sitestack.user.cloneenv import activate_script, module_paths, write_modulefiles
 
 CLONE_RECORD = "clone.json"
 # Top-level entries of a stack that a clone does not take: the stack's records (the clone
 # gets its own) and pip.conf, which sends installs to the user base (a clone is writable).
 SKIP_TOP = (RECORDS, "pip.conf")
-MODULE_HEADER = "Written by sitestack clone --module."
 
 
 @dataclass(frozen=True)
@@ -195,7 +190,7 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     dest = Path(os.path.abspath(os.path.expanduser(dest)))
     _check_dest(rec, dest, force)
-    mod_paths = _module_paths(module or dest.name, module_dir, force) if module is not None else []
+    mod_paths = module_paths(module or dest.name, module_dir, force) if module is not None else []
     plan = _plan_clone(rec, dest)
     if on_plan:
         on_plan(len(plan.tree.files), plan.tree.bytes)
@@ -377,53 +372,9 @@ def _same_magic(source: Path, rels: list[str], py_xy: str) -> bool:
     return False
 
 
-def _module_paths(name: str, module_dir: Path | None, force: bool) -> list[Path]:
-    if not name or name.startswith("/") or ".." in name.split("/"):
-        raise UsageError(f"--module {name!r} is not a module name")
-    base = Path(os.path.expanduser(str(module_dir) if module_dir else "~/privatemodules"))
-    paths = [base / f"{name}.lua", base / name]
-    if not force:
-        for p in paths:
-            if os.path.lexists(p):
-                raise ConflictError(f"modulefile {p} already exists", hint="use --force to replace it")
-    return paths
-
-
 def load_clone_record(prefix: Path) -> dict[str, object] | None:
     try:
         data = json.loads((Path(prefix) / RECORDS / CLONE_RECORD).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-# --- activation ---------------------------------------------------------------------
-
-def activate_script(prefix: Path, ub_rel: str, rec: StackRecord) -> str:
-    """A POSIX-sh activate (bash, zsh, dash) that deactivate undoes exactly; every value goes
-    through the sh quoting rule (core.templates), so any path is a path."""
-    return render_file("sitestack.user", "clone-activate.sh", {
-        "PREFIX": str(prefix), "USER_BASE": ub_rel, "PROMPT": f"({prefix.name}) ",
-        "CONDA": "1" if rec.kind == "conda" else ""})
-
-
-def module_content(prefix: Path, ub_rel: str, rec: StackRecord) -> ModuleContent:
-    """The clone's personal modulefile, in the terms every other modulefile is written in."""
-    from sitestack.site.modulefiles.content import ModuleContent
-
-    return ModuleContent(
-        name=rec.name, version=rec.version, prefix=str(prefix), root=str(rec.root), site=rec.site,
-        python=rec.python, description=rec.description, help="", packages=(), family="",
-        depends_on=(), setenv=(), prepend_path=(), deprecated=None, conda=rec.kind == "conda",
-        user_base=ub_rel, clone=True)
-
-
-def write_modulefiles(paths: list[Path], prefix: Path, ub_rel: str, rec: StackRecord) -> None:
-    """A personal Lmod (.lua) and Tcl modulefile for the clone; unload undoes load."""
-    from sitestack.core.fsutil import atomic_write_text
-    from sitestack.site.modulefiles import lmod, tcl
-
-    lua_path, tcl_path = paths
-    c = module_content(prefix, ub_rel, rec)
-    atomic_write_text(lua_path, lmod.modulefile(c, MODULE_HEADER))
-    atomic_write_text(tcl_path, tcl.modulefile(c, MODULE_HEADER))
