@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import random
 import shutil
 import tarfile
 from pathlib import Path
@@ -254,3 +256,92 @@ def test_mismatch_after_many_files_is_raised_and_nothing_is_left_running(tmp_pat
     with pytest.raises(VerifyError, match="sha256 mismatch for stack/d/f150"):
         _unpack(craft(tmp_path / "a.tar.zst", members, man), tmp_path / "d")
     assert not (tmp_path / "d" / "stack" / "d" / "f150").exists()  # checked before it is written
+
+
+# --- the tar writer (scale/tarwriter.py) --------------------------------------------------------
+
+def _tree(root: Path) -> Path:
+    """Files of every size class the writer treats apart: empty, small, one that spans several
+    of its buffers (PIECE is made small below), a long name, a non-ASCII name; a symlink."""
+    rng = random.Random(7)
+    (root / "d" / "sub").mkdir(parents=True)
+    (root / "d" / "empty").write_bytes(b"")
+    (root / "d" / "small.py").write_bytes(b"x = 1\n")
+    (root / "d" / "sub" / "big.so").write_bytes(rng.randbytes(70_000))
+    (root / "d" / "sub" / "mid.bin").write_bytes(rng.randbytes(3000))
+    (root / "d" / ("n" * 120)).write_bytes(b"long name")
+    (root / "d" / "caf\u00e9.txt").write_bytes(b"accent")
+    os.chmod(root / "d" / "sub" / "big.so", 0o755)
+    os.symlink("sub/big.so", root / "d" / "link.so")
+    return root
+
+
+def _write(root: Path, m: Manifest, out: io.BytesIO | None = None) -> bytes:
+    from sitestack.scale.tarwriter import write_tar
+
+    out = out or io.BytesIO()
+    write_tar(out, [("meta.json", b"{}")], [("stack", str(root), m)])
+    return out.getvalue()
+
+
+@pytest.fixture(params=["inline", "pooled"])
+def writer_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Small buffers, so one file spans several; "pooled": every batch counts as slow, so the
+    read-ahead threads take over after the first two files (the path of a slow filesystem)."""
+    import sitestack.scale.tarwriter as tw
+
+    monkeypatch.setattr(tw, "PIECE", 8192)
+    if request.param == "pooled":
+        monkeypatch.setattr(tw, "SLOW_READ", -1.0)
+        monkeypatch.setattr(tw, "READ_BATCH", 1)
+    return str(request.param)
+
+
+def test_writer_stream_reads_back_as_the_tree(tmp_path: Path, writer_mode: str) -> None:
+    from sitestack.core.manifest import scan
+
+    root = _tree(tmp_path / "t")
+    m, _ = scan(root)
+    with tarfile.open(fileobj=io.BytesIO(_write(root, m)), mode="r:") as tf:
+        got = {ti.name: ti for ti in tf}
+        for rel, entry in m.files.items():
+            ti = got[f"stack/{rel}"]
+            data = tf.extractfile(ti).read()  # type: ignore[union-attr]
+            assert hashlib.sha256(data).hexdigest() == entry.sha256 and ti.mode == entry.mode
+            assert abs(ti.mtime - os.lstat(root / rel).st_mtime) < 1e-6  # sub-second mtime kept
+    assert got["stack/d/link.so"].linkname == "sub/big.so"
+    assert got["stack/d/sub"].isdir() and list(got)[0] == "meta.json"
+
+
+@pytest.mark.parametrize("victim", ["d/small.py", "d/sub/mid.bin", "d/sub/big.so"])
+def test_writer_refuses_a_file_changed_since_its_manifest(tmp_path: Path, writer_mode: str,
+                                                          victim: str) -> None:
+    from sitestack.core.manifest import scan
+
+    root = _tree(tmp_path / "t")
+    m, _ = scan(root)
+    data = (root / victim).read_bytes()
+    evil = data[:-1] + bytes([data[-1] ^ 1])
+    (root / victim).write_bytes(evil)  # same size, other bytes
+    out = io.BytesIO()
+    with pytest.raises(VerifyError, match=f"{victim} changed since its manifest was written"):
+        _write(root, m, out)
+    if len(data) < 8192:  # fits one buffer: checked before any of it goes out
+        assert evil not in out.getvalue()
+    (root / victim).write_bytes(data + b"!")  # grown
+    with pytest.raises(VerifyError, match=f"{victim} changed since its manifest was written"):
+        _write(root, m)
+    (root / victim).unlink()
+    os.mkfifo(root / victim)  # never opened: reading a FIFO would hang
+    with pytest.raises(VerifyError, match="no longer a file"):
+        _write(root, m)
+
+
+def test_file_header_is_tar_header() -> None:
+    from sitestack.scale.tarwriter import REGTYPE, file_header, tar_header
+
+    for name in ("stack/a.py", "stack/" + "a" * 94, "stack/" + "a" * 95, "stack/caf\u00e9"):
+        for size in (0, 1, 8 ** 11 - 1, 8 ** 11):
+            for mtime_ns in (0, 1_764_604_000_123_456_789, 1_764_604_000 * 10 ** 9, -3,
+                             (8 ** 11 - 1) * 10 ** 9 + 1, 8 ** 11 * 10 ** 9):
+                assert file_header(name, 0o755, size, mtime_ns) == tar_header(name, REGTYPE, 0o755, size, mtime_ns)

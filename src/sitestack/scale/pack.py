@@ -14,6 +14,7 @@ The tar stream itself is written by tarwriter.py and read by tarstream.py.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -51,6 +52,11 @@ class Part:
     manifest: Manifest
     hits: tuple[PrefixHit, ...]
     source: Path | None = None  # where the files are, at pack time only
+
+    @functools.cached_property
+    def manifest_json(self) -> str:
+        """Made once: it is both hashed into the header and packed."""
+        return _manifest_json(self.manifest)
 
 
 @dataclass(frozen=True)
@@ -118,15 +124,21 @@ def _safe_component(s: str) -> bool:
             and not any(ord(c) < 32 or ord(c) == 127 for c in s))
 
 
-def content_hash(parts: list[tuple[str, str, Manifest]]) -> str:
-    """The content hash of (role, original prefix, manifest) parts, in order.
+def content_hash(parts: list[tuple[str, str, Manifest | str]]) -> str:
+    """The content hash of (role, original prefix, manifest or its _manifest_json) parts.
 
     pack writes it into the header; unpack computes it again from the manifests it checked
     every received file against, so a header cannot claim another stack's hash."""
     h = hashlib.sha256()
-    for role, prefix, manifest in parts:
-        h.update(json.dumps([role, prefix, manifest.to_json()], sort_keys=True).encode())
+    for role, prefix, m in parts:
+        mjson = m if isinstance(m, str) else _manifest_json(m)
+        # the bytes of json.dumps([role, prefix, manifest.to_json()], sort_keys=True)
+        h.update(f"[{json.dumps(role)}, {json.dumps(prefix)}, {mjson}]".encode())
     return h.hexdigest()
+
+
+def _manifest_json(m: Manifest) -> str:
+    return json.dumps(m.to_json(), sort_keys=True)
 
 
 # --- what to pack ---------------------------------------------------------------------------
@@ -209,7 +221,7 @@ def resolve(target: str, root: SiteRoot, layer: str | None = None) -> tuple[Head
 
 
 def make_header(info: dict[str, Any], parts: list[Part]) -> Header:
-    digest = content_hash([(p.role, p.prefix, p.manifest) for p in parts])
+    digest = content_hash([(p.role, p.prefix, p.manifest_json) for p in parts])
     extra = {"layer_name": Path(parts[1].prefix).name} if len(parts) > 1 else {}
     return Header(info["name"], info["version"], "layer" if len(parts) > 1 else "stack",
                   info["python_xy"], {p.role: p.prefix for p in parts}, digest,
@@ -222,8 +234,7 @@ def make_header(info: dict[str, Any], parts: list[Part]) -> Header:
 def _meta_blobs(header: Header, parts: list[Part]) -> list[tuple[str, bytes]]:
     out = [(f"{META}/header.json", json.dumps(header.to_json(), indent=1).encode())]
     for p in parts:
-        out.append((f"{META}/{p.role}/{MANIFEST}",
-                    json.dumps(p.manifest.to_json(), separators=(",", ":")).encode()))
+        out.append((f"{META}/{p.role}/{MANIFEST}", p.manifest_json.encode()))
         hits = {"prefix": p.prefix, "files": [{"path": h.path, "kind": h.kind} for h in p.hits]}
         out.append((f"{META}/{p.role}/{PREFIX_FILES}", json.dumps(hits).encode()))
     return out
@@ -232,11 +243,8 @@ def _meta_blobs(header: Header, parts: list[Part]) -> list[tuple[str, bytes]]:
 def write_tar(out: IO[bytes], header: Header, parts: list[Part]) -> None:
     """Stream the archive as an uncompressed tar into `out` (tarwriter.write_tar: the metadata
     first, then each part's tree, every file checked against its manifest as it is read)."""
-    trees = []
-    for p in parts:
-        assert p.source is not None
-        trees.append((p.role, str(p.source), p.manifest))
-    tarwriter.write_tar(out, _meta_blobs(header, parts), trees)
+    assert all(p.source is not None for p in parts)
+    tarwriter.write_tar(out, _meta_blobs(header, parts), [(p.role, str(p.source), p.manifest) for p in parts])
 
 
 def check_output(output: Path, *, make_parent: bool = False) -> Path:

@@ -2,10 +2,15 @@
 
 POSIX ustar headers, each preceded by a pax 'x' header only for what ustar cannot hold;
 headers are built here, not by tarfile, whose header code was most of a pack's CPU time.
-Every file is checked against its manifest entry (size and sha256) as it is read, before
-anything past it is written, so a tampered tree is never packed silently. Files are read
-by the writer's thread, or ahead of it by a few threads where reads are slow (_read_ahead);
-the output is written by a thread of its own (_Feeder).
+Every file is checked against its manifest entry as it is read: its size by the writer, its
+sha256 by the feeder's thread before the bytes go out (_Feeder), so a tampered tree is never
+packed silently. Two threads, as `tar | zstd` has two processes: the writer reads each file
+straight into one of a few recycled buffers behind its header (no copy, no allocation per
+file); the feeder checks each full buffer and hands it to the compressor. Where reads are
+slow (a cold or remote filesystem), a few threads read ahead of the writer (_read_ahead).
+
+Length (over ~400 lines): the headers, the buffers and the two threads that share them, and
+the read-ahead are one writer; apart, each would only make sense with the others open.
 """
 
 from __future__ import annotations
@@ -26,15 +31,15 @@ from typing import IO, TypeVar
 from sitestack.core.manifest import FileEntry, Manifest
 from sitestack.errors import VerifyError
 
-FEED_DEPTH = 8  # MiB-sized pieces queued for the compressor at most
+PIECE = 4 << 20  # the writer's buffers: files up to this size go out whole, after their check
+FEED_DEPTH = 4  # full buffers queued for the feeder at most
 READ_AHEAD_JOBS = 8  # at most this many threads read files while packing
 READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
-READ_AHEAD_FILE = 8 << 20  # larger files are streamed by the writer itself
+READ_AHEAD_FILE = 8 << 20  # larger files are read by the writer itself, in pieces
 READ_BATCH = 64  # files handed to a reading thread at once
 READ_BATCH_BYTES = 4 << 20
 SLOW_READ = 300e-6  # seconds per small file above which reads go to a pool (page cache: ~25 us)
 READ_BANDWIDTH = 200 << 20  # bytes/s below which a batch counts as slow too
-STREAM_PIECE = 4 << 20  # a streamed file is read this much at a time
 BLOCK = 512  # tar block
 _ZEROS = bytes(BLOCK)
 REGTYPE, DIRTYPE, SYMTYPE = b"0", b"5", b"2"
@@ -46,14 +51,19 @@ def write_tar(out: IO[bytes], meta: list[tuple[str, bytes]],
     """Stream an uncompressed tar into `out`: the `meta` blobs (name, data) first, then for
     each (role, source folder, manifest) the manifest's folders, symlinks and files under
     `role/`, each sorted (the order is deterministic). A file whose size or sha256 differs
-    from its manifest entry raises VerifyError."""
+    from its manifest entry raises VerifyError; a small file's bytes reach `out` only once
+    its sha256 is checked, a large file's (streamed) ones before the end of the archive."""
     feed = _Feeder(out)
     try:
-        _write_tar(_TarOut(feed), meta, trees)  # type: ignore[arg-type]
+        _write_tar(_TarOut(feed), meta, trees)
     except BaseException:
         feed.abandon()
         raise
     feed.close()
+
+
+def _changed(path: str) -> VerifyError:
+    return VerifyError(f"{path} changed since its manifest was written; run `sitestack verify`")
 
 
 def _write_tar(t: _TarOut, meta: list[tuple[str, bytes]],
@@ -70,33 +80,62 @@ def _write_tar(t: _TarOut, meta: list[tuple[str, bytes]],
                 t.add(tar_header(f"{role}/{d}/", DIRTYPE, stat.S_IMODE(mode) | 0o700))
         for rel, target in sorted(m.symlinks.items()):
             t.add(tar_header(f"{role}/{rel}", SYMTYPE, 0o777, linkname=target))
-        files = sorted(m.files.items())
-        reads = _read_ahead(_read_small, [(f"{src}/{rel}", e.size) for rel, e in files])
-        with contextlib.closing(reads):
-            for (rel, entry), (st, data, digest) in zip(files, reads, strict=True):
-                if data is None:
-                    path = f"{src}/{rel}"
-                    if not stat.S_ISREG(st.st_mode):
-                        raise VerifyError(f"{path} changed since its manifest was written "
-                                          f"(it is no longer a file); run `sitestack verify`")
-                    digest, n = _stream_file(t, f"{role}/{rel}", path, entry, st)
-                else:
-                    n = len(data)
-                    if n == entry.size:  # else refused below, before anything is written
-                        t.add_member(tar_header(f"{role}/{rel}", REGTYPE, entry.mode, n, st.st_mtime_ns),
-                                     data)
-                if digest != entry.sha256 or n != entry.size:
-                    raise VerifyError(f"{src}/{rel} changed since its manifest was written; "
-                                      f"run `sitestack verify`")
+        _write_files(t, role, src, sorted(m.files.items()))
     t.add(b"\0" * (2 * BLOCK))  # end of archive
     t.flush()
 
 
-def _read_small(path: str) -> tuple[os.stat_result, bytes | None, str]:
-    """lstat a file, and read and hash it unless it is large (then it is streamed)."""
+def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEntry]]) -> None:
+    """The files, read here while reads are fast, by _read_pooled's threads once two batches
+    in a row were slow (the test of _read_ahead; time waiting for the feeder is not counted)."""
+    i, n, slow = 0, len(files), 0
+    while i < n and slow < 2:
+        j, cost = i, 0
+        while j < n and j - i < READ_BATCH and (j == i or cost + files[j][1].size <= READ_BATCH_BYTES):
+            cost += files[j][1].size
+            j += 1
+        t0, waited = time.perf_counter(), t.feed.waited
+        for rel, entry in files[i:j]:
+            _add_file(t, role, src, rel, entry)
+        took = time.perf_counter() - t0 - (t.feed.waited - waited)
+        slow = slow + 1 if took > (j - i) * SLOW_READ + cost / READ_BANDWIDTH else 0
+        i = j
+    if i == n:
+        return
+    rest = files[i:]
+    reads = _read_pooled(_read_small, [(f"{src}/{rel}", e.size) for rel, e in rest])
+    with contextlib.closing(reads):
+        for (rel, entry), (st, data) in zip(rest, reads, strict=True):
+            if data is None:  # large, or no longer a file: _add_file reads or refuses it
+                _add_file(t, role, src, rel, entry)
+            elif len(data) != entry.size:  # refused before anything of it is written
+                raise _changed(f"{src}/{rel}")
+            else:
+                t.add_member(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns),
+                             data, (data, None, entry.sha256, src, rel))
+
+
+def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry) -> None:
+    path = f"{src}/{rel}"
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):  # checked before open: a FIFO or a device is never opened
+        raise VerifyError(f"{path} changed since its manifest was written "
+                          f"(it is no longer a file); run `sitestack verify`")
+    if st.st_size != entry.size:
+        raise _changed(path)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        t.add_file(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns), fd,
+                   entry.size, entry.sha256, src, rel)
+    finally:
+        os.close(fd)
+
+
+def _read_small(path: str) -> tuple[os.stat_result, bytes | None]:
+    """lstat a file, and read it unless it is large (then the writer reads it in pieces)."""
     st = os.lstat(path)
     if st.st_size > READ_AHEAD_FILE or not stat.S_ISREG(st.st_mode):
-        return st, None, ""
+        return st, None
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         # One read of the size lstat gave (no fstat and no read to find the end, as read()
@@ -107,7 +146,7 @@ def _read_small(path: str) -> tuple[os.stat_result, bytes | None, str]:
             data += more
     finally:
         os.close(fd)
-    return st, data, hashlib.sha256(data).hexdigest()
+    return st, data
 
 
 def _read_ahead(fn: Callable[[str], T], items: list[tuple[str, int]]) -> Generator[T, None, None]:
@@ -177,6 +216,7 @@ def _read_pooled(fn: Callable[[str], T], items: list[tuple[str, int]]) -> Genera
 _USTAR = struct.Struct("100s8s16s12s12s8sc100s255s")  # name mode uid+gid size mtime chksum type link rest
 _USTAR_REST = b"ustar\x0000"  # then uname, gname, devmajor, devminor, prefix: all empty (NUL)
 _IDS = b"0000000\x000000000\x00"  # uid, gid 0: the unpacking user owns what it extracts
+_SUM = sum(_IDS) + sum(_USTAR_REST) + 8 * ord(" ")  # the fixed fields' share of each checksum
 _MAX_OCTAL_12 = 8 ** 11  # the largest size or mtime a ustar field holds, plus one
 
 
@@ -189,14 +229,20 @@ def _pax_record(key: str, value: str) -> bytes:
 
 
 def _ustar(name: bytes, type_: bytes, mode: int, size: int, mtime: int, linkname: bytes) -> bytes:
-    buf = _USTAR.pack(name, b"%07o" % (mode & 0o7777), _IDS, b"%011o" % size, b"%011o" % mtime,
-                      b"        ", type_, linkname, _USTAR_REST)
-    return buf[:148] + b"%06o\0 " % sum(buf) + buf[156:]
+    m, z, t = b"%07o" % (mode & 0o7777), b"%011o" % size, b"%011o" % mtime
+    # The checksum is the sum of the block's bytes: of the fields that vary, plus a constant
+    # (summing all 512 bytes was a third of a header's cost).
+    chksum = _SUM + type_[0] + sum(name) + sum(m) + sum(z) + sum(t) + sum(linkname)
+    return _USTAR.pack(name, m, _IDS, z, t, b"%06o\0 " % chksum, type_, linkname, _USTAR_REST)
 
 
 @functools.lru_cache(maxsize=256)
 def _pax_block(size: int) -> bytes:
     return _ustar(b"././@PaxHeader", b"x", 0o644, size, 0, b"")
+
+
+_PAX_MTIME = _pax_block(30)
+_PAX_MTIME_PAD = bytes(BLOCK - 30)
 
 
 def tar_header(name: str, type_: bytes, mode: int, size: int = 0, mtime_ns: int = 0,
@@ -230,99 +276,168 @@ def tar_header(name: str, type_: bytes, mode: int, size: int = 0, mtime_ns: int 
     return _pax_block(len(data)) + data + b"\0" * (-len(data) % BLOCK) + block
 
 
+def file_header(name: str, mode: int, size: int, mtime_ns: int) -> bytes:
+    """tar_header(name, REGTYPE, mode, size, mtime_ns), the same bytes; quicker for what most
+    files are (a short ASCII name, a 10-digit mtime): one header per file is the writer's
+    main cost after reading."""
+    sec, frac = divmod(mtime_ns, 1_000_000_000)
+    if not name.isascii() or len(name) > 100 or size >= _MAX_OCTAL_12 or not 10 ** 9 <= sec < _MAX_OCTAL_12:
+        return tar_header(name, REGTYPE, mode, size, mtime_ns)
+    block = _ustar(name.encode("ascii"), REGTYPE, mode, size, sec, b"")
+    if not frac:
+        return block
+    return b"".join((_PAX_MTIME, b"30 mtime=%d.%09d\n" % (sec, frac), _PAX_MTIME_PAD, block))
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+# A sha256 to check before a piece goes out: (data, None, sha256, src, rel) for a whole
+# file; (piece, h, None, ...) feeds h, (b"", h, sha256, ...) ends a file read in pieces.
+Check = tuple["bytes | memoryview", "hashlib._Hash | None", "str | None", str, str]
+
+
+def _check(checks: list[Check]) -> None:
+    sha256 = hashlib.sha256
+    for data, h, expected, src, rel in checks:
+        if h is None:
+            if sha256(data).hexdigest() != expected:
+                raise _changed(f"{src}/{rel}")
+        else:
+            if data:
+                h.update(data)
+            if expected is not None and h.hexdigest() != expected:
+                raise _changed(f"{src}/{rel}")
+
+
 class _TarOut:
-    """Headers and small files gathered in one reused buffer and handed to `out` about 1 MiB at
-    a time (one call into the compressor per MiB, not one per header); larger pieces go
-    through as they are. A new 1 MiB buffer per flush cost more than the copying: every
-    page of it is a fault. `out.write` must not keep what it is given (the compressor,
-    a pipe and stage's sink all copy)."""
+    """The tar stream, gathered in PIECE-sized buffers that go to the feeder whole, each with the
+    checks of the files in it (one call into the compressor per buffer, not one per file); the
+    feeder hands back an empty one (recycled: a new buffer per flush cost more than copying,
+    every page of it a fault). Pieces of PIECE or more that are already bytes go as they are."""
 
-    def __init__(self, out: IO[bytes], size: int = 1 << 20, direct: int = 256 << 10) -> None:
-        self.out, self.direct = out, direct
-        self.buf, self.pos = bytearray(size), 0
+    def __init__(self, feed: _Feeder) -> None:
+        self.feed = feed
+        self.buf, self.pos = feed.buffer(), 0
         self.view = memoryview(self.buf)
+        self.checks: list[Check] = []
 
-    def add(self, b: bytes | memoryview) -> None:
+    def add(self, b: bytes, check: Check | None = None) -> None:
         n = len(b)
-        if n >= self.direct:
-            self.flush()
-            self.out.write(b)
-            return
         if self.pos + n > len(self.buf):
             self.flush()
+            if n >= len(self.buf):
+                self.feed.put(b, [check] if check else [], None)
+                return
         self.buf[self.pos : self.pos + n] = b
         self.pos += n
+        if check:
+            self.checks.append(check)
 
-    def add_member(self, header: bytes, data: bytes) -> None:
-        """A header, then a small file's data and its padding to the next block: one call
-        per file in the loop that writes a tree of small files."""
-        n, pad = len(header), -len(data) % BLOCK
-        end = self.pos + n + len(data) + pad
-        if end > len(self.buf) or len(data) >= self.direct:
-            self.add(header)
-            self.add(data)
-            if pad:
-                self.add(_ZEROS[:pad])
-            return
-        pos = self.pos
-        self.buf[pos : pos + n] = header
-        self.buf[pos + n : end - pad] = data
+    def add_member(self, header: bytes, data: bytes, check: Check) -> None:
+        """A header, then a file's data (read by another thread) and its padding."""
+        self.add(header)
+        self.add(data, check)
+        if pad := -len(data) % BLOCK:
+            self.add(_ZEROS[:pad])
+
+    def add_file(self, header: bytes, fd: int, size: int, sha256: str, src: str, rel: str) -> None:
+        """A header, then `size` bytes read from `fd` straight into the buffer, and padding.
+        A file that fits in one buffer goes out whole, after its check; a larger one in
+        buffer-sized pieces, judged after its last (the header already gave its size)."""
+        pad = -size % BLOCK
+        whole = len(header) + size + pad
+        if self.pos + whole > len(self.buf) and whole <= len(self.buf):
+            self.flush()
+        self.add(header)
+        if self.pos + size + pad <= len(self.buf):
+            start = self.pos
+            self._read_into(fd, start, start + size, src, rel)
+            self.checks.append((self.view[start : start + size], None, sha256, src, rel))
+        else:
+            h, left = hashlib.sha256(), size
+            while left:
+                if self.pos == len(self.buf):
+                    self.flush()
+                start = self.pos
+                n = min(left, len(self.buf) - start)
+                self._read_into(fd, start, start + n, src, rel)
+                self.checks.append((self.view[start : start + n], h, None, src, rel))
+                left -= n
+            self.checks.append((b"", h, sha256, src, rel))
         if pad:
-            self.buf[end - pad : end] = _ZEROS[:pad]
+            self.add(_ZEROS[:pad])
+
+    def _read_into(self, fd: int, start: int, end: int, src: str, rel: str) -> None:
         self.pos = end
+        view = self.view
+        while start < end:
+            n = os.readv(fd, [view[start:end]])
+            if not n:  # shrank since its lstat; one that grew gives its first bytes, judged by sha256
+                raise _changed(f"{src}/{rel}")
+            start += n
 
     def flush(self) -> None:
-        if self.pos:
-            self.out.write(self.view[: self.pos])
-            self.pos = 0
+        if self.pos or self.checks:
+            self.feed.put(self.view[: self.pos], self.checks, self.buf)
+            self.buf, self.pos, self.checks = self.feed.buffer(), 0, []
+            self.view = memoryview(self.buf)
 
 
 class _Feeder:
-    """`out.write` in a thread of its own, up to FEED_DEPTH pieces behind the writer: the
-    compressor's write blocks while its workers are busy, and the writer (reading, hashing,
-    headers) would wait with it; `tar | zstd` overlaps the two the same way, in two processes.
-    Immutable pieces are queued as they are; the writer's reused buffer is copied into one of
-    FEED_DEPTH recycled buffers. An error of `out.write` is raised by the next write or close."""
+    """Checks and `out.write` in a thread of its own, up to FEED_DEPTH buffers behind the
+    writer: the compressor's write blocks while its workers are busy, and the writer would wait
+    with it; `tar | zstd` overlaps the two the same way, in two processes. Each piece's sha256
+    checks run first (hashlib drops the GIL), so a piece with a changed file never reaches `out`.
+    An error of a check or of `out.write` is raised by the writer's next call, or by close.
+    `waited` is the writer's time spent in put and buffer (blocked while the feeder is behind)."""
 
-    def __init__(self, out: IO[bytes], size: int = 1 << 20) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         import queue
 
         self.out = out
-        self.todo: queue.Queue[tuple[bytes | memoryview, bytearray | None] | None] = queue.Queue(FEED_DEPTH)
+        self.todo: queue.Queue[tuple[bytes | memoryview, list[Check], bytearray | None] | None] = \
+            queue.Queue(FEED_DEPTH)
         self.free: queue.Queue[bytearray] = queue.Queue()
-        for _ in range(FEED_DEPTH):
-            self.free.put(bytearray(size))
+        for _ in range(FEED_DEPTH + 2):  # queued, being written, being filled
+            self.free.put(bytearray(PIECE))
         self.error: BaseException | None = None
+        self.waited = 0.0
         self.thread = threading.Thread(target=self._run, name="sitestack-pack-feed", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         while (item := self.todo.get()) is not None:
-            piece, buf = item
+            piece, checks, buf = item
             if self.error is None:
                 try:
-                    self.out.write(piece)
+                    _check(checks)
+                    if len(piece):
+                        self.out.write(piece)
                 except BaseException as e:  # raised in the writer's thread
                     self.error = e
             if buf is not None:
                 self.free.put(buf)
 
-    def write(self, b: bytes | memoryview) -> int:
+    def buffer(self) -> bytearray:
+        """An empty buffer to fill (waits while all are queued)."""
         if self.error is not None:
             raise self.error
-        n = len(b)
-        if isinstance(b, bytes):
-            self.todo.put((b, None))
-            return n
+        t0 = time.perf_counter()
         buf = self.free.get()
-        if len(buf) < n:
-            buf = bytearray(n)
-        buf[:n] = b
-        self.todo.put((memoryview(buf)[:n], buf))
-        return n
+        self.waited += time.perf_counter() - t0
+        return buf
+
+    def put(self, piece: bytes | memoryview, checks: list[Check], buf: bytearray | None) -> None:
+        """Queue `piece` (a view of `buf`, which comes back to `buffer()` once written, or an
+        immutable bytes) after its `checks`."""
+        if self.error is not None:
+            raise self.error
+        t0 = time.perf_counter()
+        self.todo.put((piece, checks, buf))
+        self.waited += time.perf_counter() - t0
 
     def close(self) -> None:
-        """Wait for every queued piece; raise what `out.write` raised."""
+        """Wait for every queued piece; raise what a check or `out.write` raised."""
         self.todo.put(None)
         self.thread.join()
         if self.error is not None:
@@ -333,21 +448,3 @@ class _Feeder:
         self.error = self.error or BrokenPipeError("pack abandoned")
         self.todo.put(None)
         self.thread.join()
-
-
-def _stream_file(t: _TarOut, name: str, path: str, entry: FileEntry,
-                 st: os.stat_result) -> tuple[str, int]:
-    """A large file, read and hashed in pieces as it is written; a file that grew or shrank
-    since its lstat is refused (the header already gave its size)."""
-    if st.st_size != entry.size:
-        return "", st.st_size
-    t.add(tar_header(name, REGTYPE, entry.mode, st.st_size, st.st_mtime_ns))
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb", buffering=0) as f:
-        while n < st.st_size and (chunk := f.read(min(STREAM_PIECE, st.st_size - n))):
-            h.update(chunk)
-            t.add(chunk)
-            n += len(chunk)
-    if n == st.st_size and n % BLOCK:
-        t.add(b"\0" * (BLOCK - n % BLOCK))
-    return h.hexdigest(), n
