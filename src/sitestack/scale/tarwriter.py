@@ -31,8 +31,8 @@ from typing import IO, TypeVar
 from sitestack.core.manifest import FileEntry, Manifest
 from sitestack.errors import VerifyError
 
-PIECE = 4 << 20  # the writer's buffers: files up to this size go out whole, after their check
-FEED_DEPTH = 4  # full buffers queued for the feeder at most
+PIECE = 8 << 20  # the writer's buffers: files up to this size go out whole, after their check
+FEED_DEPTH = 3  # full buffers queued for the feeder at most (FEED_DEPTH + 2 buffers in all)
 READ_AHEAD_JOBS = 8  # at most this many threads read files while packing
 READ_AHEAD_BYTES = 64 << 20  # read but not yet written, at most
 READ_AHEAD_FILE = 8 << 20  # larger files are read by the writer itself, in pieces
