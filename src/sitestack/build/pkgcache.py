@@ -163,10 +163,18 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     first_missing = [p for p in first if not (base / first_plan[2][p] / ENTRY).is_file()]
     done: set[str] = set()  # entry names filled (or being filled) by the early fill
     with contextlib.ExitStack() as stack:
+        locked: list[bool] = []
+
+        def lock() -> None:
+            # Once: a second flock of the same file from this process would wait for itself.
+            if not locked:
+                stack.enter_context(file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"))
+                clear_stale(base, ".tmp-", locked=True)  # we hold the lock: from killed builds
+                locked.append(True)
+
         early_job = None
         if first_missing and callable(pins):
-            stack.enter_context(file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"))
-            clear_stale(base, ".tmp-", locked=True)  # we hold the lock: from killed builds
+            lock()
             first_missing = [p for p in first_missing if not (base / first_plan[2][p] / ENTRY).is_file()]
             if first_missing:
                 log.step(f"installing {len(first_missing)} local wheel(s) into the site cache during the resolve")
@@ -178,10 +186,8 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
             opts, hashes, names = plan(pins)
             missing = [p for p in pins if names[p] not in done and not (base / names[p] / ENTRY).is_file()]
             if missing:
-                if early_job is None:
-                    stack.enter_context(file_lock(root.locks / "pypi-cache.lock", what="the site's package cache"))
-                    clear_stale(base, ".tmp-", locked=True)  # we hold the lock: from killed builds
-                    missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
+                lock()
+                missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
                 if missing:
                     log.step(f"installing {len(missing)} new distribution(s) into the site cache")
                     run_fill(missing, (opts, hashes, names))
