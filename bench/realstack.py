@@ -186,7 +186,7 @@ def main() -> None:
                [("sitestack clone --mode hardlink", t_clone), ("cp -al", t_cpal), ("cp -a (one run)", t_cpa)],
                "cp -al")
         print(f"  clone: {t_clone / t_cpal:.2f}x cp -al (goal <= 1.0x); runs: "
-              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in runs))
+              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in runs) + f"; {_pair_ratios(runs)}")
         for d in ("cp-a", "cp-al"):
             shutil.rmtree(work / d)
 
@@ -206,7 +206,7 @@ def main() -> None:
                [("sitestack pack -o X.tar.zst", t_pack), (f"tar -cf - . | zstd -{args.level} -T0", t_tar)],
                f"tar -cf - . | zstd -{args.level} -T0")
         print(f"  pack: {t_pack / t_tar:.2f}x tar|zstd (goal <= 1.0x); runs: "
-              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in pruns))
+              + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in pruns) + f"; {_pair_ratios(pruns)}")
         _print_log(root / "stacks" / name / "1", "cold")
         _print_log(stack, "warm")
     finally:
@@ -214,6 +214,14 @@ def main() -> None:
             from sitestack.core.fsutil import rmtree
 
             rmtree(work)
+
+
+def _pair_ratios(runs: list[tuple[float, float]]) -> str:
+    """Each alternating pair's ratio and their median: a pair shares the disk's state of the
+    moment, which moves single runs by 2x on this machine (the headline stays the ratio of
+    the two sides' medians)."""
+    ratios = [a / b for a, b in runs]
+    return f"pair ratios {', '.join(f'{r:.2f}' for r in ratios)} (median {statistics.median(ratios):.2f})"
 
 
 def settle(quiet_s: int = 3, most_s: int = 180) -> float:
