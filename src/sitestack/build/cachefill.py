@@ -2,7 +2,8 @@
 
 New wheels are installed by ONE uv call into a shared temp prefix and split into
 per-distribution entries along their RECORD files (one uv call per distribution costs a
-resolver start and an install pass each). A cold build fills the cache while the stack's
+resolver start and an install pass each); local wheel files (the stdlib's pip) get a second
+call of their own, which needs no download and compiles while the first one downloads. A cold build fills the cache while the stack's
 interpreter is still being copied: uv installs the wheels with the source interpreter (same
 version and platform), and the scripts it writes are then made to name the stack's python
 (`_retarget`); source builds run beside that uv call, with the stack's own python, and
@@ -87,8 +88,8 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
     entry.json), `uv_cache` the site's uv cache the wheels are hardlinked from; `tty=False`
     for a fill beside another one (one live bar at a time: its line is printed at the end).
 
-    One thread runs the uv call for every wheel (then splits and scans its result), one
-    thread per source build runs that build: a compiler and uv's downloads overlap, as in
+    One thread runs the uv call for the wheels from the index, one the call for local wheel
+    files (each then splits and scans its result), one thread per source build runs that build: a compiler and uv's downloads overlap, as in
     one uv call. Every thread is waited for before anything is removed, so a failed build
     leaves no half entry and no process writing into a removed folder."""
     temps: dict[str, Path] = {}  # every temp made, for the finally; threads add theirs
