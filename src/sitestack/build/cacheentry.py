@@ -61,6 +61,12 @@ def local_wheel(pin: str) -> Path | None:
     return Path(pin) if pin.startswith("/") else None
 
 
+def is_wheel_file(pin: str) -> bool:
+    """A pin that is a wheel file on this machine: it needs neither a resolve nor a download."""
+    path = local_wheel(pin)
+    return path is not None and path.suffix == ".whl" and path.is_file()
+
+
 def pin_name(pin: str) -> str:
     """The canonical project name of a pin."""
     from packaging.requirements import Requirement

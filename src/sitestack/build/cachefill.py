@@ -3,8 +3,8 @@
 New wheels are installed by ONE uv call into a shared temp prefix and split into
 per-distribution entries along their RECORD files (one uv call per distribution costs a
 resolver start and an install pass each); local wheel files (the stdlib's pip) get a second
-call of their own, which needs no download and compiles while the first one downloads. A cold build fills the cache while the stack's
-interpreter is still being copied: uv installs the wheels with the source interpreter (same
+call of their own, which needs no download and compiles while the first one downloads. A
+cold build fills the cache while the stack's interpreter is still being copied: uv installs the wheels with the source interpreter (same
 version and platform), and the scripts it writes are then made to name the stack's python
 (`_retarget`); source builds run beside that uv call, with the stack's own python, and
 builds without isolation after it, on the entries just made. The split moves whole folders
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sitestack.build.cacheentry import ENTRY, FILES, local_wheel, pin_name, readonly_mode
+from sitestack.build.cacheentry import ENTRY, FILES, is_wheel_file, pin_name, readonly_mode
 from sitestack.core.bytecode import pyc_paths
 from sitestack.core.fsutil import atomic_write_json, make_readonly, rmtree
 from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, hash_files, scan, walk
@@ -89,16 +89,16 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
     for a fill beside another one (one live bar at a time: its line is printed at the end).
 
     One thread runs the uv call for the wheels from the index, one the call for local wheel
-    files (each then splits and scans its result), one thread per source build runs that build: a compiler and uv's downloads overlap, as in
-    one uv call. Every thread is waited for before anything is removed, so a failed build
+    files (each then splits and scans its result), one thread per source build runs that
+    build: a compiler and uv's downloads overlap, as in one uv call. Every thread is waited for before anything is removed, so a failed build
     leaves no half entry and no process writing into a removed folder."""
     temps: dict[str, Path] = {}  # every temp made, for the finally; threads add theirs
     shared: list[Path] = []
     wheels = [p for p in missing if opts[p] is None]
     # Local wheels (the stdlib's pip: 491 files to compile, an eighth of the small set's)
     # get their own uv call, which compiles them while the other one is still downloading.
-    groups = [g for g in ([p for p in wheels if local_wheel(p) is not None],
-                          [p for p in wheels if local_wheel(p) is None]) if g]
+    local = [p for p in wheels if is_wheel_file(p)]
+    groups = [g for g in (local, [p for p in wheels if p not in local]) if g]
     sources = [p for p in missing if opts[p] is not None]
     # Without build isolation a build imports the set's packages (horovod's imports torch):
     # it runs after the others, on their published entries (PYTHONPATH), not beside them.

@@ -39,8 +39,8 @@ from sitestack.build.cacheentry import (
     ENTRY,
     Entry,
     entry_key,
+    is_wheel_file,
     load_entry,
-    local_wheel,
     options_hash,
     pin_name,
     safe_name,
@@ -158,9 +158,10 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
 
     # A local wheel's entry name is its file's name and content: the same whatever pin text
     # the resolve then gives it.
-    first = [p for p in early if _is_wheel_file(p) and build.get(pin_name(p)) is None]
+    first = [p for p in early if is_wheel_file(p) and build.get(pin_name(p)) is None]
     first_plan = plan(first)
-    first_missing = [p for p in first if not (base / first_plan[2][p] / ENTRY).is_file()]
+    first_names = first_plan[2]
+    first_missing = [p for p in first if not (base / first_names[p] / ENTRY).is_file()]
     done: set[str] = set()  # entry names filled (or being filled) by the early fill
     with contextlib.ExitStack() as stack:
         locked: list[bool] = []
@@ -175,12 +176,12 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
         early_job = None
         if first_missing and callable(pins):
             lock()
-            first_missing = [p for p in first_missing if not (base / first_plan[2][p] / ENTRY).is_file()]
+            first_missing = [p for p in first_missing if not (base / first_names[p] / ENTRY).is_file()]
             if first_missing:
                 log.step(f"installing {len(first_missing)} local wheel(s) into the site cache during the resolve")
                 pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
                 early_job = pool.submit(run_fill, first_missing, first_plan, False)
-                done = {first_plan[2][p] for p in first_missing}
+                done = {first_names[p] for p in first_missing}
         try:
             pins = list(pins() if callable(pins) else pins)
             opts, hashes, names = plan(pins)
@@ -201,11 +202,6 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     log.add(f"site cache: {hits} hit(s), {len(new)} new: " + ", ".join(
         f"{p} -> {names[p]}" + (" (new)" if p in new else "") for p in pins))
     return [load_entry(base / names[p]) for p in pins]
-
-
-def _is_wheel_file(pin: str) -> bool:
-    path = local_wheel(pin)
-    return path is not None and path.suffix == ".whl" and path.is_file()
 
 
 def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:
