@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -199,7 +200,10 @@ def test_kill_9_mid_build_leaves_no_version(site_root: SiteRoot, wheelhouse: Pat
     assert not (site_root.stacks / "killed" / "1").exists()
     assert not (site_root.lmod_dir / "killed").exists()
     assert "killed" not in Site(site_root).names()
-    # The next build of the name clears the stale temp folder and succeeds.
+    # The smoke tests' HOME sits beside the temp prefix (not in /tmp, where nothing would
+    # ever clear it), so the next build of the name finds it as a killed build's temp.
+    assert [d for d in site_root.tmp.iterdir() if d.name.startswith("killed-smoke-")]
+    # The next build of the name clears the stale temp folders and succeeds.
     spec.write_text(spec_text("killed", ["tinyapp"], wheelhouse))
     run_cli("build", str(spec), "--root", str(site_root.path), "--version", "1", check=True)
     assert not [d for d in site_root.tmp.iterdir() if d.name.startswith("killed-")]
@@ -222,13 +226,17 @@ def test_user_cannot_change_stack_and_pip_is_clear(stack: StackRecord, wheelhous
     assert r.returncode != 0
     assert "Permission denied" in r.stderr or "not writeable" in r.stderr, r.stderr
     # A bare `pip install` goes to the per-version user base, never into the stack.
-    ub = users.make_user_dir(user) / "ub"
-    r = users.run_as(user, [*pip, "userpkg"], env={"PYTHONUSERBASE": str(ub)})
-    assert r.returncode == 0, r.stderr
-    assert list(ub.glob(f"lib/python{PY_XY}/site-packages/userpkg/__init__.py"))
-    assert (ub / "bin" / "userpkg-hello").exists()
-    assert not list(stack.site_packages.glob("userpkg*"))
-    assert verify(stack.prefix, manifest, check_mode=True) == []
+    home = users.make_user_dir(user)
+    try:
+        ub = home / "ub"
+        r = users.run_as(user, [*pip, "userpkg"], env={"PYTHONUSERBASE": str(ub)})
+        assert r.returncode == 0, r.stderr
+        assert list(ub.glob(f"lib/python{PY_XY}/site-packages/userpkg/__init__.py"))
+        assert (ub / "bin" / "userpkg-hello").exists()
+        assert not list(stack.site_packages.glob("userpkg*"))
+        assert verify(stack.prefix, manifest, check_mode=True) == []
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def test_root_bare_pip_install_goes_to_user_base(stack: StackRecord, wheelhouse: Path, tmp_path: Path) -> None:

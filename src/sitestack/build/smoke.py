@@ -18,7 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,7 +130,7 @@ class _Outcome:
 
 def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
                     gpu: bool | None = None, stop_on_failure: bool = True,
-                    cpu: bool = True) -> list[dict[str, object]]:
+                    cpu: bool = True, scratch: tuple[Path, str] | None = None) -> list[dict[str, object]]:
     """Run the spec's tests with the prefix's python. Each result has `status`: passed,
     failed or skipped (`ok` is null for a skipped one: never counted as passed).
 
@@ -146,6 +146,10 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
     spec order, as if they had run one after another. Where a GPU is visible (and GPU tests,
     if any, run), everything runs one at a time: jax and tensorflow each claim most of a
     GPU's memory when they start.
+
+    `scratch` (folder, name prefix) puts the temp HOME there instead of the system's temp
+    folder: a build puts it beside its temp prefix, so the next build of the name clears it
+    when this one was killed (a TemporaryDirectory in /tmp would stay forever).
     """
     py = str(prefix / "bin" / f"python{py_xy}")
     t = spec.tests
@@ -178,7 +182,7 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
             log.add(f"a GPU is visible ({why}): smoke tests run one at a time")
     width = smoke_width(len(jobs), one_device=one_device)
     t0 = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="sitestack-smoke-") as home:
+    with _home(scratch) as home:
         env = clean_env(prefix, home)
 
         def run_one(job: _Job, cancel: threading.Event) -> _Outcome | None:
@@ -207,6 +211,23 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
     log.add(f"{passed} smoke test(s) passed" + (f", {skipped} skipped" if skipped else "")
             + f" ({len(jobs)} process(es), {width} at a time, {time.monotonic() - t0:.1f}s)")
     return results
+
+
+@contextlib.contextmanager
+def _home(scratch: tuple[Path, str] | None) -> Iterator[str]:
+    """The smoke tests' temp HOME (see run_smoke_tests), removed at the end."""
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="sitestack-smoke-") as home:
+            yield home
+        return
+    from sitestack.core.fsutil import rmtree
+    from sitestack.core.publish import make_temp
+
+    made = make_temp(*scratch, 0o700)
+    try:
+        yield str(made)
+    finally:
+        rmtree(made)
 
 
 def _skipped(test: str, kind: str) -> dict[str, object]:

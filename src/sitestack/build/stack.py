@@ -118,7 +118,8 @@ def build(
                 diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
             finish(spec, tmp, final, root, version, python, py_xy, packages,
-                   lambda: run_smoke_tests(spec, tmp, py_xy, log), log, extra, installed)
+                   lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-")),
+                   log, extra, installed)
             log.step(f"publishing {final}")
             make_dirs(final.parent)
             publish(tmp, final, durable=True)
