@@ -8,6 +8,8 @@ import json
 import os
 import random
 import shutil
+import stat
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -17,10 +19,10 @@ import zstandard
 from sitestack.core.manifest import Manifest
 from sitestack.core.records import StackRecord
 from sitestack.errors import VerifyError
-from sitestack.scale.pack import META
+from sitestack.scale.pack import META, content_hash
 from sitestack.scale.unpack import read_header, unpack_squashfs, unpack_tar
 from tests.conftest import run_cli
-from tests.helpers.archives import craft
+from tests.helpers.archives import craft, write_archive
 from tests.helpers.archives import manifest_entry as _entry
 from tests.helpers.archives import tar_file as _file
 from tests.helpers.env import offline_env as clean_env  # noqa: F401  (tests/test_security.py imports it from here)
@@ -84,7 +86,7 @@ def test_pack_clone_path_is_hashed_at_pack_time(stack: StackRecord, site_root, t
 
 
 @pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
-def test_pack_squashfs_roundtrip(stack: StackRecord, site_root, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pack_squashfs_roundtrip(stack: StackRecord, stack_archive: Path, site_root, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "stack.sqfs"
     run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
     fmt, header = read_header(out)
@@ -95,6 +97,76 @@ def test_pack_squashfs_roundtrip(stack: StackRecord, site_root, tmp_path: Path) 
     rel = f"lib/python{stack.python_xy}/site-packages/shadowme/__init__.py"
     assert (dest / "stack" / rel).read_bytes() == (stack.prefix / rel).read_bytes()
     assert sorted(os.listdir(dest)) == ["stack"]
+    links = _hard_links(stack_archive)  # the same stack's hard links: squashfs keeps them too
+    assert links
+    _same_inodes(dest, links)
+
+
+def _hard_links(archive: Path) -> dict[str, str]:
+    """The archive's hard-link members: name -> the earlier member it links to."""
+    return {n: m.linkname for n, m in _members(archive).items() if m.islnk()}
+
+
+def _same_inodes(root: Path, links: dict[str, str]) -> None:
+    for name, target in links.items():
+        a, b = os.stat(root / name), os.stat(root / target)
+        assert a.st_ino == b.st_ino and stat.S_ISREG(a.st_mode), name
+
+
+def test_pack_writes_hard_linked_files_once(stack: StackRecord, stack_archive: Path) -> None:
+    manifest = Manifest.load(stack.records / "manifest.json")
+    first: dict[tuple[int, int], str] = {}
+    want = {}
+    for rel in sorted(manifest.files):  # the writer's order: each inode's first name holds the bytes
+        st = os.lstat(stack.prefix / rel)
+        prev = first.setdefault((st.st_dev, st.st_ino), rel)
+        if prev != rel and manifest.files[prev] == manifest.files[rel]:
+            want[f"stack/{rel}"] = f"stack/{prev}"
+    links = _hard_links(stack_archive)
+    assert links == want
+    site_pip = f"lib/python{stack.python_xy}/site-packages/pip/"
+    pip_copy = {n: t for n, t in links.items() if n.startswith("stack/lib/sitestack-pip/pip/")}
+    assert len(pip_copy) > 100  # the layers' pip: hard links of the stack's own
+    assert all(t == n.replace("lib/sitestack-pip/pip/", site_pip) for n, t in pip_copy.items())
+    # each file's bytes once: smaller than any tar holding every file's bytes (header + data)
+    raw = len(zstandard.ZstdDecompressor().decompress(stack_archive.read_bytes(), max_output_size=1 << 31))
+    assert raw < sum(512 + -(-e.size // 512) * 512 for e in manifest.files.values())
+
+
+def test_unpacked_stack_keeps_its_hard_links(stack: StackRecord, stack_archive: Path, tmp_path: Path) -> None:
+    from sitestack.core.manifest import verify
+
+    links = _hard_links(stack_archive)
+    (tmp_path / "u").mkdir()
+    with open(stack_archive, "rb") as f:
+        u = unpack_tar(f, tmp_path / "u")  # type: ignore[arg-type]
+    _same_inodes(tmp_path / "u", links)
+    assert verify(tmp_path / "u" / "stack", u.manifests["stack"], exclude=(), check_mode=True) == []
+    gnu = tmp_path / "gnu"  # GNU tar makes the same links from the same stream
+    gnu.mkdir()
+    subprocess.run(f'zstd -dc "{stack_archive}" | tar -x -C "{gnu}"', shell=True, check=True)
+    _same_inodes(gnu, links)
+
+
+def test_staged_stack_keeps_its_hard_links_and_runs_pip(stack: StackRecord, stack_archive: Path, site_root,  # type: ignore[no-untyped-def]
+                                                        tmp_path: Path) -> None:
+    from sitestack.core.manifest import load_prefix_files, verify
+
+    r = run_cli("stage", "--archive", str(stack_archive), "--to", str(tmp_path / "to"), "--no-mpi", "--json",
+                "--root", str(site_root.path), env=clean_env(), check=True)
+    final = Path(json.loads(r.stdout)["path"])
+    links = _hard_links(stack_archive)
+    _same_inodes(final, links)
+    # Relocation replaced the files naming the old prefix (and recompiled their .pyc) as new
+    # inodes; every other file, hard-linked or not, is as built.
+    hits = {h.path for h in load_prefix_files(stack.records / "prefix-files.json")[1]}
+    problems = verify(final / "stack", Manifest.load(stack.records / "manifest.json"), exclude=(), check_mode=True)
+    assert problems and all(p.path in hits or p.path.endswith(".pyc") for p in problems), problems[:5]
+    assert not {p.path for p in problems} & {n[len("stack/"):] for n in [*links, *links.values()]}
+    py = final / "stack" / "bin" / f"python{stack.python_xy}"
+    out = subprocess.run([str(py), "-m", "pip", "--version"], capture_output=True, text=True, check=True,
+                         env={**clean_env(), "PYTHONPATH": str(final / "stack/lib/sitestack-pip")}).stdout
+    assert f"from {final}/stack/lib/sitestack-pip/pip" in out, out
 
 
 # --- crafted, hostile archives ------------------------------------------------------------------
@@ -225,13 +297,114 @@ def test_refuses_long_dotdot_name_from_pax(tmp_path: Path) -> None:
     assert not list(tmp_path.rglob("escaped"))
 
 
-def test_refuses_hard_link(tmp_path: Path) -> None:
-    ti = tarfile.TarInfo("stack/hl")
-    ti.type, ti.linkname = tarfile.LNKTYPE, "stack/f"
-    a = craft(tmp_path / "a.tar.zst", [_file("stack/f", b"x"), (ti, None)],
-              {"files": {"f": _entry(b"x"), "hl": _entry(b"x")}, "symlinks": {}, "dirs": []})
-    with pytest.raises(VerifyError, match="hard link"):
+def _link(name: str, type_: bytes, target: str = "") -> tuple[tarfile.TarInfo, None]:
+    """A member without data: a hard link, a symlink or a folder."""
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname, ti.mode = type_, target, 0o644
+    return ti, None
+
+
+def _hardlink(name: str, target: str) -> tuple[tarfile.TarInfo, None]:
+    return _link(name, tarfile.LNKTYPE, target)
+
+
+def test_accepts_hard_link_to_an_earlier_file(tmp_path: Path) -> None:
+    a = craft(tmp_path / "a.tar.zst", [_file("stack/f", b"x"), _hardlink("stack/d/hl", "stack/f")],
+              {"files": {"f": _entry(b"x"), "d/hl": _entry(b"x")}, "symlinks": {}, "dirs": ["d"]})
+    _unpack(a, tmp_path / "d")
+    f, hl = os.stat(tmp_path / "d/stack/f"), os.stat(tmp_path / "d/stack/d/hl")
+    assert (f.st_ino, f.st_nlink) == (hl.st_ino, 2) and (tmp_path / "d/stack/d/hl").read_bytes() == b"x"
+    assert stat.S_IMODE(hl.st_mode) == 0o644
+
+
+_X = {"f": _entry(b"x"), "hl": _entry(b"x")}
+
+
+@pytest.mark.parametrize(("members", "files", "symlinks", "match"), [
+    # to a later member, to an unknown one, to itself, to a hard link (no chains)
+    ([_hardlink("stack/hl", "stack/f"), _file("stack/f", b"x")], _X, {}, "does not name an earlier file"),
+    ([_file("stack/f", b"x"), _hardlink("stack/hl", "stack/nope")], _X, {}, "does not name an earlier file"),
+    ([_file("stack/f", b"x"), _hardlink("stack/hl", "stack/hl")], _X, {}, "does not name an earlier file"),
+    ([_file("stack/f", b"x"), _hardlink("stack/h0", "stack/f"), _hardlink("stack/hl", "stack/h0")],
+     {**_X, "h0": _entry(b"x")}, {}, "does not name an earlier file"),
+    # to a symlink, to a folder, to the metadata
+    ([_link("stack/s", tarfile.SYMTYPE, "f"), _file("stack/f", b"x"), _hardlink("stack/hl", "stack/s")],
+     _X, {"s": "f"}, "does not name an earlier file"),
+    ([_link("stack/d", tarfile.DIRTYPE), _file("stack/f", b"x"), _hardlink("stack/hl", "stack/d")],
+     _X, {}, "does not name an earlier file"),
+    ([_file("stack/f", b"x"), _hardlink("stack/hl", f"{META}/stack/manifest.json")], _X, {},
+     "leaves its part"),
+    # its own entry: missing, or not the target's (mode, bytes)
+    ([_file("stack/f", b"x"), _hardlink("stack/hl", "stack/f")], {"f": _entry(b"x")}, {},
+     "hard link stack/hl is not in its manifest"),
+    ([_file("stack/f", b"x"), _hardlink("stack/hl", "stack/f")],
+     {"f": _entry(b"x"), "hl": [hashlib.sha256(b"x").hexdigest(), 1, 0o755]}, {}, "does not match its manifest"),
+    ([_file("stack/f", b"x"), _hardlink("stack/hl", "stack/f")],
+     {"f": _entry(b"x"), "hl": _entry(b"y")}, {}, "does not match its manifest"),
+    # the name checks of every member
+    ([_file("stack/f", b"x"), _hardlink("stack/f", "stack/f")], {"f": _entry(b"x")}, {}, "appears twice"),
+    ([_file("stack/f", b"x"), _hardlink("stack/../hl", "stack/f")], {"f": _entry(b"x"), "../hl": _entry(b"x")},
+     {}, r"'\.\.'"),
+    ([_link("stack/s", tarfile.SYMTYPE, "."), _file("stack/f", b"x"), _hardlink("stack/s/hl", "stack/f")],
+     {"f": _entry(b"x"), "s/hl": _entry(b"x")}, {"s": "."}, "below a symlink"),
+], ids=["later", "unknown", "itself", "chain", "symlink", "folder", "metadata", "unlisted",
+        "other-mode", "other-bytes", "duplicate", "dotdot", "below-symlink"])
+def test_refuses_bad_hard_link(tmp_path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]],
+                               files: dict[str, object], symlinks: dict[str, str], match: str) -> None:
+    a = craft(tmp_path / "a.tar.zst", members, {"files": files, "symlinks": symlinks, "dirs": ["d"]})
+    with pytest.raises(VerifyError, match=match):
         _unpack(a, tmp_path / "d")
+    assert not os.path.lexists(tmp_path / "d/stack/hl") and not os.path.lexists(tmp_path / "d/hl")
+    assert not os.path.lexists(tmp_path / "d/stack/s/hl")
+
+
+def _craft_parts(path: Path, parts: dict[str, dict[str, object]], members: list[tuple[tarfile.TarInfo, bytes | None]],
+                 hits: dict[str, list[str]] | None = None) -> Path:
+    """craft() for a stack and a layer (role -> manifest), with relocation lists (role -> paths)."""
+    prefixes = {role: f"/opt/orig/{role}" for role in parts}
+    ms = {role: Manifest.from_json(m) for role, m in parts.items()}
+    header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "layer" if len(parts) > 1 else "stack",
+              "python_xy": "3.11", "prefixes": prefixes,
+              "content_hash": content_hash([(r, prefixes[r], ms[r]) for r in parts]),
+              "files": sum(len(m.files) for m in ms.values()), "bytes": sum(m.total_bytes for m in ms.values())}
+    metas: list[tuple[str, object]] = [(f"{META}/header.json", header)]
+    for role, m in parts.items():
+        metas += [(f"{META}/{role}/manifest.json", m),
+                  (f"{META}/{role}/prefix-files.json", {"prefix": prefixes[role], "files": [
+                      {"path": p, "kind": "text"} for p in (hits or {}).get(role, [])]})]
+    return write_archive(path, metas, members)
+
+
+def test_refuses_hard_link_into_another_part(tmp_path: Path) -> None:
+    one: dict[str, object] = {"files": {"f": _entry(b"x")}, "symlinks": {}, "dirs": []}
+    a = _craft_parts(tmp_path / "a.tar.zst", {"stack": one, "layer": {**one, "files": {"hl": _entry(b"x")}}},
+                     [_file("stack/f", b"x"), _hardlink("layer/hl", "stack/f")])
+    with pytest.raises(VerifyError, match="leaves its part"):
+        _unpack(a, tmp_path / "d")
+    assert not os.path.lexists(tmp_path / "d/layer/hl")
+
+
+def test_relocation_never_writes_through_a_hard_link(tmp_path: Path) -> None:
+    """Relocation replaces a file by a new inode: its hard-linked twin keeps its own bytes."""
+    from sitestack.core.manifest import verify
+    from sitestack.scale.stage import finish_copy
+
+    text = b"prefix = '/opt/orig/stack'\n"
+    files = {"a.txt": _entry(text), "b.txt": _entry(text), "c.txt": _entry(text)}
+    a = _craft_parts(tmp_path / "a.tar.zst", {"stack": {"files": files, "symlinks": {}, "dirs": []}},
+                     [_file("stack/a.txt", text), _hardlink("stack/b.txt", "stack/a.txt"),
+                      _hardlink("stack/c.txt", "stack/a.txt")], {"stack": ["a.txt", "b.txt"]})
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    with open(a, "rb") as f:
+        u = unpack_tar(f, tmp)  # type: ignore[arg-type]
+    assert len({os.stat(tmp / "stack" / n).st_ino for n in files}) == 1
+    final = tmp_path / "final"
+    finish_copy(tmp, final, u)
+    want = f"prefix = '{final}/stack'\n".encode()
+    assert (tmp / "stack/a.txt").read_bytes() == want == (tmp / "stack/b.txt").read_bytes()
+    assert (tmp / "stack/c.txt").read_bytes() == text  # not listed: as its manifest says
+    assert [p.path for p in verify(tmp / "stack", u.manifests["stack"], exclude=())] == ["a.txt", "b.txt"]
 
 
 def test_large_files_are_streamed_and_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,27 +1,27 @@
 """The writer of the tar stream `sitestack pack` produces (tarstream.py reads it back).
 
-POSIX ustar headers, each preceded by a pax 'x' header only for what ustar cannot hold;
-headers are built here, not by tarfile, whose header code was most of a pack's CPU time.
-Every file is checked against its manifest entry as it is read: its size by the writer, its
-sha256 by the feeder's thread before the bytes go out (_Feeder), so a tampered tree is never
-packed silently. Two threads, as `tar | zstd` has two processes: the writer reads each file
-straight into one of a few recycled buffers behind its header (no copy, no allocation per
-file); the feeder checks each full buffer and hands it to the compressor. Where reads are
-slow (a cold or remote filesystem), a few threads read ahead of the writer (_read_ahead).
+POSIX ustar headers, each preceded by a pax 'x' header only for what ustar cannot hold
+(tarheader.py). A file that is a hard link of one written earlier in the same part (same
+inode, same manifest entry) goes as a tar hard-link member, as GNU tar writes it: its bytes
+once, not twice (a stack's lib/sitestack-pip is hard links of its pip). Every file is checked
+against its manifest entry as it is read: its size by the writer, its sha256 by the feeder's
+thread before the bytes go out (_Feeder), so a tampered tree is never packed silently.
+Two threads, as `tar | zstd` has two processes: the writer reads each file straight into one
+of a few recycled buffers behind its header (no copy, no allocation per file); the feeder
+checks each full buffer and hands it to the compressor. Where reads are slow (a cold or
+remote filesystem), a few threads read ahead of the writer (_read_ahead).
 
-Length (over ~400 lines): the headers, the buffers and the two threads that share them, and
-the read-ahead are one writer; apart, each would only make sense with the others open.
+Length (over ~400 lines): the buffers and the two threads that share them, and the
+read-ahead are one writer; apart, each would only make sense with the others open.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
-import functools
 import hashlib
 import os
 import stat
-import struct
 import threading
 import time
 from collections.abc import Callable, Generator
@@ -30,6 +30,15 @@ from typing import IO, TypeVar
 
 from sitestack.core.manifest import FileEntry, Manifest
 from sitestack.errors import VerifyError
+from sitestack.scale.tarheader import (
+    BLOCK,
+    DIRTYPE,
+    LNKTYPE,
+    REGTYPE,
+    SYMTYPE,
+    file_header,
+    tar_header,
+)
 
 PIECE = 8 << 20  # the writer's buffers: files up to this size go out whole, after their check
 FEED_DEPTH = 3  # full buffers queued for the feeder at most (FEED_DEPTH + 2 buffers in all)
@@ -40,9 +49,7 @@ READ_BATCH = 64  # files handed to a reading thread at once
 READ_BATCH_BYTES = 4 << 20
 SLOW_READ = 300e-6  # seconds per small file above which reads go to a pool (page cache: ~25 us)
 READ_BANDWIDTH = 200 << 20  # bytes/s below which a batch counts as slow too
-BLOCK = 512  # tar block
 _ZEROS = bytes(BLOCK)
-REGTYPE, DIRTYPE, SYMTYPE = b"0", b"5", b"2"
 T = TypeVar("T")
 
 
@@ -88,6 +95,7 @@ def _write_tar(t: _TarOut, meta: list[tuple[str, bytes]],
 def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEntry]]) -> None:
     """The files, read here while reads are fast, by _read_pooled's threads once two batches
     in a row were slow (the test of _read_ahead; time waiting for the feeder is not counted)."""
+    first: dict[tuple[int, int], tuple[str, FileEntry]] = {}  # this part's inodes: see _earlier
     i, n, slow = 0, len(files), 0
     while i < n and slow < 2:
         j, cost = i, 0
@@ -96,7 +104,7 @@ def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEnt
             j += 1
         t0, waited = time.perf_counter(), t.feed.waited
         for rel, entry in files[i:j]:
-            _add_file(t, role, src, rel, entry)
+            _add_file(t, role, src, rel, entry, first)
         took = time.perf_counter() - t0 - (t.feed.waited - waited)
         slow = slow + 1 if took > (j - i) * SLOW_READ + cost / READ_BANDWIDTH else 0
         i = j
@@ -107,15 +115,18 @@ def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEnt
     with contextlib.closing(reads):
         for (rel, entry), (st, data) in zip(rest, reads, strict=True):
             if data is None:  # large, or no longer a file: _add_file reads or refuses it
-                _add_file(t, role, src, rel, entry)
+                _add_file(t, role, src, rel, entry, first)
             elif len(data) != entry.size:  # refused before anything of it is written
                 raise _changed(f"{src}/{rel}")
+            elif st.st_nlink > 1 and (link := _earlier(first, st, f"{role}/{rel}", entry)):
+                t.add(tar_header(f"{role}/{rel}", LNKTYPE, entry.mode, 0, st.st_mtime_ns, link))
             else:
                 t.add_member(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns),
                              data, (data, None, entry.sha256, src, rel))
 
 
-def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry) -> None:
+def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry,
+              first: dict[tuple[int, int], tuple[str, FileEntry]]) -> None:
     path = f"{src}/{rel}"
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):  # checked before open: a FIFO or a device is never opened
@@ -123,12 +134,24 @@ def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry) -> No
                           f"(it is no longer a file); run `sitestack verify`")
     if st.st_size != entry.size:
         raise _changed(path)
+    if st.st_nlink > 1 and (link := _earlier(first, st, f"{role}/{rel}", entry)):
+        t.add(tar_header(f"{role}/{rel}", LNKTYPE, entry.mode, 0, st.st_mtime_ns, link))
+        return
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         t.add_file(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns), fd,
                    entry.size, entry.sha256, src, rel)
     finally:
         os.close(fd)
+
+
+def _earlier(first: dict[tuple[int, int], tuple[str, FileEntry]], st: os.stat_result,
+             name: str, entry: FileEntry) -> str:
+    """The member name under which this part already holds the file `st` is (same inode, and
+    the same manifest entry: its bytes were checked against that), else "" after noting `name`
+    as its first. Never across parts: `first` is one part's, and unpack links within one."""
+    prev = first.setdefault((st.st_dev, st.st_ino), (name, entry))
+    return prev[0] if prev[0] != name and prev[1] == entry else ""
 
 
 def _read_small(path: str) -> tuple[os.stat_result, bytes | None]:
@@ -209,84 +232,6 @@ def _read_pooled(fn: Callable[[str], T], items: list[tuple[str, int]]) -> Genera
         finally:
             for _cost, fut in pending:
                 fut.cancel()
-
-
-# --- tar headers ------------------------------------------------------------------------------
-
-_USTAR = struct.Struct("100s8s16s12s12s8sc100s255s")  # name mode uid+gid size mtime chksum type link rest
-_USTAR_REST = b"ustar\x0000"  # then uname, gname, devmajor, devminor, prefix: all empty (NUL)
-_IDS = b"0000000\x000000000\x00"  # uid, gid 0: the unpacking user owns what it extracts
-_SUM = sum(_IDS) + sum(_USTAR_REST) + 8 * ord(" ")  # the fixed fields' share of each checksum
-_MAX_OCTAL_12 = 8 ** 11  # the largest size or mtime a ustar field holds, plus one
-
-
-def _pax_record(key: str, value: str) -> bytes:
-    body = f" {key}={value}\n".encode("utf-8", "surrogateescape")
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:
-        n = len(str(n)) + len(body)
-    return str(n).encode() + body
-
-
-def _ustar(name: bytes, type_: bytes, mode: int, size: int, mtime: int, linkname: bytes) -> bytes:
-    m, z, t = b"%07o" % (mode & 0o7777), b"%011o" % size, b"%011o" % mtime
-    # The checksum is the sum of the block's bytes: of the fields that vary, plus a constant
-    # (summing all 512 bytes was a third of a header's cost).
-    chksum = _SUM + type_[0] + sum(name) + sum(m) + sum(z) + sum(t) + sum(linkname)
-    return _USTAR.pack(name, m, _IDS, z, t, b"%06o\0 " % chksum, type_, linkname, _USTAR_REST)
-
-
-@functools.lru_cache(maxsize=256)
-def _pax_block(size: int) -> bytes:
-    return _ustar(b"././@PaxHeader", b"x", 0o644, size, 0, b"")
-
-
-_PAX_MTIME = _pax_block(30)
-_PAX_MTIME_PAD = bytes(BLOCK - 30)
-
-
-def tar_header(name: str, type_: bytes, mode: int, size: int = 0, mtime_ns: int = 0,
-               linkname: str = "") -> bytes:
-    """One member's header: a ustar block, preceded by a pax 'x' header for what ustar cannot
-    hold (a long or non-ASCII name or link, a large size, a sub-second mtime). What
-    tarstream.TarReader reads, and what tar and sqfstar read."""
-    pax: list[bytes] = []
-    bname = name.encode("utf-8", "surrogateescape")
-    blink = linkname.encode("utf-8", "surrogateescape")
-    if len(bname) > 100 or not name.isascii():
-        pax.append(_pax_record("path", name))
-        bname = bname[:100] if name.isascii() else b"@PaxPath"
-    if len(blink) > 100 or not linkname.isascii():
-        pax.append(_pax_record("linkpath", linkname))
-        blink = b"@PaxLink"
-    if size >= _MAX_OCTAL_12:
-        pax.append(_pax_record("size", str(size)))
-        size = 0
-    sec, frac = divmod(mtime_ns, 1_000_000_000)
-    if frac or not 0 <= sec < _MAX_OCTAL_12:
-        # mtime matters: a .pyc is valid only while its source keeps size and mtime
-        pax.append(b"30 mtime=%d.%09d\n" % (sec, frac) if 10 ** 9 <= sec < 10 ** 10 else
-                   _pax_record("mtime", f"{sec}.{frac:09d}" if sec >= 0 else
-                               f"-{-mtime_ns // 1_000_000_000}.{-mtime_ns % 1_000_000_000:09d}"))
-        sec = min(max(sec, 0), _MAX_OCTAL_12 - 1)
-    block = _ustar(bname, type_, mode, size, sec, blink)
-    if not pax:
-        return block
-    data = b"".join(pax)
-    return _pax_block(len(data)) + data + b"\0" * (-len(data) % BLOCK) + block
-
-
-def file_header(name: str, mode: int, size: int, mtime_ns: int) -> bytes:
-    """tar_header(name, REGTYPE, mode, size, mtime_ns), the same bytes; quicker for what most
-    files are (a short ASCII name, a 10-digit mtime): one header per file is the writer's
-    main cost after reading."""
-    sec, frac = divmod(mtime_ns, 1_000_000_000)
-    if not name.isascii() or len(name) > 100 or size >= _MAX_OCTAL_12 or not 10 ** 9 <= sec < _MAX_OCTAL_12:
-        return tar_header(name, REGTYPE, mode, size, mtime_ns)
-    block = _ustar(name.encode("ascii"), REGTYPE, mode, size, sec, b"")
-    if not frac:
-        return block
-    return b"".join((_PAX_MTIME, b"30 mtime=%d.%09d\n" % (sec, frac), _PAX_MTIME_PAD, block))
 
 
 # --- writing ----------------------------------------------------------------------------------

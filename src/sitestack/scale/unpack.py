@@ -3,8 +3,8 @@
 A tar.zst is extracted by a small streaming reader of the tar subset `pack.write_tar` writes
 (POSIX ustar headers, each optionally preceded by a pax 'x' header). Every member is checked
 before anything is written: absolute paths, '..', members below a symlink, links leaving the
-tree, device and special files, hard links, duplicates and files missing from the manifest are
-refused. Each file's sha256 is computed from the archive stream and compared with the manifest
+tree, device and special files, duplicates, files missing from the manifest and hard links but
+to an earlier file of their part with the same manifest entry (tarlinks.py) are refused. Each file's sha256 is computed from the archive stream and compared with the manifest
 *before* the file is written, so a file on disk is written once and never read back: that one
 hash pass is the verification of every file. A small pool of writer threads creates the files
 (hash, open, write, chmod, utime, close), overlapping the kernel's per-file cost with the
@@ -34,6 +34,7 @@ from sitestack.core.manifest import Manifest, PrefixHit
 from sitestack.core.records import MANIFEST, PREFIX_FILES
 from sitestack.errors import ToolMissingError, VerifyError
 from sitestack.scale.pack import META, ROLES, SQUASHFS_MAGIC, ZSTD_MAGIC, Header, content_hash
+from sitestack.scale.tarlinks import HardLinks
 from sitestack.scale.tarstream import (
     BLOCK,
     CONTIGUOUS,
@@ -162,10 +163,6 @@ def _hits(data: Any, what: str) -> list[PrefixHit]:
         raise VerifyError(f"archive relocation list {what} is corrupt ({type(e).__name__}: {e})") from None
 
 
-def check_name(name: str) -> None:
-    safepath.check_relative(name, "archive")
-
-
 # --- extracting a tar.zst ---------------------------------------------------------------------
 
 class _Writers:
@@ -238,17 +235,18 @@ def unpack_tar(fileobj: IO[bytes], dest: Path, jobs: int | None = None) -> Unpac
     """
     import zstandard
 
-    writers = _Writers(jobs or min(4, max(2, os.cpu_count() or 2)))
+    writers, hard = _Writers(jobs or min(4, max(2, os.cpu_count() or 2))), HardLinks()
     try:
         with zstandard.ZstdDecompressor().stream_reader(fileobj, read_size=READ_SIZE,
                                                        closefd=False) as z:
             tr = TarReader(z.read)
-            u = _unpack_members(tr, str(dest), writers)
+            u = _unpack_members(tr, str(dest), writers, hard)
             tr.drain()
         writers.close()
         writers.check()
         if writers.written != writers.submitted:  # cannot happen; never trust it silently
             raise VerifyError(f"only {writers.written} of {writers.submitted} files were written")
+        hard.make(str(dest))  # now that their targets are written
         return u
     except zstandard.ZstdError as e:
         raise VerifyError(f"archive is corrupt: {e}") from None
@@ -257,7 +255,7 @@ def unpack_tar(fileobj: IO[bytes], dest: Path, jobs: int | None = None) -> Unpac
         writers.close(cancel=True)
 
 
-def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
+def _unpack_members(tr: TarReader, dest: str, writers: _Writers, hard: HardLinks) -> Unpacked:
     header: Header | None = None
     manifests: dict[str, Manifest] = {}
     hits: dict[str, list[PrefixHit]] = {}
@@ -276,14 +274,12 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
 
     while (m := tr.next()) is not None:
         name = m.name.rstrip("/")
-        check_name(name)
+        safepath.check_relative(name, "archive")
         if name in seen:
             raise VerifyError(f"unsafe archive: {name} appears twice")
         seen.add(name)
         if m.type in SPECIAL:
             raise VerifyError(f"unsafe archive: device or special file {name}")
-        if m.type == HARDLINK:
-            raise VerifyError(f"unsafe archive: hard link {name}")
         is_file = m.type in (REGULAR, CONTIGUOUS)
         if header is None:
             if name != f"{META}/header.json" or not is_file:
@@ -330,6 +326,9 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
             makedirs(os.path.dirname(path))
             os.symlink(m.linkname, path)
             links.add(name)
+        elif m.type == HARDLINK:
+            hard.check(name, m.linkname, man)
+            makedirs(os.path.dirname(path))
         elif is_file:
             entry = man.files.get(rel)
             if entry is None:
@@ -337,6 +336,7 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers) -> Unpacked:
             if m.size != entry.size:
                 raise VerifyError(f"sha256 mismatch for {name}: the archive is corrupt "
                                   f"({m.size} bytes, the manifest says {entry.size})")
+            hard.files[name] = entry
             makedirs(os.path.dirname(path))
             padded = -(-m.size // BLOCK) * BLOCK
             if m.size <= BIG_FILE:
