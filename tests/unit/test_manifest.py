@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
@@ -108,3 +109,49 @@ def test_refresh_equals_a_fresh_scan(tmp_path: Path) -> None:
     fresh, _ = scan(root, [PREFIX])
     assert m.files == fresh.files and m.symlinks == fresh.symlinks and sorted(m.dirs) == sorted(fresh.dirs)
     assert hits == [PrefixHit("lib/pkg/__init__.py", "text")]  # only files read again
+
+
+def test_scan_refuses_a_fifo_at_once_instead_of_hanging(tmp_path: Path) -> None:
+    root = tree(tmp_path / "t")
+    os.mkfifo(root / "lib" / "pkg" / "pipe.py")  # nobody writes to it: a plain open would block
+    t0 = time.monotonic()
+    try:
+        scan(root, [PREFIX])
+    except OSError as e:
+        assert "not a regular file" in str(e) and "pipe.py" in str(e)
+    else:
+        raise AssertionError("a FIFO was hashed as a file")
+    assert time.monotonic() - t0 < 5
+
+
+def test_hashing_never_follows_a_file_swapped_for_a_symlink(tmp_path: Path) -> None:
+    from sitestack.core.manifest import hash_files
+
+    root = tree(tmp_path / "t")
+    secret = tmp_path / "secret"
+    secret.write_text("not part of the tree\n")
+    # As if swapped between the walk and the read: the list still names a file there.
+    (root / "lib" / "pkg" / "__init__.py").unlink()
+    os.symlink(secret, root / "lib" / "pkg" / "__init__.py")
+    try:
+        list(hash_files(root, ["lib/pkg/__init__.py"]))
+    except OSError as e:
+        assert e.errno == errno.ELOOP
+    else:
+        raise AssertionError("the symlink was followed")
+
+
+def test_small_and_chunked_files_hash_as_hashlib_does(tmp_path: Path) -> None:
+    import hashlib
+
+    from sitestack.core.manifest import hash_files
+
+    root = tmp_path / "t"
+    root.mkdir()
+    blobs = {"empty": b"", "one": b"x", "small": os.urandom(5000), "exact": os.urandom(CHUNK),
+             "more": os.urandom(CHUNK * 2 + 17)}
+    for name, data in blobs.items():
+        (root / name).write_bytes(data)
+    got = dict(hash_files(root, sorted(blobs)))
+    for name, data in blobs.items():
+        assert got[name][:2] == (hashlib.sha256(data).hexdigest(), len(data)), name
