@@ -3,8 +3,9 @@
 A tar.zst is extracted by a small streaming reader of the tar subset `pack.write_tar` writes
 (POSIX ustar headers, each optionally preceded by a pax 'x' header). Every member is checked
 before anything is written: absolute paths, '..', members below a symlink, links leaving the
-tree, device and special files, duplicates, files missing from the manifest and hard links but
-to an earlier file of their part with the same manifest entry (tarlinks.py) are refused. Each file's sha256 is computed from the archive stream and compared with the manifest
+tree, device and special files, duplicates, files missing from the manifest, and hard links
+to anything but an earlier file of their part with the same manifest entry (tarlinks.py) are
+refused. Each file's sha256 is computed from the archive stream and compared with the manifest
 *before* the file is written, so a file on disk is written once and never read back: that one
 hash pass is the verification of every file. A small pool of writer threads creates the files
 (hash, open, write, chmod, utime, close), overlapping the kernel's per-file cost with the
