@@ -38,3 +38,18 @@ def report(title: str, rows: list[tuple[str, float]], base: str) -> None:
     width = max(len(n) for n, _ in rows)
     for name, secs in rows:
         print(f"  {name:<{width}}  {secs:8.3f} s   {secs / ref:6.2f}x {base}")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tool_venv(where: Path, uv: str = "uv", python: str = sys.executable) -> Path:
+    """sitestack installed from this checkout into its own venv, not editable: how users run
+    it (`uv tool install`, pipx). A benchmark that starts `python -m sitestack` from a busy
+    interpreter would time that interpreter's site-packages too: its .pth files (on this
+    machine one imports certifi at every start), the editable install's finder."""
+    subprocess.run([uv, "venv", "-q", "--python", python, str(where)], check=True, env=clean_env())
+    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(where / "bin" / "python"),
+                    str(REPO)], check=True, env=clean_env())
+    return where
+

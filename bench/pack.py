@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import clean_env  # noqa: E402
+from _common import clean_env, tool_venv  # noqa: E402
 
 
 def _children_cpu() -> float:
@@ -51,10 +51,13 @@ def main() -> None:
     ap.add_argument("--level", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--work", help="where the archives go (default: a temp folder)")
+    ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one in the work folder;"
+                                        " sitestack runs as users run it, see bench/realstack.py)")
     a = ap.parse_args()
     prefix = Path(a.root) / "stacks" / a.ref
     work = Path(a.work or tempfile.mkdtemp(prefix="sitestack-bench-pack-"))
-    ours = [sys.executable, "-m", "sitestack", "pack", a.ref, "-o", str(work / "s.tar.zst"),
+    tool = Path(a.tool_venv) if a.tool_venv else tool_venv(work / "tool")
+    ours = [str(tool / "bin" / "sitestack"), "pack", a.ref, "-o", str(work / "s.tar.zst"),
             "--level", str(a.level), "--root", a.root]
     peer = (f"tar -cf - -C {prefix} . | zstd -q -f -{a.level} -T0 -o {work / 't.tar.zst'}")
     times: dict[str, list[tuple[float, float]]] = {"sitestack": [], "tar|zstd": []}

@@ -23,6 +23,10 @@ ext4's inode allocator skips every recently deleted inode (`recently_deleted` an
 `find_inode_bit` led `perf record -a` of a uv run), and identical runs grew from 11 to 16
 s, their system time from 5.6 to 12.7 s. On fresh filesystems both sides run at their
 own speed. The clone and cp -al run on the stack's filesystem (they hardlink it).
+
+sitestack runs the way users run it, from its own venv with this checkout installed, not
+editable (`--tool-venv DIR` reuses one; by default one is made in the work folder), as
+bench/venv.py does.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import clean_env, report, timed  # noqa: E402
+from _common import clean_env, report, timed, tool_venv  # noqa: E402
 
 SMALL = ["numpy", "scipy", "pandas", "matplotlib"]
 
@@ -72,9 +76,10 @@ def main() -> None:
     ap.add_argument("--fresh-fs", action="store_true",
                     help="each side of each build pair on a new ext4 filesystem (root; see above)")
     ap.add_argument("--fs-size", default="64G", help="size of each sparse filesystem image (--fresh-fs)")
+    ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one in the work folder)")
     args = ap.parse_args()
     py = args.python
-    uv = shutil.which("uv") or "uv"
+    uv = shutil.which("uv") or "uv"  # only to make the tool venv; the peer runs the tool's own uv
     work = Path(args.work or tempfile.mkdtemp(prefix="sitestack-bench-real-"))
     work.mkdir(parents=True, exist_ok=True)
     mounts = contextlib.ExitStack()
@@ -84,6 +89,11 @@ def main() -> None:
         return mounts.enter_context(fresh_fs(work / f"fs-{label}", args.fs_size)) if args.fresh_fs else work
 
     try:
+        tool = Path(args.tool_venv) if args.tool_venv else tool_venv(work / "tool", uv, py)
+        sitestack = [str(tool / "bin" / "sitestack")]
+        # The peer runs the very uv binary sitestack runs (the tool venv's, from the pinned
+        # wheel), not PATH's: here that is a pyenv shim, a bash script costing ~80 ms a call.
+        uv = str(tool / "bin" / "uv")
         if args.spec:
             spec = Path(args.spec).resolve()
             from sitestack.site.spec import load_spec
@@ -107,7 +117,7 @@ def main() -> None:
             env_b.update(o.env)
 
         def build(version: str, at: Path = root, env: dict[str, str] = env_a) -> float:
-            return timed([py, "-m", "sitestack", "build", str(spec), "--root", str(at), "--version", version],
+            return timed([*sitestack, "build", str(spec), "--root", str(at), "--version", version],
                          env=env)
 
         # What uv itself needs for a package built without isolation (horovod imports torch in
@@ -197,7 +207,7 @@ def main() -> None:
                 if (fs_a / d).exists():
                     shutil.rmtree(fs_a / d)
             os.sync()  # the removal's writes must not land inside the next timing
-            a = timed([py, "-m", "sitestack", "clone", f"{name}/2", "--prefix", str(fs_a / "clone"),
+            a = timed([*sitestack, "clone", f"{name}/2", "--prefix", str(fs_a / "clone"),
                        "--mode", "hardlink", "--root", str(root)], env=env_a)
             os.sync()
             b = timed(["cp", "-al", str(stack), str(fs_a / "cp-al")])
@@ -216,7 +226,7 @@ def main() -> None:
             shutil.rmtree(fs_a / d)
 
         def pack_once() -> tuple[float, float]:
-            a = timed([py, "-m", "sitestack", "pack", f"{name}/2", "-o", str(work / "s.tar.zst"),
+            a = timed([*sitestack, "pack", f"{name}/2", "-o", str(work / "s.tar.zst"),
                        "--level", str(args.level), "--root", str(root)], env=env_a)
             b = timed(f"tar -cf - -C {stack} . | zstd -q -f -{args.level} -T0 -o {work / 't.tar.zst'}",
                       shell=True)

@@ -27,7 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import tool_venv  # noqa: E402
 
 
 def env() -> dict[str, str]:
@@ -59,14 +60,6 @@ def timed(cases: list[tuple[str, list[str], int]], dest: Path) -> dict[str, list
                 out[name].append(time.perf_counter() - t0)
     rmtree(dest)
     return {name: ts for name, ts in out.items() if name not in dead and ts}
-
-
-def tool_venv(where: Path, uv: str) -> Path:
-    """sitestack installed from this checkout into its own venv, not editable."""
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(where)], check=True, env=env())
-    subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(where / "bin" / "python"),
-                    str(REPO)], check=True, env=env())
-    return where
 
 
 def import_profile(tool: Path, cmd: list[str], dest: Path) -> list[tuple[float, str]]:
