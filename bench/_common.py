@@ -48,7 +48,8 @@ def tool_venv(where: Path, uv: str = "uv", python: str = sys.executable) -> Path
     it (`uv tool install`, pipx). A benchmark that starts `python -m sitestack` from a busy
     interpreter would time that interpreter's site-packages too: its .pth files (on this
     machine one imports certifi at every start), the editable install's finder."""
-    subprocess.run([uv, "venv", "-q", "--python", python, str(where)], check=True, env=clean_env())
+    # --clear: a rerun with the same --work replaces the last run's tool venv (uv refuses otherwise)
+    subprocess.run([uv, "venv", "-q", "--clear", "--python", python, str(where)], check=True, env=clean_env())
     subprocess.run([uv, "pip", "install", "-q", "--compile-bytecode", "--python", str(where / "bin" / "python"),
                     str(REPO)], check=True, env=clean_env())
     return where
