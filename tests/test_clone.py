@@ -370,9 +370,11 @@ def test_interrupted_clone_leaves_nothing_at_path(sig: str, stack: StackRecord, 
 
     parent = Path(tempfile.mkdtemp(dir=workdir))
     dest = parent / "interrupted"
+    # PYTHONFAULTHANDLER: should it ever hang after the signal, SIGABRT makes it print where.
     proc = subprocess.Popen([sys.executable, "-m", "sitestack", "clone", stack.ref, "--root", str(site_root.path),
                              "--prefix", str(dest), "--mode", "copy", "--jobs", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     # Wait until the temp folder beside PATH holds the first copied files, then stop it.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
@@ -383,7 +385,12 @@ def test_interrupted_clone_leaves_nothing_at_path(sig: str, stack: StackRecord, 
     if proc.poll() is not None:
         pytest.skip("the clone finished before it could be interrupted")
     proc.send_signal(getattr(signal, f"SIG{sig}"))
-    _out, err = proc.communicate(timeout=60)
+    try:
+        _out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack to stderr
+        _out, err = proc.communicate(timeout=30)
+        pytest.fail(f"the clone did not stop within 60 s of SIG{sig}; its threads:\n{err[-8000:]}")
     assert not os.path.lexists(dest)
     left = [p.name for p in parent.iterdir()]
     if sig == "TERM":
