@@ -4,12 +4,12 @@ New wheels are installed by ONE uv call into a shared temp prefix and split into
 per-distribution entries along their RECORD files (one uv call per distribution costs a
 resolver start and an install pass each); local wheel files (the stdlib's pip) get a second
 call of their own, which needs no download and compiles while the first one downloads. A
-cold build fills the cache while the stack's interpreter is still being copied: uv installs the wheels with the source interpreter (same
-version and platform), and the scripts it writes are then made to name the stack's python
-(`_retarget`); source builds run beside that uv call, with the stack's own python, and
-builds without isolation after it, on the entries just made. The split moves whole folders
-where RECORD says one distribution owns them, and every new entry is hashed in one batched
-pool.
+cold build fills the cache while the stack's interpreter is still being copied: uv installs
+the wheels with the source interpreter (same version and platform), and the scripts it
+writes are then made to name the stack's python (`_retarget`); source builds run beside
+that uv call, with the stack's own python, and builds without isolation after it, on the
+entries just made. The split moves whole folders where RECORD says one distribution owns
+them, and every new entry is hashed in one batched pool.
 
 Hashes are computed from the installed bytes, never taken from the wheels' RECORD: uv does
 not check RECORD against the files (its installer says so: "It's not validated anyway (pip
@@ -90,8 +90,9 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
 
     One thread runs the uv call for the wheels from the index, one the call for local wheel
     files (each then splits and scans its result), one thread per source build runs that
-    build: a compiler and uv's downloads overlap, as in one uv call. Every thread is waited for before anything is removed, so a failed build
-    leaves no half entry and no process writing into a removed folder."""
+    build: a compiler and uv's downloads overlap, as in one uv call. Every thread is waited
+    for before anything is removed, so a failed build leaves no half entry and no process
+    writing into a removed folder."""
     temps: dict[str, Path] = {}  # every temp made, for the finally; threads add theirs
     shared: list[Path] = []
     wheels = [p for p in missing if opts[p] is None]

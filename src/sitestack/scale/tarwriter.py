@@ -95,7 +95,7 @@ def _write_tar(t: _TarOut, meta: list[tuple[str, bytes]],
 def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEntry]]) -> None:
     """The files, read here while reads are fast, by _read_pooled's threads once two batches
     in a row were slow (the test of _read_ahead; time waiting for the feeder is not counted)."""
-    first: dict[tuple[int, int], tuple[str, FileEntry]] = {}  # this part's inodes: see _earlier
+    first: dict[tuple[int, int], tuple[str, FileEntry]] = {}  # this part's inodes: see _added_link
     i, n, slow = 0, len(files), 0
     while i < n and slow < 2:
         j, cost = i, 0
@@ -118,9 +118,7 @@ def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEnt
                 _add_file(t, role, src, rel, entry, first)
             elif len(data) != entry.size:  # refused before anything of it is written
                 raise _changed(f"{src}/{rel}")
-            elif st.st_nlink > 1 and (link := _earlier(first, st, f"{role}/{rel}", entry)):
-                t.add(tar_header(f"{role}/{rel}", LNKTYPE, entry.mode, 0, st.st_mtime_ns, link))
-            else:
+            elif not _added_link(t, first, st, f"{role}/{rel}", entry):
                 t.add_member(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns),
                              data, (data, None, entry.sha256, src, rel))
 
@@ -134,8 +132,7 @@ def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry,
                           f"(it is no longer a file); run `sitestack verify`")
     if st.st_size != entry.size:
         raise _changed(path)
-    if st.st_nlink > 1 and (link := _earlier(first, st, f"{role}/{rel}", entry)):
-        t.add(tar_header(f"{role}/{rel}", LNKTYPE, entry.mode, 0, st.st_mtime_ns, link))
+    if _added_link(t, first, st, f"{role}/{rel}", entry):
         return
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
@@ -145,13 +142,19 @@ def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry,
         os.close(fd)
 
 
-def _earlier(first: dict[tuple[int, int], tuple[str, FileEntry]], st: os.stat_result,
-             name: str, entry: FileEntry) -> str:
-    """The member name under which this part already holds the file `st` is (same inode, and
-    the same manifest entry: its bytes were checked against that), else "" after noting `name`
-    as its first. Never across parts: `first` is one part's, and unpack links within one."""
+def _added_link(t: _TarOut, first: dict[tuple[int, int], tuple[str, FileEntry]], st: os.stat_result,
+                name: str, entry: FileEntry) -> bool:
+    """Write `name` as a hard-link member if this part already holds the file `st` is (same
+    inode, and the same manifest entry: its bytes were checked against that); else note
+    `name` as that inode's first and write nothing. Never across parts: `first` is one
+    part's, and unpack links within one. A file with one link needs no lookup."""
+    if st.st_nlink < 2:
+        return False
     prev = first.setdefault((st.st_dev, st.st_ino), (name, entry))
-    return prev[0] if prev[0] != name and prev[1] == entry else ""
+    if prev[0] == name or prev[1] != entry:
+        return False
+    t.add(tar_header(name, LNKTYPE, entry.mode, 0, st.st_mtime_ns, prev[0]))
+    return True
 
 
 def _read_small(path: str) -> tuple[os.stat_result, bytes | None]:
