@@ -84,9 +84,10 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     mounts = contextlib.ExitStack()
 
-    def side(label: str) -> Path:
-        """Where one side's trees go: a new filesystem with --fresh-fs, else the work folder."""
-        return mounts.enter_context(fresh_fs(work / f"fs-{label}", args.fs_size)) if args.fresh_fs else work
+    def side(label: str, stack: contextlib.ExitStack = mounts) -> Path:
+        """Where one side's trees go: a new filesystem with --fresh-fs (unmounted when `stack`
+        closes), else the work folder."""
+        return stack.enter_context(fresh_fs(work / f"fs-{label}", args.fs_size)) if args.fresh_fs else work
 
     try:
         tool = Path(args.tool_venv) if args.tool_venv else tool_venv(work / "tool", uv, py)
@@ -143,8 +144,7 @@ def main() -> None:
             extra = {k: v for k, v in env_b.items() if k not in os.environ or os.environ[k] != v}
             extra.pop("UV_CACHE_DIR", None)
             with contextlib.ExitStack() as pair:
-                a_at, b_at = ((pair.enter_context(fresh_fs(work / f"fs-{x}{i}", args.fs_size)) for x in "ab")
-                              if args.fresh_fs else (work, work))
+                a_at, b_at = side(f"a{i}", pair), side(f"b{i}", pair)
                 ea = clean_env(UV_CACHE_DIR=str(a_at / f"uvc-a{i}"))
                 eb = clean_env(UV_CACHE_DIR=str(b_at / f"uvc-b{i}"), **extra)
                 os.sync()

@@ -28,11 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import tool_venv  # noqa: E402
-
-
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_", "VIRTUAL_ENV", "PYTHON"))}
+from _common import clean_env, tool_venv  # noqa: E402
 
 
 def timed(cases: list[tuple[str, list[str], int]], dest: Path) -> dict[str, list[float]]:
@@ -41,7 +37,7 @@ def timed(cases: list[tuple[str, list[str], int]], dest: Path) -> dict[str, list
     (page cache, .pyc) and is not counted; a case runs in the first `n` rounds after it."""
     from sitestack.core.fsutil import rmtree
 
-    e = env()
+    e = clean_env()
     out: dict[str, list[float]] = {name: [] for name, _, _ in cases}
     dead: set[str] = set()
     for i in range(max(n for _, _, n in cases) + 1):
@@ -69,7 +65,7 @@ def import_profile(tool: Path, cmd: list[str], dest: Path) -> list[tuple[float, 
     rmtree(dest)
     r = subprocess.run([str(tool / "bin" / "python"), "-X", "importtime", "-c",
                         "import sys; from sitestack.cli import main; sys.exit(main())", *cmd[1:]],
-                       capture_output=True, text=True, env=env(), check=True)
+                       capture_output=True, text=True, env=clean_env(), check=True)
     rmtree(dest)
     rows = []
     for line in r.stderr.splitlines():
