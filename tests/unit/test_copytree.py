@@ -46,6 +46,15 @@ def test_scan_tree_lists_parents_first_and_never_follows_links(tmp_path: Path) -
     assert w.dirs == ("bin",) and {f for f, _ in w.files} == {"bin/tool"} and dict(w.links) == dict(t.links)
 
 
+def test_scan_tree_prune_neither_lists_nor_enters_a_folder(tmp_path: Path) -> None:
+    make_src(tmp_path)
+    (tmp_path / "lib" / "pkg" / "sub").mkdir()
+    seen: list[str] = []
+    t = scan_tree(tmp_path, prune=lambda rel: seen.append(rel) or rel == "lib/pkg")
+    assert t.dirs == ("bin", "lib") and {f for f, _ in t.files} == {"bin/tool"}
+    assert sorted(seen) == ["bin", "lib", "lib/pkg"]  # lib/pkg/sub was never reached
+
+
 def test_copy_file_is_a_new_inode_with_mode_and_mtime(tmp_path: Path) -> None:
     make_src(tmp_path / "s")
     src, dst = tmp_path / "s" / "bin" / "tool", tmp_path / "copy"

@@ -89,8 +89,10 @@ def load_tree(path: Path, skip_top: Iterable[str] = ()) -> Tree:
     return Tree(dirs, files, links)
 
 
-def scan_tree(root: Path) -> Tree:
-    """One walk of `root` (for a prefix without a manifest)."""
+def scan_tree(root: Path, prune: Callable[[str], bool] | None = None) -> Tree:
+    """One walk of `root` (for a prefix without a manifest); folders for which `prune(rel)`
+    is true are neither listed nor entered (an interpreter's own site-packages can hold
+    ten times the files of its stdlib)."""
     dirs: list[str] = []
     files: list[tuple[str, int]] = []
     links: list[tuple[str, str]] = []
@@ -103,8 +105,9 @@ def scan_tree(root: Path) -> Tree:
                 if de.is_symlink():
                     links.append((rel, os.readlink(de.path)))
                 elif de.is_dir(follow_symlinks=False):
-                    dirs.append(rel)
-                    stack.append((rel, de.path))
+                    if prune is None or not prune(rel):
+                        dirs.append(rel)
+                        stack.append((rel, de.path))
                 elif de.is_file(follow_symlinks=False):
                     files.append((rel, de.stat(follow_symlinks=False).st_size))
     return Tree(tuple(sorted(dirs)), tuple(files), tuple(links))
