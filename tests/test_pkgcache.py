@@ -153,3 +153,64 @@ def test_a_failed_local_wheel_leaves_no_entry_and_no_stack(workdir: Path, wheelh
     left = _cache_dirs(root)  # the rest's entry is complete and kept; nothing else
     assert [n.rsplit("-", 1)[0] for n in left] == ["shadowme-2.0"], left
     assert not (root.path / "stacks" / "earlybad").exists() or not any((root.path / "stacks" / "earlybad").iterdir())
+
+
+def test_a_new_stack_name_is_installed_beside_its_resolve(workdir: Path, wheelhouse: Path) -> None:
+    """The first build of a name starts uv's install (with dependencies) during the resolve
+    and takes it when the resolve finds the whole set missing; a later version of the name
+    does not start it, and a new name whose set is cached stops and removes it."""
+    root = SiteRoot(workdir / "site-prefill")
+    root.path.mkdir()
+    b = make_builder(root, wheelhouse)
+    rec = b("pf", "1", ["tinyapp", "shadowme==2.0"])
+    log = (rec.records / "build.log").read_text()
+    assert "using the install started beside the resolve (2 distribution(s))" in log
+    assert "installing 2 new distribution(s) into the site cache (uv began during the resolve)" in log
+    _ok(rec)
+    r = subprocess.run([str(rec.prefix / "bin" / "tinyapp")], capture_output=True, text=True)
+    assert r.stdout.strip() == "tinyapp 1.0", r.stderr  # its script names the stack's python
+    assert [n.rsplit("-", 1)[0] for n in _cache_dirs(root)] == ["pip-23.2.1-py3-none-any.whl", "shadowme-2.0", "tinyapp-1.0"]
+    log2 = (b("pf", "2", ["tinyapp", "shadowme==2.0"]).records / "build.log").read_text()
+    assert "beside the resolve" not in log2 and "site cache: 3 hit(s), 0 new" in log2
+    log3 = (b("pf-other", "1", ["tinyapp", "shadowme==2.0"]).records / "build.log").read_text()
+    assert "not using the install started beside the resolve: some of the set is cached already" in log3
+    assert "site cache: 3 hit(s), 0 new" in log3
+    assert not [n for n in _cache_dirs(root) if n.startswith(".")]  # no temp left behind
+
+
+def test_a_prefill_unlike_the_resolve_is_never_used(workdir: Path, wheelhouse: Path) -> None:
+    """Real uv runs: an install that holds another version than the resolve's pin, or one
+    stopped half way, is removed and leaves nothing in the cache folder."""
+    import sys
+
+    from sitestack.build.prefill import Prefill
+
+    base = workdir / "prefill-base"
+    base.mkdir()
+    index = ["--no-index", "--find-links", str(wheelhouse)]
+    log = BuildLog(echo=False)
+    p = Prefill(["shadowme==2.0"], sys.executable, index, base, log, workdir / "prefill-uvc")
+    assert p.take(["shadowme==1.0"], ["shadowme==1.0"]) is None
+    assert "it differs from the resolve at shadowme==1.0" in log.text() and not list(base.iterdir())
+    p = Prefill(["shadowme==2.0"], sys.executable, index, base, log, workdir / "prefill-uvc")
+    assert p.take(["shadowme==2.0"], ["shadowme==2.0", "tinyapp==1.0"]) is None  # tinyapp is cached
+    assert p.proc is None and not list(base.iterdir())
+    p = Prefill(["nosuchthing"], sys.executable, index, base, log, workdir / "prefill-uvc")
+    assert p.take(["nosuchthing==1"], ["nosuchthing==1"]) is None and "uv exited with 1" in log.text()
+    assert not list(base.iterdir())
+    p = Prefill(["shadowme==2.0"], sys.executable, index, base, log, workdir / "prefill-uvc")
+    temp = p.take(["shadowme==2.0"], ["shadowme==2.0"])
+    assert temp is not None and (temp / "tree").is_dir()
+    rmtree(temp)
+
+
+def test_a_failed_resolve_stops_the_prefill(workdir: Path, wheelhouse: Path) -> None:
+    root = SiteRoot(workdir / "site-prefill-bad")
+    root.path.mkdir()
+    from sitestack.errors import BuildError
+
+    log = BuildLog(echo=False)
+    with pytest.raises(BuildError, match="resolving packages failed"):
+        build(parse_spec(spec_text("pfbad", ["tinyapp", "nosuchthing"], wheelhouse)), root, version="1", log=log)
+    assert "not using the install started beside the resolve: the build stopped before using it" in log.text()
+    assert not [n for n in _cache_dirs(root) if n.startswith(".")]

@@ -63,8 +63,9 @@ def run_uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None,
                       umask=0o022)
 
 
-def _install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None) -> list[str]:
-    """uv's install into an entry's tree. With `uv_cache` (the site's own uv cache, on the
+def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None, *,
+                 deps: bool = False) -> list[str]:
+    """uv's install into an entry's tree (of exact pins: `deps` only for build/prefill.py). With `uv_cache` (the site's own uv cache, on the
     site's filesystem) uv hardlinks the unzipped wheels, as a plain `uv pip install` does
     from its cache: copying them wrote 470 MiB more for the small set (install step
     9.1-9.7 s against 1.1-1.5 s, measured under load). It must be sitestack's own cache:
@@ -75,18 +76,21 @@ def _install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path 
     # --compile-bytecode: uv's compiler (its own pool of the target python) beats one
     # compileall run over the same files by about a quarter.
     link = ["--link-mode", "hardlink", "--cache-dir", str(uv_cache)] if uv_cache else ["--link-mode", "copy"]
-    return ["pip", "install", "--no-deps", *link, "--compile-bytecode", "--prefix", str(tree),
+    return ["pip", "install", *([] if deps else ["--no-deps"]), *link, "--compile-bytecode", "--prefix", str(tree),
             "--python", python, *index]
 
 
 def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, BuildOptions | None],
          python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog,
          installer: Installer | None, ready: Callable[[], object] | None, *,
-         hashes: Mapping[str, str], uv_cache: Path, tty: bool | None = None) -> None:
+         hashes: Mapping[str, str], uv_cache: Path, tty: bool | None = None,
+         prefilled: Path | None = None) -> None:
     """Install the missing pins into temp entries and publish each one once it is complete,
     as `base / names[pin]`; `hashes[pin]` is its build options' hash (in its name and its
     entry.json), `uv_cache` the site's uv cache the wheels are hardlinked from; `tty=False`
-    for a fill beside another one (one live bar at a time: its line is printed at the end).
+    for a fill beside another one (one live bar at a time: its line is printed at the end);
+    `prefilled`: a shared temp whose tree uv has installed the index's wheels into already
+    (build/prefill.py), which this fill then owns.
 
     One thread runs the uv call for the wheels from the index, one the call for local wheel
     files (each then splits and scans its result), one thread per source build runs that
@@ -109,13 +113,20 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
             temps[pin] = make_temp(base, ".tmp-", 0o700)
         # make_temp, not temp_tree: it lives beside the per-pin temps, each published on
         # its own; the finally removes what is left, clear_stale(".tmp-") killed runs'.
-        for _ in groups:
-            shared.append(make_temp(base, ".tmp-all-", 0o700))
+        if prefilled is not None:
+            shared.append(prefilled)  # removed by the finally below, whatever happens
+        work: list[tuple[list[str], Path, bool]] = []  # (pins, shared temp, installed already)
+        for group in groups:
+            if prefilled is not None and group is not local:
+                work.append((group, prefilled, True))
+            else:
+                shared.append(make_temp(base, ".tmp-all-", 0o700))
+                work.append((group, shared[-1], False))
         with Progress(log, "installed into the site cache", len(missing), noun="distributions", tty=tty) as bar, \
                 ThreadPoolExecutor(max_workers=len(groups) + len(sources)) as pool:
             jobs = [pool.submit(_fill_wheels, group, tree, temps, names, python, prefix, py_xy,
-                                index, base, log, installer, bar, uv_cache)
-                    for group, tree in zip(groups, shared, strict=True)]
+                                index, base, log, installer, bar, uv_cache, installed)
+                    for group, tree, installed in work]
             for pin in (p for p in sources if p not in later):
                 jobs.append(pool.submit(_fill_source, pin, opts[pin], hashes[pin], temps[pin], names[pin], python,
                                         prefix, index, base, log, ready, bar))
@@ -138,11 +149,13 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
 
 def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], names: Mapping[str, str],
                  python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog,
-                 installer: Installer | None, bar: Progress, uv_cache: Path) -> None:
-    """The one uv call for every wheel, split into entries along RECORD, scanned in one pass."""
+                 installer: Installer | None, bar: Progress, uv_cache: Path, installed: bool = False) -> None:
+    """The one uv call for every wheel (none if `installed`), split into entries along RECORD,
+    scanned in one pass."""
     tree = shared / "tree"
-    run_uv([*_install_args(installer.python if installer else python, tree, index, uv_cache), *wheels], log,
-        f"installing {len(wheels)} distribution(s)")
+    if not installed:
+        run_uv([*install_args(installer.python if installer else python, tree, index, uv_cache), *wheels], log,
+               f"installing {len(wheels)} distribution(s)")
     if installer is not None:
         _retarget(tree, py_xy, installer, f"{prefix}/bin/python{py_xy}", f"{prefix}/lib/python{py_xy}")
     # Compiled (by uv) before the split, all at once; each .pyc moves with its source.
@@ -161,7 +174,7 @@ def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], na
     for pin in wheels:
         if pin not in split:  # no dist-info matched its name: install it alone
             tmp = temps[pin] = make_temp(base, ".tmp-", 0o700)
-            run_uv([*_install_args(python, tmp / "tree", index, uv_cache), pin], log, f"installing {pin}")
+            run_uv([*install_args(python, tmp / "tree", index, uv_cache), pin], log, f"installing {pin}")
             _finish_scanned(pin, tmp, (str(tmp / "tree"), str(prefix)), None, "", base / names[pin])
             bar.advance()
 
@@ -178,7 +191,7 @@ def _fill_source(pin: str, o: BuildOptions | None, options: str, tmp: Path, dest
     log.step(f"building {name} from source" if o.no_binary else f"installing {name} with its build env")
     # --no-cache: uv's cache keeps a wheel built from an sdist and would hand it
     # back whatever the env now says; this site cache is keyed by the env instead.
-    args = [*_install_args(python, tmp / "tree", index), "--no-cache",
+    args = [*install_args(python, tmp / "tree", index), "--no-cache",
             *(["--no-binary", name] if o.no_binary else []),
             *([] if o.build_isolation else ["--no-build-isolation-package", name]), pin]
     env = dict(o.env)

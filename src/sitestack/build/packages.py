@@ -9,12 +9,14 @@ later steps of build/stack.py need not redo (known hashes, compiled site-package
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sitestack.build.cacheentry import is_wheel_file
 from sitestack.build.interpreter import SourcePython, copy_interpreter
 from sitestack.core.fsutil import shared_lock
 from sitestack.core.layout import SiteRoot
@@ -106,9 +108,12 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
                 return pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build,
                                         pkgcache.uv_cache(root))
 
-            # The stdlib's pip wheel needs no resolve: its entry is filled during it.
+            # The stdlib's pip wheel needs no resolve: its entry is filled during it. A stack
+            # name's first build probably brings a new set: uv starts installing it beside the
+            # resolve (a later dated version mostly links what the cache has).
+            prefill = [] if p.build or _has_versions(root, spec.name) else [r for r in reqs if not is_wheel_file(r)]
             entries = pkgcache.ensure(resolve, py, prefix, py_xy, index, root, log, p.build,
-                                      installer=inst, ready=copied, early=reqs)
+                                      installer=inst, ready=copied, early=reqs, prefill=prefill)
             if copied is not None:
                 copied()  # the stack's python and stdlib are in place before anything is linked
             since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
@@ -132,8 +137,23 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
     if reqs:
         log.step(f"installing {len(reqs)} requirement(s) with uv")
         run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
+    elif root is not None and not skip:
+        # Every distribution was linked from a cache entry, each a wheel's dist-info: their
+        # names and versions need no uv start (`uv pip list` also reads .egg-info, which
+        # a conda prefix below may hold).
+        from sitestack.core.dists import python_dists
+
+        return python_dists(prefix, py_xy)
     out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
     return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
+
+
+def _has_versions(root: SiteRoot, name: str) -> bool:
+    """Whether `name` has a published version (or the remains of a retired one)."""
+    try:
+        return any(not e.name.startswith(".") for e in os.scandir(root.stacks / name))
+    except OSError:
+        return False
 
 
 def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:
