@@ -17,10 +17,11 @@ Packages with `[packages.build.NAME]` options are entries too: built from source
 their own environment, keyed also by a hash of those options, so the next dated version
 links the build instead of compiling again.
 
-The cache is three modules: build/cacheentry.py (one entry on disk: its name, records and
-key), build/cachefill.py (installing the missing pins into new entries), and this one (the
-cache as a whole: resolving, choosing entries, linking them into a stack, the layout gc
-reads).
+The cache is these modules: build/cacheentry.py (one entry on disk: its name, records and
+key), build/cachefill.py (installing the missing pins into new entries), build/prefill.py
+(a new set's install started beside the resolve), build/cacheuv.py (how they run uv), and
+this one (the cache as a whole: resolving, choosing entries, linking them into a stack,
+the layout gc reads).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ from sitestack.build.cacheentry import (
     pin_name,
     safe_name,
 )
-from sitestack.build.cachefill import Installer, fill, run_uv
+from sitestack.build.cachefill import Installer, fill
+from sitestack.build.cacheuv import run_uv
 from sitestack.core.fsutil import file_lock, make_dirs
 from sitestack.core.manifest import FileEntry
 from sitestack.core.publish import clear_stale
@@ -72,7 +74,7 @@ def cache_root(root: SiteRoot) -> Path:
 
 
 def uv_cache(root: SiteRoot) -> Path:
-    """The site's own uv cache, beside the package cache (see cachefill._install_args)."""
+    """The site's own uv cache, beside the package cache (see cacheuv.install_args)."""
     return _make_uv_cache(cache_root(root))
 
 

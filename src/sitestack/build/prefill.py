@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sitestack.build.cacheentry import pin_name
-from sitestack.build.cachefill import install_args
+from sitestack.build.cacheuv import install_args
 from sitestack.core.fsutil import rmtree
 from sitestack.core.publish import make_temp
 from sitestack.core.uvtool import uv_bin, uv_env
@@ -42,7 +42,7 @@ class Prefill:
                     *requirements]
         self._out = open(self.temp / "uv.log", "w+b")  # noqa: SIM115 (closed in _wait)
         try:
-            # umask 022, as every uv run for the site cache (cachefill.run_uv); its own
+            # umask 022, as every uv run for the site cache (cacheuv.run_uv); its own
             # session, so that stopping it stops whatever it started too.
             self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 self.cmd, stdin=subprocess.DEVNULL, stdout=self._out, stderr=subprocess.STDOUT,
