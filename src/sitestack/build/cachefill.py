@@ -57,14 +57,11 @@ class Installer:
 def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, BuildOptions | None],
          python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog,
          installer: Installer | None, ready: Callable[[], object] | None, *,
-         hashes: Mapping[str, str], uv_cache: Path, tty: bool | None = None,
-         prefilled: Path | None = None) -> None:
+         hashes: Mapping[str, str], uv_cache: Path, tty: bool | None = None) -> None:
     """Install the missing pins into temp entries and publish each one once it is complete,
     as `base / names[pin]`; `hashes[pin]` is its build options' hash (in its name and its
     entry.json), `uv_cache` the site's uv cache the wheels are hardlinked from; `tty=False`
-    for a fill beside another one (one live bar at a time: its line is printed at the end);
-    `prefilled`: a shared temp whose tree uv has installed the index's wheels into already
-    (build/prefill.py), which this fill then owns.
+    for a fill beside another one (one live bar at a time: its line is printed at the end).
 
     One thread runs the uv call for the wheels from the index, one the call for local wheel
     files (each then splits and scans its result), one thread per source build runs that
@@ -87,20 +84,13 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
             temps[pin] = make_temp(base, ".tmp-", 0o700)
         # make_temp, not temp_tree: it lives beside the per-pin temps, each published on
         # its own; the finally removes what is left, clear_stale(".tmp-") killed runs'.
-        if prefilled is not None:
-            shared.append(prefilled)  # removed by the finally below, whatever happens
-        work: list[tuple[list[str], Path, bool]] = []  # (pins, shared temp, installed already)
-        for group in groups:
-            if prefilled is not None and group is not local:
-                work.append((group, prefilled, True))
-            else:
-                shared.append(make_temp(base, ".tmp-all-", 0o700))
-                work.append((group, shared[-1], False))
+        for _ in groups:
+            shared.append(make_temp(base, ".tmp-all-", 0o700))
         with Progress(log, "installed into the site cache", len(missing), noun="distributions", tty=tty) as bar, \
                 ThreadPoolExecutor(max_workers=len(groups) + len(sources)) as pool:
             jobs = [pool.submit(_fill_wheels, group, tree, temps, names, python, prefix, py_xy,
-                                index, base, log, installer, bar, uv_cache, installed)
-                    for group, tree, installed in work]
+                                index, base, log, installer, bar, uv_cache)
+                    for group, tree in zip(groups, shared, strict=True)]
             for pin in (p for p in sources if p not in later):
                 jobs.append(pool.submit(_fill_source, pin, opts[pin], hashes[pin], temps[pin], names[pin], python,
                                         prefix, index, base, log, ready, bar))
@@ -123,13 +113,11 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
 
 def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], names: Mapping[str, str],
                  python: str, prefix: Path, py_xy: str, index: Sequence[str], base: Path, log: BuildLog,
-                 installer: Installer | None, bar: Progress, uv_cache: Path, installed: bool = False) -> None:
-    """The one uv call for every wheel (none if `installed`), split into entries along RECORD,
-    scanned in one pass."""
+                 installer: Installer | None, bar: Progress, uv_cache: Path) -> None:
+    """The one uv call for every wheel, split into entries along RECORD, scanned in one pass."""
     tree = shared / "tree"
-    if not installed:
-        run_uv([*install_args(installer.python if installer else python, tree, index, uv_cache), *wheels], log,
-               f"installing {len(wheels)} distribution(s)")
+    run_uv([*install_args(installer.python if installer else python, tree, index, uv_cache), *wheels], log,
+        f"installing {len(wheels)} distribution(s)")
     if installer is not None:
         _retarget(tree, py_xy, installer, f"{prefix}/bin/python{py_xy}", f"{prefix}/lib/python{py_xy}")
     # Compiled (by uv) before the split, all at once; each .pyc moves with its source.

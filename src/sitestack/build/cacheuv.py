@@ -1,5 +1,5 @@
 """How the site cache runs uv: under umask 022, hardlinking from the site's own uv cache,
-with uv compiling the bytecode (build/cachefill.py, build/prefill.py, build/pkgcache.py)."""
+with uv compiling the bytecode (build/cachefill.py, build/pkgcache.py)."""
 
 from __future__ import annotations
 
@@ -22,11 +22,10 @@ def run_uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None,
                       umask=0o022)
 
 
-def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None, *,
-                 deps: bool = False) -> list[str]:
-    """uv's install into an entry's tree, of exact pins (`deps`: with their dependencies, for
-    build/prefill.py). With `uv_cache` (the site's own uv cache, on the site's filesystem)
-    uv hardlinks the unzipped wheels, as a plain `uv pip install` does from its cache: copying them wrote 470 MiB more for the small set (install step
+def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None) -> list[str]:
+    """uv's install of exact pins into an entry's tree. With `uv_cache` (the site's own uv
+    cache, on the site's filesystem) uv hardlinks the unzipped wheels, as a plain
+    `uv pip install` does from its cache: copying them wrote 470 MiB more for the small set (install step
     9.1-9.7 s against 1.1-1.5 s, measured under load). It must be sitestack's own cache:
     the entries are made read-only through those shared inodes, and a user's uv cache would
     then hand read-only files to their venvs. uv never writes a cached file in place, so
@@ -35,5 +34,5 @@ def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path |
     # --compile-bytecode: uv's compiler (its own pool of the target python) beats one
     # compileall run over the same files by about a quarter.
     link = ["--link-mode", "hardlink", "--cache-dir", str(uv_cache)] if uv_cache else ["--link-mode", "copy"]
-    return ["pip", "install", *([] if deps else ["--no-deps"]), *link, "--compile-bytecode",
-            "--prefix", str(tree), "--python", python, *index]
+    return ["pip", "install", "--no-deps", *link, "--compile-bytecode", "--prefix", str(tree),
+            "--python", python, *index]

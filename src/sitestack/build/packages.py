@@ -9,14 +9,12 @@ later steps of build/stack.py need not redo (known hashes, compiled site-package
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sitestack.build.cacheentry import is_wheel_file
 from sitestack.build.interpreter import SourcePython, copy_interpreter
 from sitestack.core.fsutil import shared_lock
 from sitestack.core.layout import SiteRoot
@@ -108,12 +106,9 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
                 return pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build,
                                         pkgcache.uv_cache(root))
 
-            # The stdlib's pip wheel needs no resolve: its entry is filled during it. A stack
-            # name's first build probably brings a new set: uv starts installing it beside the
-            # resolve (a later dated version mostly links what the cache has).
-            prefill = [] if p.build or _has_versions(root, spec.name) else [r for r in reqs if not is_wheel_file(r)]
+            # The stdlib's pip wheel needs no resolve: its entry is filled during it.
             entries = pkgcache.ensure(resolve, py, prefix, py_xy, index, root, log, p.build,
-                                      installer=inst, ready=copied, early=reqs, prefill=prefill)
+                                      installer=inst, ready=copied, early=reqs)
             if copied is not None:
                 copied()  # the stack's python and stdlib are in place before anything is linked
             since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
@@ -146,14 +141,6 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         return python_dists(prefix, py_xy)
     out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
     return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
-
-
-def _has_versions(root: SiteRoot, name: str) -> bool:
-    """Whether `name` has a published version (or the remains of a retired one)."""
-    try:
-        return any(not e.name.startswith(".") for e in os.scandir(root.stacks / name))
-    except OSError:
-        return False
 
 
 def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:

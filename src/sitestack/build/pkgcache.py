@@ -17,11 +17,10 @@ Packages with `[packages.build.NAME]` options are entries too: built from source
 their own environment, keyed also by a hash of those options, so the next dated version
 links the build instead of compiling again.
 
-The cache is these modules: build/cacheentry.py (one entry on disk: its name, records and
-key), build/cachefill.py (installing the missing pins into new entries), build/prefill.py
-(a new set's install started beside the resolve), build/cacheuv.py (how they run uv), and
-this one (the cache as a whole: resolving, choosing entries, linking them into a stack,
-the layout gc reads).
+The cache is four modules: build/cacheentry.py (one entry on disk: its name, records and
+key), build/cachefill.py (installing the missing pins into new entries), build/cacheuv.py
+(how both run uv), and this one (the cache as a whole: resolving, choosing entries, linking
+them into a stack, the layout gc reads).
 """
 
 from __future__ import annotations
@@ -130,7 +129,7 @@ def _tag(python: str) -> str:
 def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefix: Path, py_xy: str,
            index: Sequence[str], root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None, *,
            installer: Installer | None = None, ready: Callable[[], object] | None = None,
-           early: Sequence[str] = (), prefill: Sequence[str] = ()) -> list[Entry]:
+           early: Sequence[str] = ()) -> list[Entry]:
     """Every pin's entry, installing and compiling the missing ones.
 
     Pins named in `build` are built from source with their options and keyed by them, by
@@ -140,9 +139,7 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
 
     `pins` may be the resolve itself, still to run; then the local wheels in `early`, whose
     entries need no resolve (the stdlib's pip), start filling before it: their compile runs
-    during the resolve and the downloads, while the CPU is mostly idle. With `prefill` (the
-    requirements, for a set that is probably new), uv installs them with their dependencies
-    beside the resolve, and a fully missing set is taken from that install (build/prefill.py)."""
+    during the resolve and the downloads, while the CPU is mostly idle."""
     build = build or {}
     base = cache_root(root)
     make_dirs(base)  # exact modes: the library may run under any umask
@@ -155,10 +152,10 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
         return opts, hashes, names
 
     def run_fill(missing: list[str], plans: tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]],
-                 tty: bool | None = None, prefilled: Path | None = None) -> None:
+                 tty: bool | None = None) -> None:
         opts, hashes, names = plans
         fill(missing, names, opts, python, prefix, py_xy, index, base, log, installer, ready,
-             hashes=hashes, uv_cache=_make_uv_cache(base), tty=tty, prefilled=prefilled)
+             hashes=hashes, uv_cache=_make_uv_cache(base), tty=tty)
 
     # A local wheel's entry name is its file's name and content: the same whatever pin text
     # the resolve then gives it.
@@ -186,15 +183,6 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
                 pool = stack.enter_context(ThreadPoolExecutor(max_workers=1))
                 early_job = pool.submit(run_fill, first_missing, first_plan, False)
                 done = {first_names[p] for p in first_missing}
-        prefilling = None
-        if prefill and callable(pins):
-            from sitestack.build.prefill import Prefill
-
-            lock()
-            prefilling = Prefill(prefill, installer.python if installer else python, index, base, log,
-                                 _make_uv_cache(base))
-            # Stopped and removed on any way out (a no-op once a fill owns its temp).
-            stack.callback(prefilling.discard, "the build stopped before using it")
         try:
             pins = list(pins() if callable(pins) else pins)
             opts, hashes, names = plan(pins)
@@ -202,13 +190,9 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
             if missing:
                 lock()
                 missing = [p for p in missing if not (base / names[p] / ENTRY).is_file()]
-            # The prefill installs what the index serves; local wheels are filled on their own.
-            prefilled = prefilling.take([p for p in missing if not is_wheel_file(p)],
-                                        [p for p in pins if not is_wheel_file(p)]) if prefilling else None
-            if missing:
-                log.step(f"installing {len(missing)} new distribution(s) into the site cache"
-                         + (" (uv began during the resolve)" if prefilled else ""))
-                run_fill(missing, (opts, hashes, names), prefilled=prefilled)
+                if missing:
+                    log.step(f"installing {len(missing)} new distribution(s) into the site cache")
+                    run_fill(missing, (opts, hashes, names))
         finally:
             if early_job is not None:
                 early_job.exception()  # waited for before the lock is let go (raises nothing)
