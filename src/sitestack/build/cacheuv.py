@@ -25,12 +25,12 @@ def run_uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None,
 def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None) -> list[str]:
     """uv's install of exact pins into an entry's tree. With `uv_cache` (the site's own uv
     cache, on the site's filesystem) uv hardlinks the unzipped wheels, as a plain
-    `uv pip install` does from its cache: copying them wrote 470 MiB more for the small set (install step
-    9.1-9.7 s against 1.1-1.5 s, measured under load). It must be sitestack's own cache:
-    the entries are made read-only through those shared inodes, and a user's uv cache would
-    then hand read-only files to their venvs. uv never writes a cached file in place, so
-    the entries stay as hashed; deleting that cache (or the whole site cache) leaves every
-    stack intact. Without it (source builds, --no-cache) the files are copied."""
+    `uv pip install` does from its cache: copying them wrote 470 MiB more for the small set
+    (install step 9.1-9.7 s against 1.1-1.5 s, measured under load). It must be sitestack's
+    own cache: the entries are made read-only through those shared inodes, and a user's uv
+    cache would then hand read-only files to their venvs. uv never writes a cached file in
+    place, so the entries stay as hashed; deleting that cache (or the whole site cache)
+    leaves every stack intact. Without it (source builds, --no-cache) the files are copied."""
     # --compile-bytecode: uv's compiler (its own pool of the target python) beats one
     # compileall run over the same files by about a quarter.
     link = ["--link-mode", "hardlink", "--cache-dir", str(uv_cache)] if uv_cache else ["--link-mode", "copy"]

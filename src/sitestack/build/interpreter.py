@@ -160,6 +160,7 @@ def _copy_stdlib(src: Path, dest: Path, keep: Callable[[str], bool]) -> None:
     """A filtered, parallel copy (thousands of small files: threads overlap the syscalls)."""
     from sitestack.core.copytree import clone_files, make_dirs, scan_tree
 
+    # Pruned: the walk never enters them (keep() still drops a symlink of such a name).
     tree = scan_tree(src, prune=lambda rel: rel.rpartition("/")[2] in SKIP_STDLIB)
     dest.mkdir(parents=True)
     make_dirs(dest, [d for d in tree.dirs if keep(d)])

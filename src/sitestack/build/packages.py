@@ -117,8 +117,12 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
             installed.known, installed.since_ns = res.known, since
             installed.site_packages_compiled = not res.rewritten_py
         log.step(f"linked {len(entries)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
-        reqs = []
-    elif copied is not None:
+        # Each entry is a wheel's dist-info: the names and versions need no `uv pip list`
+        # start (which also reads .egg-info, as a conda prefix below may hold).
+        from sitestack.core.dists import python_dists
+
+        return python_dists(prefix, py_xy)
+    if copied is not None:
         copied()
     # Packages with build options go first, each with its own environment, so their
     # options apply to them alone; the final call then finds them already satisfied.
@@ -132,13 +136,6 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
     if reqs:
         log.step(f"installing {len(reqs)} requirement(s) with uv")
         run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
-    elif root is not None and not skip:
-        # Every distribution was linked from a cache entry, each a wheel's dist-info: their
-        # names and versions need no uv start (`uv pip list` also reads .egg-info, which
-        # a conda prefix below may hold).
-        from sitestack.core.dists import python_dists
-
-        return python_dists(prefix, py_xy)
     out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
     return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
 
