@@ -22,7 +22,7 @@ from sitestack.site.registry import Site
 from tests.conftest import run_cli, spec_text
 from tests.helpers import users
 from tests.helpers.env import clean_env
-from tests.helpers.stacks import PY_XY
+from tests.helpers.stacks import PY_XY, stale_bytecode
 
 
 def test_layout_and_records(stack: StackRecord) -> None:
@@ -70,6 +70,13 @@ def test_every_py_has_bytecode(stack: StackRecord) -> None:
     assert len(missing) <= 5, missing[:20]
 
 
+def test_site_packages_bytecode_is_current(stack: StackRecord) -> None:
+    """Every .pyc in site-packages is one CPython takes for the source as linked; pip's may
+    be the source interpreter's own (build/reusepyc.py)."""
+    n, stale = stale_bytecode(stack.site_packages)
+    assert n > 400 and stale == []  # pip alone has 491 modules
+
+
 def test_no_write_bits_anywhere(stack: StackRecord) -> None:
     writable = []
     for dirpath, dirnames, filenames in os.walk(stack.prefix):
@@ -106,6 +113,10 @@ def test_survives_removal_of_source_interpreter(workdir: Path, wheelhouse: Path)
     build(parse_spec(text), root, version="1.0", log=BuildLog(echo=False))
     rmtree(throwaway)
     rec = Site(root).get("solo/1.0")
+    # The copy has no site-packages: none of pip's bytecode could be reused, all compiled.
+    pip_modules = len(list((rec.site_packages / "pip").rglob("*.py")))
+    assert f"; {pip_modules} file(s) left to compile" in (rec.records / "build.log").read_text()
+    assert stale_bytecode(rec.site_packages / "pip") == (pip_modules, [])
     env = clean_env()
     r = subprocess.run([str(rec.python_exe), "-c", "import ssl, sqlite3, ctypes, tinyapp, sys; print(sys.prefix)"],
                        capture_output=True, text=True, env=env)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from sitestack.core.records import StackRecord
 from sitestack.site.registry import Site
 from sitestack.site.spec import parse_spec
 from tests.conftest import BuildStack, make_builder, spec_text
+from tests.helpers.stacks import stale_bytecode
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +127,15 @@ def test_local_wheels_are_cached_during_the_resolve(workdir: Path, wheelhouse: P
     assert "installing 2 local wheel(s) into the site cache during the resolve" in log
     assert "installing 1 new distribution(s) into the site cache" in log  # shadowme alone
     assert "site cache: 0 hit(s), 3 new" in log
+    # pip's bytecode is this interpreter's own where its site-packages holds the same pip
+    # (ensurepip installed it from the bundled wheel); tinyapp's modules are compiled.
+    bundled = next((Path(sysconfig.get_path("stdlib")) / "ensurepip" / "_bundled").glob("pip-*.whl"))
+    purelib = sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})["purelib"]
+    same_pip = (Path(purelib) / f"pip-{bundled.name.split('-')[1]}.dist-info").is_dir()
+    left = len(list((rec.site_packages / "pip").rglob("*.py"))) * (not same_pip) + len(
+        [n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")])
+    assert f"reused from {purelib}; {left} file(s) left to compile" in log
+    assert stale_bytecode(rec.site_packages)[1] == []
     names = [n.rsplit("-", 1)[0] for n in _cache_dirs(root)]
     assert names == ["pip-23.2.1-py3-none-any.whl", "shadowme-2.0", wheel.name], names
     _ok(rec)

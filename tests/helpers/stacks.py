@@ -91,3 +91,24 @@ def make_builder(root: SiteRoot, wheelhouse: Path) -> BuildStack:
         return cache[key]
 
     return build_stack
+
+
+def stale_bytecode(site_packages: Path) -> tuple[int, list[str]]:
+    """(.pyc files checked, the sources whose .pyc CPython would not take): the magic, the
+    timestamp mode, the .py's mtime and size in the header. A read-only stack never
+    rewrites a stale one, so every import would compile the module again."""
+    import importlib.util
+    import struct
+
+    n, stale = 0, []
+    for py in site_packages.rglob("*.py"):
+        pyc = Path(importlib.util.cache_from_source(str(py)))
+        if "__pycache__" in py.parts or not pyc.exists():
+            continue
+        n += 1
+        magic, flags, mtime, size = struct.unpack("<4sIII", pyc.read_bytes()[:16])
+        st = py.stat()
+        if (magic, flags, mtime, size) != (importlib.util.MAGIC_NUMBER, 0, int(st.st_mtime) & 0xFFFFFFFF,
+                                           st.st_size & 0xFFFFFFFF):
+            stale.append(str(py.relative_to(site_packages)))
+    return n, stale

@@ -3,7 +3,9 @@
 New wheels are installed by ONE uv call into a shared temp prefix and split into
 per-distribution entries along their RECORD files (one uv call per distribution costs a
 resolver start and an install pass each); local wheel files (the stdlib's pip) get a second
-call of their own, which needs no download and compiles while the first one downloads. A
+call of their own, which needs no download. uv does not compile that one: its modules get the
+source interpreter's own bytecode where CPython takes it (build/reusepyc.py), the rest are
+compiled then. A
 cold build fills the cache while the stack's interpreter is still being copied: uv installs
 the wheels with the source interpreter (same version and platform), and the scripts it
 writes are then made to name the stack's python (`_retarget`); source builds run beside
@@ -33,7 +35,8 @@ from typing import TYPE_CHECKING
 
 from sitestack.build.cacheentry import ENTRY, FILES, is_wheel_file, pin_name, readonly_mode
 from sitestack.build.cacheuv import install_args, run_uv
-from sitestack.core.bytecode import pyc_paths
+from sitestack.build.reusepyc import reuse_bytecode
+from sitestack.core.bytecode import compile_dirs, pyc_paths
 from sitestack.core.fsutil import atomic_write_json, make_readonly, rmtree
 from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, hash_files, scan, walk
 from sitestack.core.progress import Progress
@@ -52,6 +55,8 @@ class Installer:
     python: str  # its executable, as uv writes it into console scripts
     stdlib: str  # its standard library (the bundled pip wheel is installed from there)
     tag: str = ""  # its cache tag and platform, if known (saves starting it for _tag)
+    purelib: str = ""  # its site-packages and bytecode magic number (hex), if known:
+    magic: str = ""  # the stdlib's pip wheel then reuses the bytecode found there
 
 
 def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, BuildOptions | None],
@@ -71,8 +76,8 @@ def fill(missing: Sequence[str], names: dict[str, str], opts: Mapping[str, Build
     temps: dict[str, Path] = {}  # every temp made, for the finally; threads add theirs
     shared: list[Path] = []
     wheels = [p for p in missing if opts[p] is None]
-    # Local wheels (the stdlib's pip: 491 files to compile, an eighth of the small set's)
-    # get their own uv call, which compiles them while the other one is still downloading.
+    # Local wheels (the stdlib's pip: 491 modules, an eighth of the small set's) get their
+    # own uv call, which needs no download; their bytecode is mostly reused, not compiled.
     local = [p for p in wheels if is_wheel_file(p)]
     groups = [g for g in (local, [p for p in wheels if p not in local]) if g]
     sources = [p for p in missing if opts[p] is not None]
@@ -116,8 +121,12 @@ def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], na
                  installer: Installer | None, bar: Progress, uv_cache: Path) -> None:
     """The one uv call for every wheel, split into entries along RECORD, scanned in one pass."""
     tree = shared / "tree"
-    run_uv([*install_args(installer.python if installer else python, tree, index, uv_cache), *wheels], log,
-        f"installing {len(wheels)} distribution(s)")
+    reuse = installer is not None and bool(installer.purelib and installer.magic) and all(map(is_wheel_file, wheels))
+    run_uv([*install_args(installer.python if installer else python, tree, index, uv_cache, compile=not reuse),
+            *wheels], log, f"installing {len(wheels)} distribution(s)")
+    if reuse:
+        assert installer is not None
+        _reuse_bytecode(tree, py_xy, installer, log)
     if installer is not None:
         _retarget(tree, py_xy, installer, f"{prefix}/bin/python{py_xy}", f"{prefix}/lib/python{py_xy}")
     # Compiled (by uv) before the split, all at once; each .pyc moves with its source.
@@ -139,6 +148,16 @@ def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], na
             run_uv([*install_args(python, tmp / "tree", index, uv_cache), pin], log, f"installing {pin}")
             _finish_scanned(pin, tmp, (str(tmp / "tree"), str(prefix)), None, "", base / names[pin])
             bar.advance()
+
+
+def _reuse_bytecode(tree: Path, py_xy: str, installer: Installer, log: BuildLog) -> None:
+    """The installer's own bytecode for the local wheels' files it holds too (the stdlib's
+    pip, which ensurepip installed and compiled there); the rest compiled on all cores."""
+    sp = tree / "lib" / f"python{py_xy}" / "site-packages"
+    left = reuse_bytecode(sp, Path(installer.purelib), py_xy, bytes.fromhex(installer.magic))
+    log.add(f"bytecode of the local wheel(s) reused from {installer.purelib}; {left} file(s) left to compile")
+    if left:
+        compile_dirs(installer.python, [str(sp)], log)
 
 
 def _fill_source(pin: str, o: BuildOptions | None, options: str, tmp: Path, dest_name: str, python: str, prefix: Path,

@@ -22,7 +22,8 @@ def run_uv(args: list[str], log: BuildLog, what: str, stdin: str | None = None,
                       umask=0o022)
 
 
-def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None) -> list[str]:
+def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path | None = None,
+                 compile: bool = True) -> list[str]:
     """uv's install of exact pins into an entry's tree. With `uv_cache` (the site's own uv
     cache, on the site's filesystem) uv hardlinks the unzipped wheels, as a plain
     `uv pip install` does from its cache: copying them wrote 470 MiB more for the small set
@@ -34,5 +35,5 @@ def install_args(python: str, tree: Path, index: Sequence[str], uv_cache: Path |
     # --compile-bytecode: uv's compiler (its own pool of the target python) beats one
     # compileall run over the same files by about a quarter.
     link = ["--link-mode", "hardlink", "--cache-dir", str(uv_cache)] if uv_cache else ["--link-mode", "copy"]
-    return ["pip", "install", "--no-deps", *link, "--compile-bytecode", "--prefix", str(tree),
+    return ["pip", "install", "--no-deps", *link, *(["--compile-bytecode"] if compile else []), "--prefix", str(tree),
             "--python", python, *index]

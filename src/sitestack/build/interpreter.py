@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sitestack.core.manifest import FileEntry
 
 _PROBE = r"""
-import json, os, sys, sysconfig
+import importlib.util, json, os, sys, sysconfig
 v = sysconfig.get_config_var
 print(json.dumps({
     "executable": os.path.realpath(getattr(sys, "_base_executable", sys.executable)),
@@ -39,6 +39,9 @@ print(json.dumps({
     "include": sysconfig.get_path("include"),
     "abiflags": getattr(sys, "abiflags", ""),
     "tag": "%s %s" % (sys.implementation.cache_tag, sysconfig.get_platform()),
+    # The base's, as for a venv's python: ensurepip compiled pip there (build/reusepyc.py).
+    "purelib": sysconfig.get_paths(vars={"base": sys.base_prefix, "platbase": sys.base_exec_prefix})["purelib"],
+    "magic": importlib.util.MAGIC_NUMBER.hex(),
 }))
 """
 
@@ -59,6 +62,8 @@ class SourcePython:
     include: Path
     abiflags: str
     tag: str = ""  # "cpython-311 linux-x86_64": the site cache's interpreter key (pkgcache)
+    purelib: str = ""  # its own site-packages, and its bytecode's magic number (hex): the
+    magic: str = ""  # stdlib's pip wheel reuses what ensurepip compiled there (reusepyc)
 
     @property
     def exe_name(self) -> str:
@@ -108,6 +113,8 @@ def find_python(request: str) -> SourcePython:
         include=Path(str(info["include"])),
         abiflags=str(info["abiflags"]),
         tag=str(info.get("tag", "")),
+        purelib=str(info.get("purelib", "")),
+        magic=str(info.get("magic", "")),
     )
 
 

@@ -99,7 +99,8 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
 
         index = index_args(p.find_links, p.index_url, p.extra_index_url, p.no_index)
         log.step(f"resolving {len(reqs)} requirement(s) with uv")
-        inst = pkgcache.Installer(str(source.executable), str(source.stdlib), source.tag) if source else None
+        inst = pkgcache.Installer(str(source.executable), str(source.stdlib), source.tag,
+                                  source.purelib, source.magic) if source else None
         # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
         with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
             def resolve() -> list[str]:

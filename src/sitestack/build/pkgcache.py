@@ -138,8 +138,8 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     stack's python is still being copied.
 
     `pins` may be the resolve itself, still to run; then the local wheels in `early`, whose
-    entries need no resolve (the stdlib's pip), start filling before it: their compile runs
-    during the resolve and the downloads, while the CPU is mostly idle."""
+    entries need no resolve (the stdlib's pip), start filling before it, beside the resolve
+    and the downloads (their bytecode mostly the source interpreter's own: reusepyc)."""
     build = build or {}
     base = cache_root(root)
     make_dirs(base)  # exact modes: the library may run under any umask
