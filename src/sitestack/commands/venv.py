@@ -1,18 +1,16 @@
 """sitestack venv PATH: a layer on a stack, in milliseconds (start-up time is benchmarked).
 
-`quick_args` parses the usual command lines without argparse (importing and building it
-costs several ms of start-up, with gettext, locale and shutil): it returns what argparse
-would, or None for anything else (--help, an abbreviation, `--`, an error), and the CLI then
-asks argparse. Keep its tables in step with `register`.
+`quick_args` parses the usual command lines without argparse (sitestack/quickargs.py): it
+returns what argparse would, or None for anything else, and the CLI then asks argparse.
+Keep its tables in step with `register`.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import argparse
+    from types import SimpleNamespace
     from typing import Any
 
 # register's options by their exact spelling: flags (store_true) and options with a value.
@@ -37,30 +35,11 @@ def register(sub: Any) -> None:
 def quick_args(argv: list[str], root: str | None) -> SimpleNamespace | None:
     """The namespace argparse makes of `sitestack [--root R] venv ARGV`, or None where this
     plain walk is not sure to agree with it (then argparse decides)."""
-    ns: dict[str, Any] = {"root": root, "command": "venv", "path": None, "stack": None, "prompt": None,
-                          "no_inherit": False, "user_site": False, "json": False, "func": run}
-    seen_path = False
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        key, eq, value = arg.partition("=")
-        if arg in FLAGS:
-            ns[FLAGS[arg]] = True
-        elif arg in VALUES:
-            # argparse takes a next word starting with '-' for an option (or a negative number)
-            if i + 1 == len(argv) or argv[i + 1].startswith("-"):
-                return None
-            ns[VALUES[arg]] = argv[i + 1]
-            i += 1
-        elif eq and key in VALUES:
-            ns[VALUES[key]] = value
-        elif arg.startswith("-") or seen_path:
-            return None  # help, an abbreviation, `--`, a second PATH, ...
-        else:
-            ns["path"] = arg
-            seen_path = True
-        i += 1
-    return SimpleNamespace(**ns) if seen_path else None
+    from sitestack.quickargs import parse
+
+    return parse(argv, {"root": root, "command": "venv", "path": None, "stack": None, "prompt": None,
+                        "no_inherit": False, "user_site": False, "json": False, "func": run},
+                 flags=FLAGS, values=VALUES, positional="path")
 
 
 def run(args: argparse.Namespace) -> int:

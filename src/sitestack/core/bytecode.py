@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -20,6 +18,8 @@ from sitestack.core.log import LogSink
 from sitestack.errors import BuildError
 
 if TYPE_CHECKING:
+    import subprocess
+
     from sitestack.core.progress import Progress
 
 
@@ -109,6 +109,10 @@ def compile_paths(python: str, paths: Sequence[str], *, strip: str | None = None
     the child reports batches (one line per 64 files, on a pipe of its own: compile errors
     and warnings keep stdout and stderr to themselves).
     """
+    # Here, not at import: pyc_paths alone serves clone, whose start-up is benchmarked.
+    import subprocess
+    import tempfile
+
     env = {k: v for k, v in os.environ.items() if k not in ("SOURCE_DATE_EPOCH", "PYTHONPYCACHEPREFIX")}
     env["PYTHONNOUSERSITE"] = "1"
     opts: dict[str, object] = {"force": force, "strip": strip if strip and prepend else None,

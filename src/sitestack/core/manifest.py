@@ -13,10 +13,12 @@ import json
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
+if TYPE_CHECKING:
+    from typing import Any
 
 CHUNK = 1 << 20
 
@@ -194,6 +196,9 @@ def hash_files(
                     progress(r[1])
                 yield rel, r
         return
+    # Here, not at import: pack and clone load manifests and hash none.
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for batch, res in zip(batches, pool.map(one, batches), strict=True):
             for rel, r in zip(batch, res, strict=True):

@@ -10,9 +10,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from sitestack.core.layout import records_dir
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
+if TYPE_CHECKING:
+    from typing import Any
 
 # Files under PREFIX/.sitestack/ (read-only like the rest of the stack).
 STACK_JSON = "stack.json"  # what StackRecord reads

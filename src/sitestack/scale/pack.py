@@ -21,7 +21,6 @@ import json
 import os
 import posixpath
 import re
-import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -337,6 +336,8 @@ def _write_squashfs(out: Path, header: Header, parts: list[Part]) -> None:
         raise ToolMissingError("sqfstar (squashfs-tools >= 4.5) is needed for --format squashfs")
     # lz4: sqfstar 4.5.1 cannot set a zstd level (-X options misparse), and its default
     # zstd level takes 30x longer to pack than lz4.
+    import subprocess  # here: only squashfs needs it, and pack's start-up is benchmarked
+
     proc = subprocess.Popen([exe, "-quiet", "-no-progress", "-comp", "lz4", "-force", "-no-xattrs",
                              "-force-uid", "0", "-force-gid", "0", str(out)],
                             stdin=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -25,8 +25,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Generator
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, TypeVar
+from typing import IO, TYPE_CHECKING, TypeVar
 
 from sitestack.core.manifest import FileEntry, Manifest
 from sitestack.errors import VerifyError
@@ -39,6 +38,9 @@ from sitestack.scale.tarheader import (
     file_header,
     tar_header,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 PIECE = 8 << 20  # the writer's buffers: files up to this size go out whole, after their check
 FEED_DEPTH = 3  # full buffers queued for the feeder at most (FEED_DEPTH + 2 buffers in all)
@@ -206,6 +208,9 @@ def _read_pooled(fn: Callable[[str], T], items: list[tuple[str, int]]) -> Genera
     the number of batches in flight starts at 2 and grows only while the writer finds its next
     batch not ready. Paths go to the threads in batches (a future per file costs more than
     reading a small one)."""
+    # Here, not at import: most packs of a warm tree never need the threads.
+    from concurrent.futures import ThreadPoolExecutor
+
     def run(batch: list[str]) -> list[T]:
         return [fn(path) for path in batch]
 

@@ -9,8 +9,6 @@ stack as the mode allows. The stack itself is only ever read.
 
 from __future__ import annotations
 
-import datetime as _dt
-import hashlib
 import json
 import os
 import time
@@ -88,6 +86,8 @@ def resolve_source(site: Site | None, ref: str | None, env: dict[str, str] | Non
 
 def clone_user_base(prefix: Path) -> str:
     """The clone's own PYTHONUSERBASE, relative to $HOME, distinct for every clone path."""
+    import hashlib  # here: a clone's start-up is benchmarked (against `cp -al`)
+
     digest = hashlib.sha256(str(prefix).encode()).hexdigest()[:8]
     return user_base_rel("sitestack", "clones", f"{prefix.name}-{digest}")
 
@@ -255,7 +255,8 @@ def _build(rec: StackRecord, plan: _Plan, tmp: Path, dest: Path, mode: str, jobs
         "source": rec.ref, "source_prefix": str(rec.prefix), "site": rec.site,
         "python": rec.python, "python_xy": rec.python_xy, "mode": used,
         "requested_mode": mode, "prefix": str(dest), "user_base": user_base,
-        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        # datetime's isoformat(timespec="seconds") in UTC, without importing datetime
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
         "depends_on_stack": used == "thin",
     }, indent=2) + "\n", encoding="utf-8")
     return CloneResult(
