@@ -14,11 +14,11 @@ import fcntl
 import os
 import stat
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from sitestack.core.manifest import Manifest
+from sitestack.core.pool import Pool, Task
 
 FICLONE = 0x40049409  # _IOW(0x94, 9, int): share all extents of one file with another
 MODES = ("auto", "reflink", "hardlink", "copy", "thin")
@@ -268,14 +268,14 @@ def clone_files(src_root: Path, dst_root: Path, files: Sequence[tuple[str, int]]
         for n, f, b in map(work, batches):
             done, fell, nbytes = done + n, fell + f, nbytes + b
     else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
+        with Pool(jobs) as pool:
             futures = [pool.submit(work, b) for b in batches]
             try:
                 for fut in futures:
                     n, f, b = fut.result()
                     done, fell, nbytes = done + n, fell + f, nbytes + b
             except BaseException:
-                pool.shutdown(wait=True, cancel_futures=True)
+                pool.shutdown(wait=True, cancel=True)
                 raise
     return _counts(shares, done, fell, nbytes)
 
@@ -306,8 +306,8 @@ def clone_tree(src_root: Path, dst_root: Path, dirs: Sequence[str], files: Seque
     work = _batch_worker(src_root, dst_root, mode, progress)
 
     done = fell = nbytes = 0
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures: list[Future[tuple[int, int, int] | None]] = []
+    with Pool(jobs) as pool:
+        futures: list[Task] = []
         try:
             batch = list(by_dir.pop("", ()))
             if on_ready is not None and ready_after == 0:
@@ -330,7 +330,7 @@ def clone_tree(src_root: Path, dst_root: Path, dirs: Sequence[str], files: Seque
                 if counts is not None:
                     done, fell, nbytes = done + counts[0], fell + counts[1], nbytes + counts[2]
         except BaseException:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel=True)
             raise
     return _counts(shares, done, fell, nbytes)
 
