@@ -19,10 +19,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 
-class Cancelled(Exception):
-    """The task was dropped by shutdown(cancel=True) before it started."""
-
-
 class Task:
     def __init__(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
         self.fn, self.args = fn, args
@@ -38,7 +34,9 @@ class Task:
         self._done.set()
 
     def _cancel(self) -> None:
-        self._error = Cancelled()
+        # No class of its own (errors.py holds the one hierarchy): nothing reads the result
+        # of a task it dropped, since a shutdown with cancel only follows an error.
+        self._error = RuntimeError("dropped by shutdown(cancel=True) before it started")
         self._done.set()
 
     def result(self) -> Any:
@@ -89,7 +87,7 @@ class Pool:
 
     def shutdown(self, wait: bool = True, cancel: bool = False) -> None:
         """No more tasks; with `cancel`, those not started are dropped (their result()
-        raises Cancelled); with `wait`, returns once every thread is done."""
+        raises RuntimeError); with `wait`, returns once every thread is done."""
         with self._cond:
             if not self._closed:
                 self._closed = True
