@@ -12,9 +12,10 @@ mtime, which the header names. Anything else (pip upgraded in the source, no byt
 hash-based .pyc) is compiled as before: nothing is reused that CPython would not accept.
 
 The .pyc is trusted as the interpreter's copied stdlib bytecode is (build/interpreter.py),
-except one that others than its owner may write. It names the source's path as its code's filename; the import system replaces it
-with the path the module is imported from (importlib's `_fix_co_filename`), as it does for
-the temp path uv compiled the other entries in.
+except one that others than its owner may write. It names the source's path as its code's
+filename; the import system replaces that with the path the module is imported from
+(importlib's `_fix_co_filename`), as it does for the temp path uv compiled the other
+entries in.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ if TYPE_CHECKING:
     from types import SimpleNamespace
     from typing import Any
 
-MODES = ("auto", "reflink", "hardlink", "copy", "thin")
 # register's options by their exact spelling, for quick_args (--module, whose value is
 # optional, is left to argparse).
 FLAGS = {"--force": "force", "--json": "json"}
@@ -15,6 +14,8 @@ VALUES = {"--prefix": "prefix", "--mode": "mode", "--jobs": "jobs", "-j": "jobs"
 
 
 def register(sub: Any) -> None:
+    from sitestack.core.copytree import MODES
+
     p = sub.add_parser(
         "clone", help="a writable, relocated copy of a stack, in seconds",
         description="Clone a stack into a writable prefix with its own interpreter. "
@@ -38,6 +39,7 @@ def register(sub: Any) -> None:
 def quick_args(argv: list[str], root: str | None) -> SimpleNamespace | None:
     """What argparse makes of a plain `sitestack clone` line, or None (sitestack/quickargs.py):
     the clone's own time is benchmarked against `cp -al`, and argparse is a tenth of it."""
+    from sitestack.core.copytree import MODES  # run() imports it anyway
     from sitestack.quickargs import choice, parse
 
     return parse(argv, {"root": root, "command": "clone", "ref": None, "prefix": None, "mode": "auto",

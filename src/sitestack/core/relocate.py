@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitestack.core import safepath
+from sitestack.core.fsutil import temp_beside
 from sitestack.core.shebang import MAX_SHEBANG, fix_shebang  # noqa: F401 (MAX_SHEBANG: re-exported)
 from sitestack.errors import UsageError
 
@@ -71,15 +72,7 @@ def replace_padded(data: bytes, old: bytes, new: bytes) -> bytes:
 def write_replacing(path: Path, data: bytes) -> None:
     """Replace a file with new content as a new inode, keeping its permission bits."""
     st = os.lstat(path)
-    # tempfile.mkstemp's O_EXCL file, without importing tempfile (and random): the start-up
-    # of `sitestack venv` and `clone` is benchmarked.
-    while True:
-        tmp = f"{path.parent}/.{path.name}.{os.urandom(6).hex()}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            break
-        except FileExistsError:
-            continue
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
