@@ -129,7 +129,8 @@ def _fill_wheels(wheels: Sequence[str], shared: Path, temps: dict[str, Path], na
         _reuse_bytecode(tree, py_xy, installer, log)
     if installer is not None:
         _retarget(tree, py_xy, installer, f"{prefix}/bin/python{py_xy}", f"{prefix}/lib/python{py_xy}")
-    # Compiled (by uv) before the split, all at once; each .pyc moves with its source.
+    # Compiled before the split (by uv, or reused and compiled in _reuse_bytecode), all at
+    # once; each .pyc moves with its source.
     split = _split(tree, py_xy, wheels, base)
     temps.update({pin: tmp for pin, (tmp, _f, _l) in split.items()})
     # Nothing was ever written at an entry's own temp path: what a wheel's files may name
