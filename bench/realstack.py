@@ -14,7 +14,10 @@ Goals (issue 10): cold <= 1.3x, warm <= 0.6x, clone <= 1.0x `cp -al`, pack <= 1.
 Clone and pack run --repeat times, each side alternately, and report medians (single runs of
 half a second move by +-50% on a shared machine); the load average is printed with each step.
 `--cold-repeat N` runs N cold pairs (sitestack, then uv, each with new caches) and compares
-their medians; `--builds-only` stops after the builds.
+their medians; `--builds-only` stops after the builds. pack hashes only the files whose
+inode or ctime changed since a pack last found them to match (core/checked.py): the clones'
+links and their removal give every inode a new ctime, so the first pack runs (within two
+seconds of that, twice) hash every file and later ones none; the runs list shows both.
 
 `--fresh-fs` (root) gives each side of each build pair a new ext4 filesystem of its own (a
 sparse image on a loop device with direct I/O, unmounted and deleted after): on a disk

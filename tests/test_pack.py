@@ -365,7 +365,7 @@ def _craft_parts(path: Path, parts: dict[str, dict[str, object]], members: list[
     ms = {role: Manifest.from_json(m) for role, m in parts.items()}
     header = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "layer" if len(parts) > 1 else "stack",
               "python_xy": "3.11", "prefixes": prefixes,
-              "content_hash": content_hash([(r, prefixes[r], ms[r]) for r in parts]),
+              "content_hash": content_hash([(r, prefixes[r], json.dumps(parts[r]).encode()) for r in parts]),
               "files": sum(len(m.files) for m in ms.values()), "bytes": sum(m.total_bytes for m in ms.values())}
     metas: list[tuple[str, object]] = [(f"{META}/header.json", header)]
     for role, m in parts.items():

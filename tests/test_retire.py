@@ -77,6 +77,10 @@ def retired(site: tuple[SiteRoot, BuildStack]) -> SiteRoot:
     --keep-archive."""
     root, _ = site
     cli(root, "pack", "rt/1", "--publish")
+    note = root.checked("rt", "1")  # pack's note of checked files (none if all were new)
+    if not note.exists():
+        note.parent.mkdir(parents=True, exist_ok=True)
+        note.write_bytes(b"")
     cli(root, "venv", str(root.path.parent / "rt-layer"), "--stack", "rt/1")
     cli(root, "clone", "rt/1", "--prefix", str(root.path.parent / "rt-clone"), "--mode", "thin")
     prefix = root.prefix("rt", "1")
@@ -95,6 +99,7 @@ def test_retire_keeps_records(retired: SiteRoot) -> None:
     assert info["retired"] == TODAY and info["message"] == MSG and info["keep_archive"] is True
     assert "shadowme==1.0" in (kept / "lock.txt").read_text()
     assert retired.archive("rt", "1").is_file()  # --keep-archive
+    assert not retired.checked("rt", "1").exists()  # about files that are gone
     assert Site(retired).versions("rt")[0].version == "2"
 
 

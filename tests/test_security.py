@@ -81,7 +81,8 @@ def forge(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]], manif
         mans["layer"] = Manifest.from_json(layer_manifest or {"files": {}, "symlinks": {}, "dirs": []})
     head = {"format": "sitestack-pack", "name": "evil", "version": "1", "kind": "stack",
             "python_xy": "3.11", "prefixes": prefixes,
-            "content_hash": content_hash([(r, prefixes[r], mans[r]) for r in ("stack", "layer") if r in mans]),
+            "content_hash": content_hash([(r, prefixes[r], json.dumps(mans[r].to_json()).encode())  # as written
+                                          for r in ("stack", "layer") if r in mans]),
             "files": sum(len(m.files) for m in mans.values()),
             "bytes": sum(m.total_bytes for m in mans.values())}
     head.update(header or {})

@@ -10,6 +10,7 @@ ROOT/.sitestack/state.json             default / hidden / deprecated per stack n
 ROOT/.sitestack/locks/                 lock files
 ROOT/.sitestack/tmp/                   builds in progress (same filesystem as stacks/)
 ROOT/.sitestack/retired/NAME/VERSION/  records of a retired version (site/retire.py)
+ROOT/.sitestack/checked/NAME/VERSION   which files last matched their sha256 (core/checked.py)
 ROOT/.sitestack/trash/                 retired stacks being deleted (same filesystem as stacks/)
 """
 
@@ -65,6 +66,10 @@ class SiteRoot:
     @property
     def trash(self) -> Path:
         return self.meta / "trash"
+
+    def checked(self, name: str, version: str) -> Path:
+        """Which files of NAME/VERSION last matched their sha256, by inode and ctime (a pack's)."""
+        return self.meta / "checked" / name / version
 
     def prefix(self, name: str, version: str) -> Path:
         return self.stacks / name / version

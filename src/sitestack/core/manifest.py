@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 CHUNK = 1 << 20
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a stack's manifest makes 13,000-68,000 of them
 class FileEntry:
     sha256: str
     size: int
@@ -59,19 +59,29 @@ class Manifest:
             dirs=list(data.get("dirs", [])),
         )
 
-    def save(self, path: Path) -> None:
-        from sitestack.core.fsutil import atomic_write_text
+    def canonical_json(self) -> bytes:
+        """The one form a manifest is hashed in (a packed stack's content hash) and saved in."""
+        return json.dumps(self.to_json(), sort_keys=True).encode()
 
-        atomic_write_text(path, json.dumps(self.to_json(), separators=(",", ":")) + "\n")
+    def save(self, path: Path) -> None:
+        from sitestack.core.fsutil import atomic_write_bytes
+
+        # Canonical, not compact: pack then hashes and packs the file's bytes as they are.
+        atomic_write_bytes(path, self.canonical_json() + b"\n")
 
     @classmethod
     def load(cls, path: Path) -> Manifest:
         """Read a manifest; a truncated or corrupt one is a VerifyError (exit 6), not a crash."""
+        with open(path, "rb") as f:
+            return cls.parse(f.read(), path)
+
+    @classmethod
+    def parse(cls, data: bytes, path: Path) -> Manifest:
+        """The manifest in `data`, read from `path` (which a VerifyError names)."""
         from sitestack.errors import VerifyError
 
         try:
-            with open(path, encoding="utf-8") as f:
-                return cls.from_json(json.load(f))
+            return cls.from_json(json.loads(data))
         except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
             raise VerifyError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})",
                               hint="the records were changed: rebuild the stack, or restore "

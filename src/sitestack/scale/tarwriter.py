@@ -5,7 +5,9 @@ POSIX ustar headers, each preceded by a pax 'x' header only for what ustar canno
 inode, same manifest entry) goes as a tar hard-link member, as GNU tar writes it: its bytes
 once, not twice (a stack's lib/sitestack-pip is hard links of its pip). Every file is checked
 against its manifest entry as it is read: its size by the writer, its sha256 by the feeder's
-thread before the bytes go out (_Feeder), so a tampered tree is never packed silently.
+thread before the bytes go out (_Feeder), so a tampered tree is never packed silently; the
+sha256 only where core.checked does not already know the file's inode and ctime to hold
+checked bytes (a changed file always has a new ctime).
 Two threads, as `tar | zstd` has two processes: the writer reads each file straight into one
 of a few recycled buffers behind its header (no copy, no allocation per file); the feeder
 checks each full buffer and hands it to the compressor. Where reads are slow (a cold or
@@ -27,6 +29,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import IO, TYPE_CHECKING, TypeVar
 
+from sitestack.core.checked import Checked
 from sitestack.core.manifest import FileEntry, Manifest
 from sitestack.errors import VerifyError
 from sitestack.scale.tarheader import (
@@ -56,15 +59,17 @@ T = TypeVar("T")
 
 
 def write_tar(out: IO[bytes], meta: list[tuple[str, bytes]],
-              trees: list[tuple[str, str, Manifest]]) -> None:
+              trees: list[tuple[str, str, Manifest]], checked: dict[str, Checked] | None = None) -> None:
     """Stream an uncompressed tar into `out`: the `meta` blobs (name, data) first, then for
     each (role, source folder, manifest) the manifest's folders, symlinks and files under
     `role/`, each sorted (the order is deterministic). A file whose size or sha256 differs
     from its manifest entry raises VerifyError; a small file's bytes reach `out` only once
-    its sha256 is checked, a large file's (streamed) ones before the end of the archive."""
+    its sha256 is checked, a large file's (streamed) ones before the end of the archive.
+    `checked[role]` (started) spares the sha256 of the files it trusts and confirms what is
+    read; the caller saves it once this returns."""
     feed = _Feeder(out)
     try:
-        _write_tar(_TarOut(feed), meta, trees)
+        _write_tar(_TarOut(feed), meta, trees, checked or {})
     except BaseException:
         feed.abandon()
         raise
@@ -76,7 +81,7 @@ def _changed(path: str) -> VerifyError:
 
 
 def _write_tar(t: _TarOut, meta: list[tuple[str, bytes]],
-               trees: list[tuple[str, str, Manifest]]) -> None:
+               trees: list[tuple[str, str, Manifest]], checked: dict[str, Checked]) -> None:
     for name, blob in meta:
         t.add(tar_header(name, REGTYPE, 0o644, len(blob)))
         t.add(blob + b"\0" * (-len(blob) % BLOCK))
@@ -89,12 +94,13 @@ def _write_tar(t: _TarOut, meta: list[tuple[str, bytes]],
                 t.add(tar_header(f"{role}/{d}/", DIRTYPE, stat.S_IMODE(mode) | 0o700))
         for rel, target in sorted(m.symlinks.items()):
             t.add(tar_header(f"{role}/{rel}", SYMTYPE, 0o777, linkname=target))
-        _write_files(t, role, src, sorted(m.files.items()))
+        _write_files(t, role, src, sorted(m.files.items()), checked.get(role))  # Checked's order
     t.add(b"\0" * (2 * BLOCK))  # end of archive
     t.flush()
 
 
-def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEntry]]) -> None:
+def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEntry]],
+                 ch: Checked | None) -> None:
     """The files, read here while reads are fast, by _read_pooled's threads once two batches
     in a row were slow (the test of _read_ahead; time waiting for the feeder is not counted)."""
     first: dict[tuple[int, int], tuple[str, FileEntry]] = {}  # this part's inodes: see _added_link
@@ -105,8 +111,8 @@ def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEnt
             cost += files[j][1].size
             j += 1
         t0, waited = time.perf_counter(), t.feed.waited
-        for rel, entry in files[i:j]:
-            _add_file(t, role, src, rel, entry, first)
+        for k in range(i, j):
+            _add_file(t, role, src, files[k], first, ch, k)
         took = time.perf_counter() - t0 - (t.feed.waited - waited)
         slow = slow + 1 if took > (j - i) * SLOW_READ + cost / READ_BANDWIDTH else 0
         i = j
@@ -115,18 +121,23 @@ def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEnt
     rest = files[i:]
     reads = _read_pooled(_read_small, [(f"{src}/{rel}", e.size) for rel, e in rest])
     with contextlib.closing(reads):
-        for (rel, entry), (st, data) in zip(rest, reads, strict=True):
+        for k, ((rel, entry), (st, data)) in enumerate(zip(rest, reads, strict=True), start=i):
             if data is None:  # large, or no longer a file: _add_file reads or refuses it
-                _add_file(t, role, src, rel, entry, first)
+                _add_file(t, role, src, (rel, entry), first, ch, k)
             elif len(data) != entry.size:  # refused before anything of it is written
                 raise _changed(f"{src}/{rel}")
-            elif not _added_link(t, first, st, f"{role}/{rel}", entry):
-                t.add_member(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns),
-                             data, (data, None, entry.sha256, src, rel))
+            else:
+                trusted = ch is not None and ch.trusted(k, st)
+                if ch is not None:
+                    ch.confirm(k, st)
+                if not _added_link(t, first, st, f"{role}/{rel}", entry):
+                    t.add_member(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns),
+                                 data, None if trusted else (data, None, entry.sha256, src, rel))
 
 
-def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry,
-              first: dict[tuple[int, int], tuple[str, FileEntry]]) -> None:
+def _add_file(t: _TarOut, role: str, src: str, item: tuple[str, FileEntry],
+              first: dict[tuple[int, int], tuple[str, FileEntry]], ch: Checked | None, k: int) -> None:
+    rel, entry = item
     path = f"{src}/{rel}"
     st = os.lstat(path)
     if not stat.S_ISREG(st.st_mode):  # checked before open: a FIFO or a device is never opened
@@ -134,12 +145,15 @@ def _add_file(t: _TarOut, role: str, src: str, rel: str, entry: FileEntry,
                           f"(it is no longer a file); run `sitestack verify`")
     if st.st_size != entry.size:
         raise _changed(path)
+    trusted = ch is not None and ch.trusted(k, st)
+    if ch is not None:
+        ch.confirm(k, st)  # this lstat comes before the read: a later change has a later ctime
     if _added_link(t, first, st, f"{role}/{rel}", entry):
         return
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         t.add_file(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns), fd,
-                   entry.size, entry.sha256, src, rel)
+                   entry.size, None if trusted else entry.sha256, src, rel)
     finally:
         os.close(fd)
 
@@ -286,17 +300,18 @@ class _TarOut:
         if check:
             self.checks.append(check)
 
-    def add_member(self, header: bytes, data: bytes, check: Check) -> None:
+    def add_member(self, header: bytes, data: bytes, check: Check | None) -> None:
         """A header, then a file's data (read by another thread) and its padding."""
         self.add(header)
         self.add(data, check)
         if pad := -len(data) % BLOCK:
             self.add(_ZEROS[:pad])
 
-    def add_file(self, header: bytes, fd: int, size: int, sha256: str, src: str, rel: str) -> None:
+    def add_file(self, header: bytes, fd: int, size: int, sha256: str | None, src: str, rel: str) -> None:
         """A header, then `size` bytes read from `fd` straight into the buffer, and padding.
         A file that fits in one buffer goes out whole, after its check; a larger one in
-        buffer-sized pieces, judged after its last (the header already gave its size)."""
+        buffer-sized pieces, judged after its last (the header already gave its size).
+        No sha256: the file is trusted (core.checked), its bytes go unhashed."""
         pad = -size % BLOCK
         whole = len(header) + size + pad
         if self.pos + whole > len(self.buf) and whole <= len(self.buf):
@@ -305,18 +320,21 @@ class _TarOut:
         if self.pos + size + pad <= len(self.buf):
             start = self.pos
             self._read_into(fd, start, start + size, src, rel)
-            self.checks.append((self.view[start : start + size], None, sha256, src, rel))
+            if sha256 is not None:
+                self.checks.append((self.view[start : start + size], None, sha256, src, rel))
         else:
-            h, left = hashlib.sha256(), size
+            h, left = (hashlib.sha256() if sha256 is not None else None), size
             while left:
                 if self.pos == len(self.buf):
                     self.flush()
                 start = self.pos
                 n = min(left, len(self.buf) - start)
                 self._read_into(fd, start, start + n, src, rel)
-                self.checks.append((self.view[start : start + n], h, None, src, rel))
+                if h is not None:
+                    self.checks.append((self.view[start : start + n], h, None, src, rel))
                 left -= n
-            self.checks.append((b"", h, sha256, src, rel))
+            if h is not None:
+                self.checks.append((b"", h, sha256, src, rel))
         if pad:
             self.add(_ZEROS[:pad])
 

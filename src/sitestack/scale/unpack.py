@@ -116,12 +116,13 @@ def _prefix_map(header: Header) -> dict[str, str]:
     return {old: role for role, old in header.prefixes.items()}
 
 
-def check_received(header: Header, manifests: dict[str, Manifest],
+def check_received(header: Header, manifests: dict[str, Manifest], blobs: dict[str, bytes],
                    hits: dict[str, list[PrefixHit]], links: dict[str, str]) -> None:
     """What every archive must satisfy once all of it is in: all links (now that every one is
     known) stay inside; the relocation list names only files of the manifest; and the header's
     content hash, file count and size are those of the manifests every file was checked
-    against. A header cannot claim another stack's identity over other files."""
+    against (the hash is of the manifests' bytes as received, `blobs`, which parse to
+    `manifests`). A header cannot claim another stack's identity over other files."""
     safepath.check_links(links, _prefix_map(header))
     for role, role_hits in hits.items():
         listed = manifests[role].files
@@ -131,7 +132,7 @@ def check_received(header: Header, manifests: dict[str, Manifest],
                 raise VerifyError(f"unsafe archive: the relocation list names {role}/{hit.path}, "
                                   "which is not a file of the archive")
     roles = [r for r in ROLES if r in header.prefixes]
-    digest = content_hash([(r, header.prefixes[r], manifests[r]) for r in roles])
+    digest = content_hash([(r, header.prefixes[r], blobs[r]) for r in roles])
     if digest != header.content_hash:
         raise VerifyError(f"archive content does not match its header: the files are not "
                           f"{header.name}/{header.version} {header.short_hash} (they hash to "
@@ -259,6 +260,7 @@ def unpack_tar(fileobj: IO[bytes], dest: Path, jobs: int | None = None) -> Unpac
 def _unpack_members(tr: TarReader, dest: str, writers: _Writers, hard: HardLinks) -> Unpacked:
     header: Header | None = None
     manifests: dict[str, Manifest] = {}
+    blobs: dict[str, bytes] = {}
     hits: dict[str, list[PrefixHit]] = {}
     seen: set[str] = set()
     links: set[str] = set()
@@ -294,9 +296,10 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers, hard: HardLinks
             r, _, what = rel.partition("/")
             if r not in header.prefixes or not is_file:
                 raise VerifyError(f"unexpected archive member {name}")
-            data = _load_meta(tr.read_meta(m), name)
+            blob = tr.read_meta(m)
+            data = _load_meta(blob, name)
             if what == MANIFEST:
-                manifests[r] = _manifest(data, name)
+                manifests[r], blobs[r] = _manifest(data, name), blob
             elif what == PREFIX_FILES:
                 hits[r] = _hits(data, name)
             continue
@@ -358,7 +361,7 @@ def _unpack_members(tr: TarReader, dest: str, writers: _Writers, hard: HardLinks
         if missing:
             raise VerifyError(f"archive is truncated: {len(missing)} files missing, "
                               f"e.g. {sorted(missing)[0]}")
-    check_received(header, manifests, hits, all_links)
+    check_received(header, manifests, blobs, hits, all_links)
     return Unpacked(header, manifests, hits)
 
 
@@ -420,6 +423,7 @@ def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
         raise VerifyError(f"squashfs extraction failed: {r.stderr.strip()[-300:]}")
     header = Header.from_json(_load_meta(_read_regular(out / META / "header.json"), "header"))
     manifests: dict[str, Manifest] = {}
+    blobs: dict[str, bytes] = {}
     hits: dict[str, list[PrefixHit]] = {}
     links: dict[str, str] = {}
     for entry in os.listdir(out):
@@ -427,7 +431,8 @@ def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
             raise VerifyError(f"unexpected archive member {entry}")
     for role in header.prefixes:
         meta = out / META / role
-        manifests[role] = _manifest(_load_meta(_read_regular(meta / MANIFEST), MANIFEST), role)
+        blobs[role] = _read_regular(meta / MANIFEST)
+        manifests[role] = _manifest(_load_meta(blobs[role], MANIFEST), role)
         hits[role] = _hits(_load_meta(_read_regular(meta / PREFIX_FILES), PREFIX_FILES), role)
         root = out / role
         files, syms, _dirs = walk(root, ())
@@ -437,7 +442,7 @@ def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
                 raise VerifyError(f"unsafe archive: special file {role}/{rel}")
             if stat.S_ISLNK(st.st_mode):
                 check_link(role, rel, os.readlink(root / rel), header, links)
-    check_received(header, manifests, hits, links)  # before anything is read through a link
+    check_received(header, manifests, blobs, hits, links)  # before anything is read through a link
     for role in header.prefixes:
         root = out / role
         problems = verify(root, manifests[role], exclude=())  # the one hash pass of squashfs

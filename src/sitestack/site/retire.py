@@ -7,7 +7,8 @@ Steps, under the name's build lock (so no build or restore of NAME runs meanwhil
 2. rename PREFIX into ROOT/.sitestack/trash/ (same filesystem): the one step that retires it;
 3. drop the version from the state (hidden, deprecated) and rewrite NAME's modulefiles: the
    version becomes a hidden stub whose load fails with "retired on DATE: MESSAGE";
-4. remove the `pack --publish` archive (unless --keep-archive), then delete the trash.
+4. remove the `pack --publish` archive (unless --keep-archive) and pack's note of checked files
+   (ROOT/.sitestack/checked/NAME/VERSION), then delete the trash.
 
 A version is retired when its records are kept *and* its prefix is gone (Site.retired), so a
 kill -9 before step 2 leaves it published (its kept copy is ignored and replaced by the next
@@ -195,6 +196,7 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
         if not keep_archive and archive.is_file():
             archive.unlink()
             removed = archive
+        root.checked(name, version).unlink(missing_ok=True)  # pack's note on files now gone
         crash_point("retire:before-delete")
         rmtree(trash)
     return RetireResult(name, version, date, message, kept, removed,
