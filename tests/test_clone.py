@@ -467,6 +467,48 @@ def test_plan_from_manifest_json_is_the_manifests_tree(tmp_path: Path) -> None:
         load_tree(path, skip)
 
 
+def test_plan_from_the_saved_tree_is_the_manifests_tree(tmp_path: Path, stack: StackRecord,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """build saves the tree beside the manifest (copytree.save_tree); load_tree takes it without
+    parsing the JSON while it was made from that very manifest file, and reads the JSON again
+    once the manifest is another file or the saved tree is unreadable."""
+    import json
+
+    from sitestack.core.copytree import load_tree, save_tree, tree_from_manifest
+    from sitestack.core.manifest import FileEntry
+    from sitestack.core.records import TREE
+
+    skip = (".sitestack", "pip.conf")
+    built = stack.records / "manifest.json"
+    assert (stack.records / TREE).is_file()
+    from_json = tree_from_manifest(Manifest.load(built)).without(skip)
+    real_loads = json.loads
+
+    def no_json(*_a: object, **_k: object) -> object:
+        raise AssertionError("the manifest's JSON was parsed")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(json, "loads", no_json)
+        assert load_tree(built, skip) == from_json
+    m = Manifest(files={"pip.conf": FileEntry("1" * 64, 3, 0o644), "lib/b.py": FileEntry("2" * 64, 7, 0o644),
+                        "lib/a.py": FileEntry("3" * 64, 0, 0o644)},
+                 symlinks={"bin/python": "python3.x"}, dirs=["lib", "bin"])
+    path = tmp_path / "manifest.json"
+    m.save(path)
+    save_tree(tmp_path / TREE, path, m)
+    whole = tree_from_manifest(Manifest.load(path))
+    want = whole.without(skip)
+    assert want.files == (("lib/a.py", 0), ("lib/b.py", 7))  # sorted, as the JSON is
+    monkeypatch.setattr(json, "loads", no_json)
+    assert load_tree(path, skip) == want and load_tree(path) == whole
+    monkeypatch.setattr(json, "loads", real_loads)
+    m.files["lib/c.py"] = FileEntry("4" * 64, 9, 0o644)
+    m.save(path)  # another manifest file: the saved tree is stale
+    assert ("lib/c.py", 9) in load_tree(path, skip).files
+    (tmp_path / TREE).write_bytes(b"\x00garbage")
+    assert load_tree(path, skip) == tree_from_manifest(Manifest.load(path)).without(skip)
+
+
 def test_rewritten_sources_compiled_here_only_with_the_stacks_magic(tmp_path: Path) -> None:
     """In-process bytecode for the rewritten .py files only when the stack's own .pyc of them
     has this interpreter's magic number; otherwise the stack's interpreter compiles them."""

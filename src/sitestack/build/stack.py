@@ -22,6 +22,7 @@ from sitestack.build.interpreter import find_python
 from sitestack.build.packages import Installed, copy_and_install, install_packages
 from sitestack.build.smoke import run_smoke_tests
 from sitestack.core import records
+from sitestack.core.copytree import save_tree
 from sitestack.core.fsutil import (
     atomic_write_json,
     atomic_write_text,
@@ -225,6 +226,7 @@ def finish(
     rec_dir = records_dir(tmp)
     rec_dir.mkdir(exist_ok=True)
     manifest.save(rec_dir / records.MANIFEST)
+    save_tree(rec_dir / records.TREE, rec_dir / records.MANIFEST, manifest)
     save_prefix_files(rec_dir / records.PREFIX_FILES, str(final), prefix_hits)
     atomic_write_text(rec_dir / records.SPEC, spec.text)
     atomic_write_text(rec_dir / records.LOCK, records.lock_text(packages))

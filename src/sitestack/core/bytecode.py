@@ -12,14 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from sitestack.core.log import LogSink
 from sitestack.errors import BuildError
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a clone's start counts)
 if TYPE_CHECKING:
     import subprocess
 
+    from sitestack.core.log import LogSink
     from sitestack.core.progress import Progress
 
 

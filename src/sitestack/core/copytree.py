@@ -65,13 +65,59 @@ def tree_from_manifest(manifest: Manifest) -> Tree:
                 tuple(manifest.symlinks.items()))
 
 
+# The tree beside a stack's manifest (records.TREE), as marshal writes it: (TREE_FORMAT,
+# manifest size, manifest mtime_ns, dirs, files, links, top-level names). A clone of a small
+# stack parsed its 2 MB manifest in 35 ms, sha256 strings and all, to use only paths and
+# sizes; marshal gives the same tuples in 7 ms. Records are the site's, as trusted as the
+# manifest itself (marshal is not for data from strangers).
+TREE_FORMAT = 1
+
+
+def save_tree(path: Path, manifest_path: Path, manifest: Manifest) -> None:
+    """Write `path`: what load_tree(manifest_path) gives, for the manifest saved there."""
+    import marshal
+
+    from sitestack.core.fsutil import atomic_write_bytes
+
+    files = tuple(sorted((p, e.size) for p, e in manifest.files.items()))  # the JSON's order
+    links = tuple(sorted(manifest.symlinks.items()))
+    tops = tuple(sorted({rel.partition("/")[0] for rel, _ in (*files, *links)}))
+    st = os.stat(manifest_path)
+    atomic_write_bytes(path, marshal.dumps((TREE_FORMAT, st.st_size, st.st_mtime_ns,
+                                            tuple(sorted(manifest.dirs)), files, links, tops)))
+
+
+def _saved_tree(manifest_path: Path, skip: set[str]) -> Tree | None:
+    """The tree saved beside the manifest, if it was made from this very file (its size and
+    mtime); None if there is none, or it is stale or unreadable (then the JSON is read)."""
+    import marshal
+
+    from sitestack.core.records import TREE
+
+    try:
+        with open(manifest_path.with_name(TREE), "rb") as f:
+            fmt, size, mtime, dirs, files, links, tops = marshal.loads(f.read())
+        st = os.stat(manifest_path)
+    except (OSError, ValueError, EOFError, TypeError):
+        return None
+    if fmt != TREE_FORMAT or (size, mtime) != (st.st_size, st.st_mtime_ns) or not all(
+            isinstance(x, tuple) for x in (dirs, files, links, tops)):
+        return None
+    tree = Tree(dirs, files, links)
+    return tree.without(skip) if skip.intersection(tops) else tree
+
+
 def load_tree(path: Path, skip_top: Iterable[str] = ()) -> Tree:
-    """tree_from_manifest(Manifest.load(path)).without(skip_top) in one pass over the JSON,
-    with no FileEntry per file: a clone needs paths and sizes only, and building the full
-    manifest was a quarter of a small stack's clone. Corrupt JSON is a VerifyError, as there."""
+    """tree_from_manifest(Manifest.load(path)).without(skip_top): from the tree saved beside
+    the manifest (save_tree) where it is current, else in one pass over the JSON, with no
+    FileEntry per file: a clone needs paths and sizes only, and building the full manifest
+    was a quarter of a small stack's clone. Corrupt JSON is a VerifyError, as there."""
     import json
 
     skip = set(skip_top)
+    saved = _saved_tree(path, skip)
+    if saved is not None:
+        return saved
     try:
         with open(path, "rb") as f:
             data = json.loads(f.read())

@@ -2,7 +2,8 @@
 
 ROOT/stacks/NAME/VERSION/              the stack prefix (read-only once published)
 ROOT/stacks/NAME/VERSION/.sitestack/   its records: stack.json, spec.toml, lock.txt,
-                                       manifest.json, prefix-files.json, build.log, tests.json
+                                       manifest.json, tree.marshal (a clone's plan of it),
+                                       prefix-files.json, build.log, tests.json
 ROOT/modulefiles/NAME/VERSION.lua      Lmod, with NAME/.modulerc.lua
 ROOT/modulefiles-tcl/NAME/VERSION      Environment Modules, with NAME/.modulerc
 ROOT/archives/NAME/VERSION.tar.zst     optional, from `pack --publish`: what `stage` reads

@@ -22,6 +22,7 @@ STACK_JSON = "stack.json"  # what StackRecord reads
 SPEC = "spec.toml"  # the spec text as built
 LOCK = "lock.txt"  # name==version per line
 MANIFEST = "manifest.json"  # sha256 of every file (core.manifest.Manifest)
+TREE = "tree.marshal"  # the manifest's folders, files and sizes, links: a clone's plan (core.copytree)
 PREFIX_FILES = "prefix-files.json"  # files that name the prefix (relocation list)
 BUILD_LOG = "build.log"
 TESTS = "tests.json"  # smoke-test results at build time
