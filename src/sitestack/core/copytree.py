@@ -81,10 +81,10 @@ def save_tree(path: Path, manifest_path: Path, manifest: Manifest) -> None:
 
     files = tuple(sorted((p, e.size) for p, e in manifest.files.items()))  # the JSON's order
     links = tuple(sorted(manifest.symlinks.items()))
-    tops = tuple(sorted({rel.partition("/")[0] for rel, _ in (*files, *links)}))
+    dirs = tuple(sorted(manifest.dirs))
+    tops = tuple(sorted({rel.partition("/")[0] for rel in (*dirs, *(f[0] for f in files), *(x[0] for x in links))}))
     st = os.stat(manifest_path)
-    atomic_write_bytes(path, marshal.dumps((TREE_FORMAT, st.st_size, st.st_mtime_ns,
-                                            tuple(sorted(manifest.dirs)), files, links, tops)))
+    atomic_write_bytes(path, marshal.dumps((TREE_FORMAT, st.st_size, st.st_mtime_ns, dirs, files, links, tops)))
 
 
 def _saved_tree(manifest_path: Path, skip: set[str]) -> Tree | None:

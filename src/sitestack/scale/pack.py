@@ -60,7 +60,7 @@ class Part:
         """Made once: it is both hashed into the header and packed. The records' own bytes
         where build wrote them in the canonical form (serializing 13,000 entries again took
         45 ms before the first byte was packed); unpack hashes the bytes it receives."""
-        return self.records_json if self.records_json is not None else _manifest_json(self.manifest)
+        return self.records_json if self.records_json is not None else self.manifest.canonical_json()
 
 
 @dataclass(frozen=True)
@@ -136,16 +136,12 @@ def content_hash(parts: list[tuple[str, str, Manifest | bytes]]) -> str:
     it checked every received file against, so a header cannot claim another stack's hash."""
     h = hashlib.sha256()
     for role, prefix, m in parts:
-        mjson = m if isinstance(m, bytes) else _manifest_json(m)
+        mjson = m if isinstance(m, bytes) else m.canonical_json()
         # for a canonical manifest: the bytes of json.dumps([role, prefix, manifest.to_json()], sort_keys=True)
         h.update(f"[{json.dumps(role)}, {json.dumps(prefix)}, ".encode())
         h.update(mjson)
         h.update(b"]")
     return h.hexdigest()
-
-
-def _manifest_json(m: Manifest) -> bytes:
-    return m.canonical_json()
 
 
 # What Manifest.canonical_json writes starts and ends so; older records are compact JSON.

@@ -127,12 +127,20 @@ def _write_files(t: _TarOut, role: str, src: str, files: list[tuple[str, FileEnt
             elif len(data) != entry.size:  # refused before anything of it is written
                 raise _changed(f"{src}/{rel}")
             else:
-                trusted = ch is not None and ch.trusted(k, st)
-                if ch is not None:
-                    ch.confirm(k, st)
+                trusted = _trusted(ch, k, st)
                 if not _added_link(t, first, st, f"{role}/{rel}", entry):
                     t.add_member(file_header(f"{role}/{rel}", entry.mode, entry.size, st.st_mtime_ns),
                                  data, None if trusted else (data, None, entry.sha256, src, rel))
+
+
+def _trusted(ch: Checked | None, k: int, st: os.stat_result) -> bool:
+    """Whether file `k` (as `st`, its lstat before the read) needs no sha256 (core.checked);
+    noted as checked either way, kept if the whole pack succeeds: a later change has a later ctime."""
+    if ch is None:
+        return False
+    trusted = ch.trusted(k, st)
+    ch.confirm(k, st)
+    return trusted
 
 
 def _add_file(t: _TarOut, role: str, src: str, item: tuple[str, FileEntry],
@@ -145,9 +153,7 @@ def _add_file(t: _TarOut, role: str, src: str, item: tuple[str, FileEntry],
                           f"(it is no longer a file); run `sitestack verify`")
     if st.st_size != entry.size:
         raise _changed(path)
-    trusted = ch is not None and ch.trusted(k, st)
-    if ch is not None:
-        ch.confirm(k, st)  # this lstat comes before the read: a later change has a later ctime
+    trusted = _trusted(ch, k, st)
     if _added_link(t, first, st, f"{role}/{rel}", entry):
         return
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
