@@ -79,24 +79,12 @@ class Checked:
         and concurrent checks need no lock, as every version of the file is true."""
         if self.new == self.old and self.new_dev == self.dev:
             return False
-        from sitestack.core.fsutil import make_dirs, temp_beside
+        from sitestack.core.fsutil import atomic_write_bytes
 
+        data = MAGIC + self.key.encode() + b"\n" + array("q", [self.new_dev]).tobytes() + self.new.tobytes()
         try:
-            make_dirs(self.path.parent)
-            fd, tmp = temp_beside(self.path, ".tmp")
-        except OSError:
+            # No fsync: a file torn by a power cut is refused by load's length check.
+            atomic_write_bytes(self.path, data, durable=False)
+        except OSError:  # not this user's state, or a full disk: the next pack hashes again
             return False
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(MAGIC + self.key.encode() + b"\n")
-                array("q", [self.new_dev]).tofile(f)
-                self.new.tofile(f)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-        except BaseException as e:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            if isinstance(e, OSError):  # a full disk: the next pack hashes again, nothing is lost
-                return False
-            raise
         return True

@@ -31,10 +31,12 @@ def temp_beside(path: Path, suffix: str = "") -> tuple[int, str]:
             continue
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
     """Write to a temp file beside `path`, fsync, then rename over it.
 
     A reader sees the old content or the new one, never a torn file, even after kill -9.
+    `durable=False` skips the fsync, for a cache whose loss after a power cut costs nothing
+    but its rebuilding (its reader must take a torn or empty file as no cache).
     """
     path = Path(path)
     make_dirs(path.parent)
@@ -42,8 +44,9 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
