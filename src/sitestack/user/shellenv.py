@@ -30,16 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 from sitestack.core.templates import sh_quote
 from sitestack.errors import UsageError
+from sitestack.site.modulefiles.content import Op, apply_plan
 
 if TYPE_CHECKING:
-    from sitestack.site.modulefiles.content import ModuleContent
     from sitestack.site.registry import Site
 
 SAVED = "_SITESTACK_SAVED"
 SHELLS = ("bash", "zsh", "sh", "fish")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-Op = tuple[str, str, str]  # ("prepend" | "set", VAR, value)
 
 
 @dataclass(frozen=True)
@@ -47,48 +45,6 @@ class ShellCode:
     code: str  # eval this
     ref: str | None  # the stack now loaded (None after unload)
     messages: tuple[str, ...] = ()  # for stderr: deprecation, modules it cannot load
-
-
-def _join(*parts: str) -> str:
-    """Lmod's pathJoin: '/'-joined, repeated slashes collapsed."""
-    return re.sub(r"/+", "/", "/".join(p for p in parts if p))
-
-
-def env_plan(c: ModuleContent, home: str) -> list[Op]:
-    """Every change the modulefile makes, in its order."""
-    userbase = _join(home, *c.user_base_parts)  # records.user_base_rel, as the modulefiles
-    ops: list[Op] = []
-    if c.family:
-        ops += [("set", f"LMOD_FAMILY_{c.family.upper()}", c.name),
-                ("set", f"LMOD_FAMILY_{c.family.upper()}_VERSION", c.version)]
-    ops += [
-        ("prepend", "PATH", _join(c.prefix, "bin")),
-        ("set", "PYTHONUSERBASE", userbase),
-        ("prepend", "PATH", _join(userbase, "bin")),
-        ("set", "SITESTACK_STACK", f"{c.name}/{c.version}"),
-        ("set", "SITESTACK_PREFIX", c.prefix),
-        ("set", "SITESTACK_STACK_ROOT", c.root),
-    ]
-    if c.conda:
-        ops += [("set", "CONDA_PREFIX", c.prefix), ("set", "CONDA_DEFAULT_ENV", f"{c.name}/{c.version}"),
-                ("set", "CONDA_SHLVL", "1"), ("set", "CONDA_PROMPT_MODIFIER", "")]
-    ops += [("set", k, v) for k, v in c.setenv]
-    ops += [("prepend", k, v) for k, v in c.prepend_path]
-    for _, var, _ in ops:
-        if not _NAME.fullmatch(var):
-            raise UsageError(f"{c.name}/{c.version}: {var!r} is not a variable name a shell can set")
-    return ops
-
-
-def apply(env: Mapping[str, str], ops: list[Op]) -> dict[str, str]:
-    out = dict(env)
-    for kind, var, value in ops:
-        if kind == "set":
-            out[var] = value
-        else:
-            rest = [p for p in out.get(var, "").split(":") if p and p != value]
-            out[var] = ":".join([value, *rest])
-    return out
 
 
 def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
@@ -146,7 +102,7 @@ def _plan(site: Site, ref: str, env: Mapping[str, str], chain: tuple[str, ...], 
     if rec.ref in chain:
         raise UsageError(f"{chain[0]}: depends_on loops: {' -> '.join((*chain, rec.ref))}")
     c = content_for(rec, site.stack_state(rec.name))
-    ops = env_plan(c, env.get("HOME", ""))
+    ops = c.env_plan(env.get("HOME", ""))
     n_family = 2 if c.family else 0  # family() comes before depends_on in the modulefile
     deps: list[Op] = []
     unknown = []
@@ -176,7 +132,7 @@ def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, st
     base = restored(env)
     messages: list[str] = []
     stack, ops = _plan(site, ref, base, (), messages)
-    new = apply(base, ops)
+    new = apply_plan(base, ops)
     touched = list(dict.fromkeys(var for _, var, _ in ops))
     added: dict[str, list[str]] = {}
     for kind, var, value in ops:

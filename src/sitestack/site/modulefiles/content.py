@@ -1,11 +1,38 @@
 """What a modulefile says, in no language: one ``ModuleContent`` per stack version.
 
-The Lmod and Tcl writers both render this, so the two formats cannot drift apart.
+The Lmod and Tcl writers both render this, so the two formats cannot drift apart;
+``ModuleContent.env_plan`` is the same changes as a list of operations, for every front door
+that sets variables itself (`sitestack load`, and whatever else starts a stack's python).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from sitestack.errors import UsageError
+
+Op = tuple[str, str, str]  # ("prepend" | "set", VAR, value)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def path_join(*parts: str) -> str:
+    """Lmod's pathJoin: '/'-joined, repeated slashes collapsed."""
+    return re.sub(r"/+", "/", "/".join(p for p in parts if p))
+
+
+def apply_plan(env: Mapping[str, str], ops: list[Op]) -> dict[str, str]:
+    """`env` after `ops`: a prepended entry already there moves to the front, as in Lmod."""
+    out = dict(env)
+    for kind, var, value in ops:
+        if kind == "set":
+            out[var] = value
+        else:
+            rest = [p for p in out.get(var, "").split(":") if p and p != value]
+            out[var] = ":".join([value, *rest])
+    return out
+
 
 HEADER = "Written by sitestack; do not edit. Run `sitestack modulefiles` to rewrite."
 MAIN_PACKAGES = 12
@@ -90,3 +117,30 @@ class ModuleContent:
             "or `pip install --user` (goes to $PYTHONUSERBASE, this version only)."
         )
         return "\n".join(parts)
+
+    def env_plan(self, home: str) -> list[Op]:
+        """Every change the modulefile makes, in its order, with HOME as given (the modulefile
+        reads it at load time)."""
+        userbase = path_join(home, *self.user_base_parts)  # records.user_base_rel, as the modulefiles
+        ops: list[Op] = []
+        if self.family:
+            ops += [("set", f"LMOD_FAMILY_{self.family.upper()}", self.name),
+                    ("set", f"LMOD_FAMILY_{self.family.upper()}_VERSION", self.version)]
+        ref = f"{self.name}/{self.version}"
+        ops += [
+            ("prepend", "PATH", path_join(self.prefix, "bin")),
+            ("set", "PYTHONUSERBASE", userbase),
+            ("prepend", "PATH", path_join(userbase, "bin")),
+            ("set", "SITESTACK_STACK", ref),
+            ("set", "SITESTACK_PREFIX", self.prefix),
+            ("set", "SITESTACK_STACK_ROOT", self.root),
+        ]
+        if self.conda:
+            ops += [("set", "CONDA_PREFIX", self.prefix), ("set", "CONDA_DEFAULT_ENV", ref),
+                    ("set", "CONDA_SHLVL", "1"), ("set", "CONDA_PROMPT_MODIFIER", "")]
+        ops += [("set", k, v) for k, v in self.setenv]
+        ops += [("prepend", k, v) for k, v in self.prepend_path]
+        for _, var, _ in ops:
+            if not _NAME.fullmatch(var):
+                raise UsageError(f"{ref}: {var!r} is not a variable name a shell can set")
+        return ops
