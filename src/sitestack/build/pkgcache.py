@@ -49,6 +49,7 @@ from sitestack.build.cachefill import Installer, fill
 from sitestack.build.cacheuv import run_uv
 from sitestack.core.fsutil import file_lock, make_dirs
 from sitestack.core.manifest import FileEntry
+from sitestack.core.pool import Pool, usable_cpus
 from sitestack.core.publish import clear_stale
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class LinkResult:
     copied: int
     known: dict[str, FileEntry] = field(default_factory=dict)  # linked files, hashes from the entry
     rewritten_py: bool = False  # a copied-and-rewritten .py: its cached .pyc no longer matches
+    copies: tuple[str, ...] = ()  # the files copied (rewritten, or not linkable): no hash known
 
 
 def cache_root(root: SiteRoot) -> Path:
@@ -205,62 +207,120 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     return [load_entry(base / names[p]) for p in pins]
 
 
-def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:
+def link(entries: Sequence[Entry], prefix: Path, jobs: int = 0) -> LinkResult:
     """Hardlink every entry's files into `prefix`; copy and rewrite the prefix-naming ones.
 
-    Returns the linked files' recorded hashes, so the build need not read them again. One
-    scandir walk per entry and about one system call per file (the link itself; a clash
-    with a file an earlier distribution shipped is found by the link failing)."""
-    linked = copied = 0
-    rewritten_py = False
-    known: dict[str, FileEntry] = {}
-    new = str(prefix).encode()
-    for e in entries:
-        rewrite = set(e.rewrite)
-        m = e.files()
-        files = m.files if m is not None else {}
-        todo = [(str(e.tree), str(prefix), "")]
-        while todo:
-            src_dir, dest_dir, rel_dir = todo.pop()
-            with os.scandir(src_dir) as it:
-                items = list(it)
-            for de in items:
-                src, dest = de.path, os.path.join(dest_dir, de.name)
+    Returns the linked files' recorded hashes, so the build need not read them again. A file
+    two distributions ship comes from the later one, as with pip. The entries are walked
+    (one scandir per folder, no stat) and their records read by `jobs` threads (default: one
+    per CPU); then this thread makes the folders in order while the threads link the files
+    of the folders made so far (core/copytree.clone_tree's plan), each with one link(2): the
+    kernel's work, which runs on every core, where one thread took 2.2 s for 67,000 files."""
+    plan: dict[str, tuple[int, str]] = {}  # rel -> (entry, source) of every file, the last entry's
+    links: dict[str, str] = {}  # rel -> source symlink
+    rewrite: dict[str, int] = {}  # rel -> entry, files copied and rewritten
+    dirs: set[str] = set()
+    records: list[Mapping[str, FileEntry]] = []
+    with Pool(jobs or usable_cpus()) as pool:
+        walks = [pool.submit(_walk_entry, e) for e in entries]
+        try:
+            for i, (e, w) in enumerate(zip(entries, walks, strict=True)):
+                e_files, e_links, e_dirs, m = w.result()
+                records.append(m)
+                dirs.update(e_dirs)
+                again = set(e.rewrite)
+                for rel, src in e_files:
+                    links.pop(rel, None)
+                    if rel in again:
+                        plan.pop(rel, None)
+                        rewrite[rel] = i
+                    else:
+                        rewrite.pop(rel, None)
+                        plan[rel] = (i, src)
+                for rel, src in e_links:
+                    plan.pop(rel, None)
+                    rewrite.pop(rel, None)
+                    links[rel] = src
+            by_dir: dict[str, list[tuple[str, str]]] = {}
+            known: dict[str, FileEntry] = {}
+            for rel, (i, src) in plan.items():
+                by_dir.setdefault(rel.rpartition("/")[0], []).append((src, rel))
+                if (entry := records[i].get(rel)) is not None:
+                    known[rel] = entry
+            dest = str(prefix)
+            tasks = []
+            batch: list[tuple[str, str]] = list(by_dir.pop("", ()))
+            for d in sorted(dirs):  # parents before children
+                with contextlib.suppress(FileExistsError):  # the interpreter's, or a shared one
+                    os.mkdir(f"{dest}/{d}")
+                batch += by_dir.pop(d, ())
+                if len(batch) >= LINK_BATCH:
+                    tasks.append(pool.submit(_link_files, batch, dest))
+                    batch = []
+            if batch:
+                tasks.append(pool.submit(_link_files, batch, dest))
+            for rel, src in links.items():
+                _replace_link(src, Path(dest, rel))
+            new = dest.encode()
+            for rel, i in rewrite.items():
+                e, src = entries[i], f"{entries[i].tree}/{rel}"
+                data = Path(src).read_bytes()
+                for o in e.old:
+                    data = data.replace(o.encode(), new)
+                _unlink_any(f"{dest}/{rel}")
+                Path(dest, rel).write_bytes(data)
+                os.chmod(f"{dest}/{rel}", os.lstat(src).st_mode & 0o777 | 0o200)
+            copied = [rel for t in tasks for rel in t.result()]
+        except BaseException:
+            pool.shutdown(wait=True, cancel=True)
+            raise
+    for rel in copied:
+        known.pop(rel, None)  # copied, not linked: hashed by the build
+    return LinkResult(len(plan) - len(copied), len(copied) + len(rewrite), known,
+                      any(rel.endswith(".py") for rel in rewrite), (*rewrite, *copied))
+
+
+LINK_BATCH = 64  # files per thread task: enough to amortise the pool's own overhead
+
+
+def _walk_entry(e: Entry) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str], Mapping[str, FileEntry]]:
+    """An entry's files and symlinks as (rel, source), its folders, and its recorded hashes."""
+    files: list[tuple[str, str]] = []
+    links: list[tuple[str, str]] = []
+    dirs: list[str] = []
+    todo = [(str(e.tree), "")]
+    while todo:
+        src_dir, rel_dir = todo.pop()
+        with os.scandir(src_dir) as it:
+            for de in it:
                 rel = f"{rel_dir}{de.name}"
                 if de.is_symlink():
-                    _replace_link(src, Path(dest))
-                    known.pop(rel, None)
+                    links.append((rel, de.path))
                 elif de.is_dir(follow_symlinks=False):
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(dest)
-                    todo.append((src, dest, f"{rel}/"))
-                elif rel in rewrite:
-                    data = Path(src).read_bytes()
-                    for o in e.old:
-                        data = data.replace(o.encode(), new)
-                    _unlink_any(dest)
-                    known.pop(rel, None)
-                    Path(dest).write_bytes(data)
-                    os.chmod(dest, de.stat(follow_symlinks=False).st_mode & 0o777 | 0o200)
-                    copied += 1
-                    rewritten_py = rewritten_py or de.name.endswith(".py")
+                    dirs.append(rel)
+                    todo.append((de.path, f"{rel}/"))
                 else:
-                    try:
-                        try:
-                            os.link(src, dest)
-                        except FileExistsError:
-                            # a file two distributions ship: the later wins, as with pip
-                            os.unlink(dest)
-                            known.pop(rel, None)
-                            os.link(src, dest)
-                        linked += 1
-                        if rel in files:
-                            known[rel] = files[rel]
-                    except OSError:
-                        _unlink_any(dest)
-                        shutil.copy2(src, dest)  # another filesystem, or not allowed
-                        copied += 1
-    return LinkResult(linked, copied, known, rewritten_py)
+                    files.append((rel, de.path))
+    m = e.files()
+    return files, links, dirs, m.files if m is not None else {}
+
+
+def _link_files(batch: list[tuple[str, str]], dest: str) -> list[str]:
+    """Hardlink each (source, rel) under `dest`; returns the rels that had to be copied."""
+    copied = []
+    for src, rel in batch:
+        out = f"{dest}/{rel}"
+        try:
+            try:
+                os.link(src, out)
+            except FileExistsError:  # a file of the interpreter's copy: the entry's wins
+                os.unlink(out)
+                os.link(src, out)
+        except OSError:
+            _unlink_any(out)
+            shutil.copy2(src, out)  # another filesystem, or not allowed
+            copied.append(rel)
+    return copied
 
 
 def _unlink_any(path: str) -> None:
