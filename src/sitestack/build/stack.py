@@ -20,7 +20,7 @@ from pathlib import Path
 from sitestack import __version__
 from sitestack.build.interpreter import find_python
 from sitestack.build.packages import Installed, copy_and_install, install_packages
-from sitestack.build.smoke import run_smoke_tests
+from sitestack.build.smoke import last_durations, run_smoke_tests
 from sitestack.core import records
 from sitestack.core.copytree import save_tree
 from sitestack.core.fsutil import (
@@ -119,7 +119,8 @@ def build(
                 diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
             finish(spec, tmp, final, root, version, python, py_xy, packages,
-                   lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-")),
+                   lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-"),
+                                           expected=last_durations(root, spec.name)),
                    log, extra, installed)
             log.step(f"publishing {final}")
             make_dirs(final.parent)
