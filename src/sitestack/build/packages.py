@@ -33,6 +33,8 @@ class Installed:
     # Every file in site-packages came compiled from the cache: no bytecode check needed there.
     site_packages_compiled: bool = False
     since_ns: int = 0  # a known file changed after this is hashed again after all
+    # Every other file the install wrote (rewritten or copied): what the build hashes itself.
+    written: list[str] = field(default_factory=list)
 
 
 def copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Path, root: SiteRoot,
@@ -50,9 +52,10 @@ def copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Pa
         copy = pool.submit(copy_interpreter, source, tmp, final, copied)
         packages = install_packages(spec, tmp, source.xy, log, root=root, installed=installed,
                                     source=source, copied=copy.result)
-        copy.result()
+        rewritten = copy.result()
     # Hashed by the copy: the stdlib is not read again for the manifest.
     installed.known = {**copied, **installed.known}
+    installed.written += [r for r in rewritten if r not in installed.known]
     return packages
 
 
@@ -115,7 +118,7 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
             since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
             res = pkgcache.link(entries, prefix)
         if installed is not None:
-            installed.known, installed.since_ns = res.known, since
+            installed.known, installed.since_ns, installed.written = res.known, since, list(res.copies)
             installed.site_packages_compiled = not res.rewritten_py
         log.step(f"linked {len(entries)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
         # Each entry is a wheel's dist-info: the names and versions need no `uv pip list`
