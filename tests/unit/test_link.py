@@ -1,6 +1,7 @@
-"""build/pkgcache.link: site-cache entries hardlinked into a prefix by several threads, with the
-result one thread gives: the later entry's file where two ship one, rewritten copies of the
-prefix-naming files, symlinks as they are, the entries' recorded hashes for what was linked."""
+"""build/cachelink (pkgcache.link, prepare): site-cache entries hardlinked into a prefix by
+several threads, with the result one thread gives: the later entry's file where two ship one,
+rewritten copies of the prefix-naming files, symlinks as they are, the entries' recorded
+hashes for what was linked; and the same with a guess at the entries planned ahead."""
 
 from __future__ import annotations
 
@@ -111,3 +112,24 @@ def test_a_failed_link_stops_and_raises(tmp_path: Path, entries: list[pkgcache.E
     (prefix / "lib" / "site-packages" / "a.py").mkdir(parents=True)
     with pytest.raises(IsADirectoryError):
         pkgcache.link(entries, prefix, jobs=2)
+
+
+def test_a_guess_planned_ahead_gives_the_same_tree_right_or_wrong(tmp_path: Path,
+                                                                  entries: list[pkgcache.Entry]) -> None:
+    """prepare() plans a guess at the entries and makes its folders while the resolve runs;
+    link() then only links when it was right, and when it was wrong links what it is given
+    and removes the folders only the guess needed."""
+    extra = _entry(tmp_path / "cache", "d", {"share/d/deep/er/file.txt": b"only in the guess"})
+    want = [entries[0], entries[2]]
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    expected = pkgcache.link(want, plain, jobs=2)
+    for name, guess in (("right", want), ("wrong", [*entries, extra])):
+        prefix = tmp_path / name
+        prefix.mkdir()
+        ready = pkgcache.prepare(guess, prefix, lambda: None, jobs=2)
+        assert (prefix / "lib" / "site-packages" / "big" / "m3").is_dir()  # made ahead
+        res = pkgcache.link(want, prefix, jobs=2, ready=ready)
+        assert _tree(prefix) == _tree(plain), name
+        assert (res.linked, res.copied, res.known) == (expected.linked, expected.copied, expected.known)
+    assert not (tmp_path / "wrong" / "share").exists()

@@ -17,21 +17,20 @@ Packages with `[packages.build.NAME]` options are entries too: built from source
 their own environment, keyed also by a hash of those options, so the next dated version
 links the build instead of compiling again.
 
-The cache is four modules: build/cacheentry.py (one entry on disk: its name, records and
+The cache is five modules: build/cacheentry.py (one entry on disk: its name, records and
 key), build/cachefill.py (installing the missing pins into new entries), build/cacheuv.py
-(how both run uv), and this one (the cache as a whole: resolving, choosing entries, linking
-them into a stack, the layout gc reads).
+(how both run uv), build/cachelink.py (linking entries into a stack, on every CPU), and this
+one (the cache as a whole: resolving, choosing entries, guessing them before the resolve is
+back, the layout gc reads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,10 +45,9 @@ from sitestack.build.cacheentry import (
     safe_name,
 )
 from sitestack.build.cachefill import Installer, fill
+from sitestack.build.cachelink import LinkPlan, LinkResult, link, prepare
 from sitestack.build.cacheuv import run_uv
 from sitestack.core.fsutil import file_lock, make_dirs
-from sitestack.core.manifest import FileEntry
-from sitestack.core.pool import Pool, usable_cpus
 from sitestack.core.publish import clear_stale
 
 if TYPE_CHECKING:
@@ -57,17 +55,8 @@ if TYPE_CHECKING:
     from sitestack.core.log import BuildLog
     from sitestack.site.spec import BuildOptions
 
-__all__ = ["Entry", "Installer", "LinkResult", "cache_root", "discard", "ensure", "entries", "entry_files",
-           "leftovers", "link", "resolve", "use_lock", "uv_cache", "uv_caches"]
-
-
-@dataclass(frozen=True)
-class LinkResult:
-    linked: int
-    copied: int
-    known: dict[str, FileEntry] = field(default_factory=dict)  # linked files, hashes from the entry
-    rewritten_py: bool = False  # a copied-and-rewritten .py: its cached .pyc no longer matches
-    copies: tuple[str, ...] = ()  # the files copied (rewritten, or not linkable): no hash known
+__all__ = ["Entry", "Installer", "LinkPlan", "LinkResult", "cache_root", "discard", "ensure", "entries", "entry_files",
+           "guess", "leftovers", "link", "prepare", "resolve", "use_lock", "uv_cache", "uv_caches"]
 
 
 def cache_root(root: SiteRoot) -> Path:
@@ -128,6 +117,29 @@ def _tag(python: str) -> str:
     return r.stdout.strip()
 
 
+def _plan(pins: Sequence[str], build: Mapping[str, BuildOptions], tag: str
+          ) -> tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]]:
+    """Each pin's build options, their hash, and its entry's folder name."""
+    opts = {pin: build.get(pin_name(pin)) for pin in pins}
+    hashes = {pin: options_hash(opts[pin], pins) for pin in pins}
+    names = {pin: f"{safe_name(pin)}{'-src' if h else ''}-{entry_key(pin, tag, h)}" for pin, h in hashes.items()}
+    return opts, hashes, names
+
+
+def guess(pins: Sequence[str], root: SiteRoot, build: Mapping[str, BuildOptions] | None, tag: str) -> list[Entry]:
+    """The entries of `pins` (what the resolve is expected to give: cachelink.prepare), if the
+    cache holds every one; else none. Call under the use-lock, as for ensure."""
+    base = cache_root(root)
+    try:  # the pins come from a record on disk: a line that is no pin guesses nothing
+        names = _plan(pins, build or {}, tag)[2]
+        paths = [base / names[p] for p in pins]
+        if not pins or not all((path / ENTRY).is_file() for path in paths):
+            return []
+        return [load_entry(path) for path in paths]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefix: Path, py_xy: str,
            index: Sequence[str], root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None, *,
            installer: Installer | None = None, ready: Callable[[], object] | None = None,
@@ -148,10 +160,7 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     tag = installer.tag if installer and installer.tag else _tag(installer.python if installer else python)
 
     def plan(pins: Sequence[str]) -> tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]]:
-        opts = {pin: build.get(pin_name(pin)) for pin in pins}
-        hashes = {pin: options_hash(opts[pin], pins) for pin in pins}
-        names = {pin: f"{safe_name(pin)}{'-src' if h else ''}-{entry_key(pin, tag, h)}" for pin, h in hashes.items()}
-        return opts, hashes, names
+        return _plan(pins, build, tag)
 
     def run_fill(missing: list[str], plans: tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]],
                  tty: bool | None = None) -> None:
@@ -205,133 +214,6 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     log.add(f"site cache: {hits} hit(s), {len(new)} new: " + ", ".join(
         f"{p} -> {names[p]}" + (" (new)" if p in new else "") for p in pins))
     return [load_entry(base / names[p]) for p in pins]
-
-
-def link(entries: Sequence[Entry], prefix: Path, jobs: int = 0) -> LinkResult:
-    """Hardlink every entry's files into `prefix`; copy and rewrite the prefix-naming ones.
-
-    Returns the linked files' recorded hashes, so the build need not read them again. A file
-    two distributions ship comes from the later one, as with pip. The entries are walked
-    (one scandir per folder, no stat) and their records read by `jobs` threads (default: one
-    per CPU); then this thread makes the folders in order while the threads link the files
-    of the folders made so far (core/copytree.clone_tree's plan), each with one link(2): the
-    kernel's work, which runs on every core, where one thread took 2.2 s for 67,000 files."""
-    plan: dict[str, tuple[int, str]] = {}  # rel -> (entry, source) of every file, the last entry's
-    links: dict[str, str] = {}  # rel -> source symlink
-    rewrite: dict[str, int] = {}  # rel -> entry, files copied and rewritten
-    dirs: set[str] = set()
-    records: list[Mapping[str, FileEntry]] = []
-    with Pool(jobs or usable_cpus()) as pool:
-        walks = [pool.submit(_walk_entry, e) for e in entries]
-        try:
-            for i, (e, w) in enumerate(zip(entries, walks, strict=True)):
-                e_files, e_links, e_dirs, m = w.result()
-                records.append(m)
-                dirs.update(e_dirs)
-                again = set(e.rewrite)
-                for rel, src in e_files:
-                    links.pop(rel, None)
-                    if rel in again:
-                        plan.pop(rel, None)
-                        rewrite[rel] = i
-                    else:
-                        rewrite.pop(rel, None)
-                        plan[rel] = (i, src)
-                for rel, src in e_links:
-                    plan.pop(rel, None)
-                    rewrite.pop(rel, None)
-                    links[rel] = src
-            by_dir: dict[str, list[tuple[str, str]]] = {}
-            known: dict[str, FileEntry] = {}
-            for rel, (i, src) in plan.items():
-                by_dir.setdefault(rel.rpartition("/")[0], []).append((src, rel))
-                if (entry := records[i].get(rel)) is not None:
-                    known[rel] = entry
-            dest = str(prefix)
-            tasks = []
-            batch: list[tuple[str, str]] = list(by_dir.pop("", ()))
-            for d in sorted(dirs):  # parents before children
-                with contextlib.suppress(FileExistsError):  # the interpreter's, or a shared one
-                    os.mkdir(f"{dest}/{d}")
-                batch += by_dir.pop(d, ())
-                if len(batch) >= LINK_BATCH:
-                    tasks.append(pool.submit(_link_files, batch, dest))
-                    batch = []
-            if batch:
-                tasks.append(pool.submit(_link_files, batch, dest))
-            for rel, src in links.items():
-                _replace_link(src, Path(dest, rel))
-            new = dest.encode()
-            for rel, i in rewrite.items():
-                e, src = entries[i], f"{entries[i].tree}/{rel}"
-                data = Path(src).read_bytes()
-                for o in e.old:
-                    data = data.replace(o.encode(), new)
-                _unlink_any(f"{dest}/{rel}")
-                Path(dest, rel).write_bytes(data)
-                os.chmod(f"{dest}/{rel}", os.lstat(src).st_mode & 0o777 | 0o200)
-            copied = [rel for t in tasks for rel in t.result()]
-        except BaseException:
-            pool.shutdown(wait=True, cancel=True)
-            raise
-    for rel in copied:
-        known.pop(rel, None)  # copied, not linked: hashed by the build
-    return LinkResult(len(plan) - len(copied), len(copied) + len(rewrite), known,
-                      any(rel.endswith(".py") for rel in rewrite), (*rewrite, *copied))
-
-
-LINK_BATCH = 64  # files per thread task: enough to amortise the pool's own overhead
-
-
-def _walk_entry(e: Entry) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[str], Mapping[str, FileEntry]]:
-    """An entry's files and symlinks as (rel, source), its folders, and its recorded hashes."""
-    files: list[tuple[str, str]] = []
-    links: list[tuple[str, str]] = []
-    dirs: list[str] = []
-    todo = [(str(e.tree), "")]
-    while todo:
-        src_dir, rel_dir = todo.pop()
-        with os.scandir(src_dir) as it:
-            for de in it:
-                rel = f"{rel_dir}{de.name}"
-                if de.is_symlink():
-                    links.append((rel, de.path))
-                elif de.is_dir(follow_symlinks=False):
-                    dirs.append(rel)
-                    todo.append((de.path, f"{rel}/"))
-                else:
-                    files.append((rel, de.path))
-    m = e.files()
-    return files, links, dirs, m.files if m is not None else {}
-
-
-def _link_files(batch: list[tuple[str, str]], dest: str) -> list[str]:
-    """Hardlink each (source, rel) under `dest`; returns the rels that had to be copied."""
-    copied = []
-    for src, rel in batch:
-        out = f"{dest}/{rel}"
-        try:
-            try:
-                os.link(src, out)
-            except FileExistsError:  # a file of the interpreter's copy: the entry's wins
-                os.unlink(out)
-                os.link(src, out)
-        except OSError:
-            _unlink_any(out)
-            shutil.copy2(src, out)  # another filesystem, or not allowed
-            copied.append(rel)
-    return copied
-
-
-def _unlink_any(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _replace_link(src: str, dest: Path) -> None:
-    if os.path.lexists(dest):
-        os.unlink(dest)
-    os.symlink(os.readlink(src), dest)
 
 
 GC_PREFIX = ".gc-"

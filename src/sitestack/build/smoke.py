@@ -265,18 +265,12 @@ def durations(records: Path) -> dict[str, float]:
 
 
 def last_durations(root: SiteRoot, name: str) -> dict[str, float]:
-    """`durations` of the newest published version of `name` (by its tests.json's mtime):
-    the next dated version of a stack mostly runs the same tests."""
-    newest: tuple[int, Path] | None = None
-    with contextlib.suppress(OSError):
-        for v in os.scandir(root.stacks / name):
-            if v.name.startswith(".") or not v.is_dir(follow_symlinks=False):
-                continue
-            with contextlib.suppress(OSError):
-                st = os.lstat(os.path.join(v.path, ".sitestack", "tests.json"))
-                if newest is None or st.st_mtime_ns > newest[0]:
-                    newest = (st.st_mtime_ns, Path(v.path, ".sitestack"))
-    return durations(newest[1]) if newest else {}
+    """`durations` of the newest published version of `name`: the next dated version of a
+    stack mostly runs the same tests."""
+    from sitestack.core.layout import newest_records
+
+    rec = newest_records(root, name)
+    return durations(rec) if rec is not None else {}
 
 
 def _slowest_first(jobs: list[_Job], expected: Mapping[str, float] | None) -> list[_Job]:

@@ -91,6 +91,26 @@ def records_dir(prefix: Path) -> Path:
     return Path(prefix) / RECORDS
 
 
+def newest_records(root: SiteRoot, name: str) -> Path | None:
+    """The records folder of the newest published version of `name` (by its stack.json's
+    mtime), or None: what the next dated version of a stack most likely repeats."""
+    newest: tuple[int, Path] | None = None
+    try:
+        versions = list(os.scandir(root.stacks / name))
+    except OSError:
+        return None
+    for v in versions:
+        if v.name.startswith(".") or not v.is_dir(follow_symlinks=False):
+            continue
+        try:
+            st = os.lstat(os.path.join(v.path, RECORDS, "stack.json"))
+        except OSError:
+            continue
+        if newest is None or st.st_mtime_ns > newest[0]:
+            newest = (st.st_mtime_ns, Path(v.path, RECORDS))
+    return newest[1] if newest else None
+
+
 def default_root() -> Path:
     from platformdirs import user_data_dir  # lazy: start-up time matters for `venv`
 
