@@ -128,8 +128,8 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
                 log.add(f"the link planned during the resolve failed ({e}); planned again")
                 ready = None
             if ready is not None:
-                log.add(f"planned the link of {len(guessed)} entries during the resolve: "
-                        + ("the resolve gave them" if ready.entries == tuple(e.path for e in entries)
+                log.add(f"link planned ahead for {len(guessed)} entries: "
+                        + ("the ones the resolve gave" if ready.entries == tuple(e.path for e in entries)
                            else "the resolve gave others"))
             res = pkgcache.link(entries, prefix, ready=ready)
         if installed is not None:
