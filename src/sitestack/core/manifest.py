@@ -59,8 +59,18 @@ class Manifest:
         )
 
     def canonical_json(self) -> bytes:
-        """The one form a manifest is hashed in (a packed stack's content hash) and saved in."""
-        return json.dumps(self.to_json(), sort_keys=True).encode()
+        """The one form a manifest is hashed in (a packed stack's content hash) and saved in:
+        json.dumps(self.to_json(), sort_keys=True), byte for byte, written out here with
+        json's own string encoder instead of a list per file first (70,000 files: 0.08 CPU-s
+        instead of 0.20, on the path of every build)."""
+        from json.encoder import encode_basestring_ascii as q  # what dumps uses (ensure_ascii)
+
+        files = ", ".join([f"{q(p)}: [{q(e.sha256)}, {int(e.size)}, {int(e.mode)}]"
+                           for p, e in sorted(self.files.items())])
+        links = ", ".join([f"{q(p)}: {q(t)}" for p, t in sorted(self.symlinks.items())])
+        dirs = ", ".join([q(d) for d in sorted(self.dirs)])
+        return (f'{{"algorithm": "sha256", "dirs": [{dirs}], "files": {{{files}}}, '
+                f'"symlinks": {{{links}}}, "version": 1}}').encode()
 
     def save(self, path: Path) -> None:
         from sitestack.core.fsutil import atomic_write_bytes
