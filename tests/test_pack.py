@@ -387,7 +387,7 @@ def test_refuses_hard_link_into_another_part(tmp_path: Path) -> None:
 def test_relocation_never_writes_through_a_hard_link(tmp_path: Path) -> None:
     """Relocation replaces a file by a new inode: its hard-linked twin keeps its own bytes."""
     from sitestack.core.manifest import verify
-    from sitestack.scale.stage import finish_copy
+    from sitestack.scale.node import finish_copy
 
     text = b"prefix = '/opt/orig/stack'\n"
     files = {"a.txt": _entry(text), "b.txt": _entry(text), "c.txt": _entry(text)}

@@ -15,7 +15,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from sitestack.output import emit_json
-    from sitestack.scale.stage import unstage
+    from sitestack.scale.node import unstage
 
     res = unstage(args.to, args.node, args.ident)
     if args.json:
