@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sitestack.core.records import StackRecord
-from sitestack.scale.unpack import read_header
+from sitestack.scale.image import read_header
 from tests.conftest import run_cli
 from tests.helpers.archives import craft
 from tests.helpers.env import offline_env as clean_env
@@ -276,20 +276,23 @@ def test_mpi_bad_target_same_error_everywhere(site_root, scratch: Path) -> None:
     assert not (scratch / "sitestack").exists()
 
 
-@pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
-def test_mpi_stage_from_squashfs_archive(stack: StackRecord, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.skipif(not shutil.which("mksquashfs"), reason="squashfs-tools missing")
+def test_stage_extracts_a_squashfs_image_without_mount(stack: StackRecord, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without --mount, an image is extracted (unsquashfs) at the path it was made for."""
     sqfs = scratch / "stack.sqfs"
-    run_cli("pack", stack.ref, "-o", str(sqfs), "--root", str(site_root.path), check=True)
-    ranks = mpirun(STAGE, scratch, mpi_env(site_root.path), "--archive", str(sqfs),
-                   "--to", str(scratch / "{node}"), "--json")
-    assert [r.rc for r in ranks] == [0, 0, 0, 0], [r.err for r in ranks]
-    finals = {Path(json.loads(r.out)["path"]) for r in ranks}
-    assert {f.parent.parent.name for f in finals} == {"nodeA", "nodeB"}
-    for final in finals:
-        out = subprocess.run([str(final / "stack" / "bin" / "python3"), "-c",
-                              "import sys, shadowme; print(sys.prefix, shadowme.__file__)"],
-                             capture_output=True, text=True, check=True).stdout.split()
-        assert out[0] == str(final / "stack") and out[1].startswith(out[0] + "/")
+    to = scratch / "local"
+    run_cli("pack", stack.ref, "-o", str(sqfs), "--to", str(to), "--root", str(site_root.path), check=True)
+    r = run_cli("stage", "--archive", str(sqfs), "--to", str(scratch / "other"), "--no-mpi", env=clean_env())
+    assert r.returncode == 2 and f"stage it with --to {to}" in r.stderr, r.stderr
+    res = json.loads(run_cli("stage", "--archive", str(sqfs), "--to", str(to), "--no-mpi", "--json",
+                             env=clean_env(), check=True).stdout)
+    final = Path(res["path"])
+    assert res["how"] == "extracted" and not os.path.ismount(final)
+    assert staged_items(to / "sitestack") == [final.name]  # the image itself is not kept
+    out = subprocess.run([str(final / "stack" / "bin" / "python3"), "-c",
+                          "import sys, shadowme; print(sys.prefix, shadowme.__file__)"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == str(final / "stack") and out[1].startswith(out[0] + "/")
 
 
 def test_stage_reads_the_published_archive(stack: StackRecord, build_stack, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]

@@ -15,9 +15,19 @@ def register(sub: Any) -> None:
     p.add_argument("--archive", help="a file made by `sitestack pack` (rank 0 reads it)")
     p.add_argument("--chunk-size", type=int, default=None,
                    help="broadcast chunk in bytes (default 64 MiB)")
+    p.add_argument("--mount", nargs="?", const="yes", type=_mount_mode, default=None,
+                   help="mount one verified squashfs image per node instead of extracting the files; "
+                        "--mount=auto extracts the image where it cannot be mounted (no squashfuse)")
     p.add_argument("--no-mpi", action="store_true", help="stage on this node only, without MPI")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
+
+
+def _mount_mode(value: str) -> str:
+    if value not in ("yes", "auto"):
+        raise argparse.ArgumentTypeError(f"{value!r}: give --mount or --mount=auto (TARGET goes "
+                                         "before --mount)")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,14 +38,15 @@ def run(args: argparse.Namespace) -> int:
     from sitestack.scale.stage import stage
 
     res = stage(args.target, to=args.to, root=resolve_root(args.root), layer=args.layer,
-                archive=args.archive, chunk=args.chunk_size, use_mpi=not args.no_mpi)
+                archive=args.archive, chunk=args.chunk_size, use_mpi=not args.no_mpi, mount=args.mount)
     if args.json:
         emit_json(res.to_json())
     else:
         print(res.activate)
         if res.rank == 0:
             staged = sum(n.status == "staged" for n in res.nodes)
+            mounted = sum(n.how not in ("", "extracted") for n in res.nodes)
             print(f"sitestack: {res.id} ready on {len(res.nodes)} node(s) ({staged} staged, "
-                  f"{len(res.nodes) - staged} reused) in {res.seconds:.1f}s; "
-                  f"run: source {res.activate}", file=sys.stderr)
+                  f"{len(res.nodes) - staged} reused{f', {mounted} mounted' if mounted else ''}) "
+                  f"in {res.seconds:.1f}s; run: source {res.activate}", file=sys.stderr)
     return 0

@@ -49,18 +49,8 @@ def detect_format(first: bytes) -> str:
     raise VerifyError("not a sitestack archive (neither tar.zst nor squashfs)")
 
 
-def read_header(archive: Path) -> tuple[str, Header]:
-    """(format, header) of an archive file or image, reading only its start (or its trailer)."""
-    with open(archive, "rb") as f:
-        fmt = detect_format(f.read(4))
-    if fmt == "squashfs":
-        import subprocess
-
-        r = subprocess.run(["unsquashfs", "-cat", str(archive), f"{META}/header.json"],
-                           capture_output=True)
-        if r.returncode != 0:
-            raise VerifyError(f"{archive}: cannot read its header: {r.stderr.decode()[-300:]}")
-        return fmt, Header.from_json(load_meta(r.stdout, "header.json"))
+def read_tar_header(archive: Path) -> Header:
+    """The header of a tar.zst archive file, reading only its start."""
     import zstandard
 
     try:
@@ -72,7 +62,7 @@ def read_header(archive: Path) -> tuple[str, Header]:
             data = tr.read_meta(m)
     except zstandard.ZstdError as e:
         raise VerifyError(f"{archive}: archive is corrupt: {e}") from None
-    return fmt, Header.from_json(load_meta(data, "header.json"))
+    return Header.from_json(load_meta(data, "header.json"))
 
 
 def load_meta(data: bytes, what: str) -> Any:

@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
-import subprocess
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from sitestack.core.manifest import Manifest, PrefixHit
-from sitestack.core.records import MANIFEST, PREFIX_FILES
-from sitestack.errors import ToolMissingError, VerifyError
+from sitestack.errors import VerifyError
 from sitestack.scale.members import (
     HEADER,
     MAKE_DIR,
@@ -33,17 +29,8 @@ from sitestack.scale.members import (
     WRITE_FILE,
     Members,
     Unpacked,
-    check_link,
-    check_received,
-    load_meta,
-    parse_hits,
-    parse_manifest,
-    read_header,
 )
-from sitestack.scale.pack import META, Header
-from sitestack.scale.tarstream import BLOCK, MAX_META, Member, TarReader
-
-__all__ = ["Unpacked", "read_header", "unpack_tar"]
+from sitestack.scale.tarstream import BLOCK, Member, TarReader
 
 BIG_FILE = 8 << 20  # larger files are streamed in pieces by the reading thread
 IN_FLIGHT = 64 << 20  # bytes read but not yet written, at most
@@ -198,72 +185,3 @@ def _write_big(tr: TarReader, m: Member, path: str, sha: str, padded: int, name:
     finally:
         os.close(fd)
     tr.skip(padded - m.size)
-
-
-def _read_regular(path: Path) -> bytes:
-    """A metadata file of an extracted image: a regular file, never followed through a link."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError as e:
-        raise VerifyError(f"archive metadata {path.name} is missing or not a file: "
-                          f"{e.strerror}") from None
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise VerifyError(f"archive metadata {path.name} is not a regular file")
-        return f.read(MAX_META + 1)
-
-
-# --- squashfs ---------------------------------------------------------------------------------
-
-def unpack_squashfs(image: Path, dest: Path) -> Unpacked:
-    """Check a squashfs image's listing, extract it, then hash every file against its manifest."""
-    import shutil
-
-    from sitestack.core.fsutil import rmtree
-    from sitestack.core.manifest import verify, walk
-
-    if not shutil.which("unsquashfs"):
-        raise ToolMissingError("unsquashfs (squashfs-tools) is needed for squashfs archives")
-    r = subprocess.run(["unsquashfs", "-lls", str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise VerifyError(f"squashfs image is corrupt: {r.stderr.strip()[-300:]}")
-    for line in r.stdout.splitlines():
-        if line[:1] in ("c", "b", "p", "s"):
-            raise VerifyError(f"unsafe archive: device or special file: {line.split()[-1]}")
-    out = dest / ".squashfs-root"
-    r = subprocess.run(["unsquashfs", "-no-xattrs", "-no-progress", "-quiet", "-d", str(out),
-                        str(image)], capture_output=True, text=True)
-    if r.returncode != 0:
-        raise VerifyError(f"squashfs extraction failed: {r.stderr.strip()[-300:]}")
-    header = Header.from_json(load_meta(_read_regular(out / META / "header.json"), "header"))
-    manifests: dict[str, Manifest] = {}
-    blobs: dict[str, bytes] = {}
-    hits: dict[str, list[PrefixHit]] = {}
-    links: dict[str, str] = {}
-    for entry in os.listdir(out):
-        if entry != META and entry not in header.prefixes:
-            raise VerifyError(f"unexpected archive member {entry}")
-    for role in header.prefixes:
-        meta = out / META / role
-        blobs[role] = _read_regular(meta / MANIFEST)
-        manifests[role] = parse_manifest(load_meta(blobs[role], MANIFEST), role)
-        hits[role] = parse_hits(load_meta(_read_regular(meta / PREFIX_FILES), PREFIX_FILES), role)
-        root = out / role
-        files, syms, _dirs = walk(root, ())
-        for rel in files + syms:
-            st = os.lstat(root / rel)
-            if not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-                raise VerifyError(f"unsafe archive: special file {role}/{rel}")
-            if stat.S_ISLNK(st.st_mode):
-                check_link(role, rel, os.readlink(root / rel), header, links)
-    check_received(header, manifests, blobs, hits, links)  # before anything is read through a link
-    for role in header.prefixes:
-        root = out / role
-        problems = verify(root, manifests[role], exclude=())  # the one hash pass of squashfs
-        if problems:
-            p = problems[0]
-            raise VerifyError(f"sha256 check failed for {role}/{p.path} ({p.problem}) and "
-                              f"{len(problems) - 1} more: the archive is corrupt")
-        os.rename(root, dest / role)
-    rmtree(out)
-    return Unpacked(header, manifests, hits)
