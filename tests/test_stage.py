@@ -326,3 +326,43 @@ def test_stage_reads_the_published_archive(stack: StackRecord, build_stack, site
         assert (final / "stack" / "lib" / f"python{stack.python_xy}" / "site-packages" / "shadowme-1.0.dist-info").is_dir()
     finally:
         published.unlink(missing_ok=True)
+
+
+PUMP = r"""
+import json, sys, time
+from mpi4py import MPI
+from sitestack.scale.mpibcast import DEPTH, iter_source, pump
+
+comm = MPI.COMM_WORLD
+chunk, n = 1 << 20, DEPTH - 1
+got = []
+
+def consume(chunks):
+    for i, c in enumerate(chunks):
+        if comm.rank == 1 and i == 0:
+            time.sleep(2)  # a node whose disk stalls on the first chunk
+        got.append((bytes(c[:1]), len(c)))
+    return time.monotonic()
+
+source = iter_source(iter([bytes([65 + i]) * chunk for i in range(n)])) if comm.rank == 0 else None
+done = pump(MPI, comm, source, chunk, consume if comm.rank else None)
+print(json.dumps({"rank": comm.rank, "returned": time.monotonic(), "consumed": done, "got": [[g[0].decode(), g[1]] for g in got]}))
+"""
+
+
+@needs_mpi
+def test_mpi_broadcast_runs_ahead_of_a_slow_node(scratch: Path) -> None:
+    """The broadcast does not wait for a node's consumer: rank 0 has sent every chunk (fewer
+    than DEPTH) while rank 1 still sleeps on the first one, which it then gets intact, in order."""
+    script = scratch / "pump.py"
+    script.write_text(PUMP)
+    r = subprocess.run([str(MPIEXEC), "-n", "2", "--oversubscribe", sys.executable, str(script)],
+                       capture_output=True, text=True, env=clean_env(OMPI_ALLOW_RUN_AS_ROOT="1",
+                                                                     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"),
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = {d["rank"]: d for d in map(json.loads, r.stdout.splitlines())}
+    from sitestack.scale.mpibcast import DEPTH
+
+    assert out[1]["got"] == [[chr(65 + i), 1 << 20] for i in range(DEPTH - 1)]
+    assert out[0]["returned"] < out[1]["consumed"] - 1.5  # rank 0 was done before rank 1 woke up
