@@ -19,6 +19,7 @@ mounted. Everything in a table read from disk is checked for shape before it is 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -243,7 +244,10 @@ def make_image(header: Header, tar_chunks: Iterator[bytes], out: Path, mount: st
                             "-no-progress", "-comp", "zstd", "-Xcompression-level", str(level)],
                            stdin=subprocess.DEVNULL, capture_output=True, text=True)
         if r.returncode != 0:
-            raise ArchiveError(f"mksquashfs failed: {(r.stderr or r.stdout).strip()[-400:]}")
+            err = (r.stderr or r.stdout).strip()
+            if "No space left" in err:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
+            raise ArchiveError(f"mksquashfs failed: {err[-400:]}")
     finally:
         rmtree(tmp)
     return append_table(out, header, mount)

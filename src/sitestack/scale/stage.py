@@ -13,6 +13,7 @@ names each rank's node instead of MPI_COMM_TYPE_SHARED; `{node}` in --to becomes
 from __future__ import annotations
 
 import contextlib
+import errno
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sitestack.core.layout import SiteRoot
-from sitestack.errors import SitestackError, StageError, UsageError
+from sitestack.errors import ConflictError, SitestackError, StageError, UsageError
 from sitestack.scale.image import Image
 from sitestack.scale.mpibcast import Nodes, idle_barrier, load_mpi, pump, split_nodes
 from sitestack.scale.node import NodeCopy, NodeResult
@@ -148,8 +149,12 @@ def _stage(mpi: Any, target: str | None, to: str, root: SiteRoot, layer: str | N
             except SitestackError as e:
                 msg = ("error", e.exit_code, str(e), e.hint)
             except OSError as e:
-                msg = ("error", UsageError.exit_code, f"cannot read {e.filename or target}: "
-                       f"{e.strerror}", None)
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):  # making an image on the fly
+                    msg = ("error", ConflictError.exit_code, f"rank 0: disk full: {e.strerror} "
+                           f"({e.filename or to})", None)
+                else:
+                    msg = ("error", UsageError.exit_code, f"cannot read {e.filename or target}: "
+                           f"{e.strerror}", None)
         if world is not None:
             idle_barrier(world)  # rank 0 may be making an image: the others sleep meanwhile
             msg = world.bcast(msg, root=0)
