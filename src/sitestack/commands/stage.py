@@ -14,7 +14,7 @@ def register(sub: Any) -> None:
     p.add_argument("--to", required=True, help="node-local folder, e.g. /local/scratch")
     p.add_argument("--archive", help="a file made by `sitestack pack` (rank 0 reads it)")
     p.add_argument("--chunk-size", type=int, default=None,
-                   help="broadcast chunk in bytes (default 64 MiB)")
+                   help="broadcast chunk in bytes (default 16 MiB)")
     p.add_argument("--mount", nargs="?", const="yes", type=_mount_mode, default=None,
                    help="mount one verified squashfs image per node instead of extracting the files; "
                         "--mount=auto extracts the image where it cannot be mounted (no squashfuse)")

@@ -56,33 +56,31 @@ def pack_archive(target: str, root: SiteRoot, *, output: str | None = None, publ
     if output is None:
         raise UsageError("give -o FILE or --publish")
     fmt = format_for(output, fmt)
-    if fmt == "squashfs":
-        if not to:
-            raise UsageError("a squashfs image is made for the folder that `stage --mount` mounts "
-                             "it under: give --to DIR (the same as stage's --to)")
-        header = write_output(Path(output), lambda tmp: _image(target, root, layer, level, to, tmp),
-                              make_parent=publish)
-    else:
+    if fmt != "squashfs":
         if to:
             raise UsageError("--to is for squashfs images (--format squashfs)")
         header = pack(target, root, Path(output), layer=layer, level=level, make_parent=publish)
-    mount = ""
-    if fmt == "squashfs":
-        from sitestack.scale.image import mount_path
-
-        mount = mount_path(to or "", header)
-    return PackResult(header, output, fmt, os.path.getsize(output), mount)
-
-
-def _image(target: str, root: SiteRoot, layer: str | None, level: int, to: str, out: Path) -> Header:
-    import tempfile
-
-    from sitestack.scale.image import make_image, mount_path
+        return PackResult(header, output, fmt, os.path.getsize(output))
+    from sitestack.scale.image import mount_path
     from sitestack.scale.staged import check_to
 
+    if not to:
+        raise UsageError("a squashfs image is made for the folder that `stage --mount` mounts "
+                         "it under: give --to DIR (the same as stage's --to)")
     check_to(to)
     if "{node}" in to:
         raise UsageError("--to: an image is mounted at one path on every node ({node} is for extraction)")
+    header = write_output(Path(output), lambda tmp: _image(target, root, layer, level, to, tmp),
+                          make_parent=publish)
+    return PackResult(header, output, fmt, os.path.getsize(output), mount_path(to, header))
+
+
+def _image(target: str, root: SiteRoot, layer: str | None, level: int, to: str, out: Path) -> Header:
+    """The image of `target` for `stage --mount --to TO`; its tree is made in $TMPDIR."""
+    import tempfile
+
+    from sitestack.scale.image import make_image, mount_path
+
     header, chunks = stream_chunks(target, root, layer, 8 << 20)
     make_image(header, chunks, out, mount_path(to, header), level=level,
                work=Path(tempfile.gettempdir()))
