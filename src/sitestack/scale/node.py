@@ -206,11 +206,16 @@ class NodeCopy:
             publish(tmp, self.final)
             self.how = "extracted"
             return self.result("staged")
-        check_file(self.temps[-1], self.image)  # again as a whole, from this node's disk
+        from concurrent.futures import ThreadPoolExecutor
+
+        tmp = self.temps[-1]
+        with ThreadPoolExecutor(1) as one:  # the listing (unsquashfs) beside the hashing threads
+            listing = one.submit(check_listing, tmp, self.image.mount)
+            check_file(tmp, self.image)  # again as a whole, from this node's disk
+            listing.result()
         self.temps.append(self.placed)  # removed again if anything below fails
-        os.replace(self.temps[-2], self.placed)
+        os.replace(tmp, self.placed)
         _test_kill("placed")
-        check_listing(self.placed, self.image.mount)
         if self.how == "mount":
             self._mount()
         else:
