@@ -163,6 +163,20 @@ def test_layer_is_mounted_with_its_stack_from_an_image_made_on_the_fly(  # type:
         unmount_all(to)
 
 
+def test_a_tar_zst_archive_is_made_into_an_image_for_mount(stack_archive: Path, mnt: Path) -> None:
+    to = mnt / "from-tar"
+    try:
+        r = stage(stack_archive, to, "--mount", "--json")
+        assert r.returncode == 0, r.stderr
+        assert "making a squashfs image" in r.stderr
+        final = Path(json.loads(r.stdout)["path"])
+        assert json.loads(r.stdout)["how"] == "kernel" and [x[1] for x in mount_lines(to)] == [str(final)]
+        check_probe(activate_probe(final), final)
+        assert run_cli("unstage", "--to", str(to)).returncode == 0 and mount_lines(to) == []
+    finally:
+        unmount_all(to)
+
+
 # --- failures: a full disk, kill -9 ------------------------------------------------------------
 
 def test_full_disk_is_exit_5_with_nothing_left(image: tuple[Path, Path], clean: Path) -> None:
