@@ -1,8 +1,9 @@
 """The MPI choreography of `sitestack stage`: who reads, who receives, one exit code for all.
 
-Rank 0 alone reads the shared filesystem (the stack, or a packed archive) and broadcasts
-the archive in chunks to one leader per node (mpibcast.py). What a leader does with the bytes
-(its lock, its checks, the extraction and relocation, the rename into place) is node.py's.
+Rank 0 alone reads the shared filesystem (source.py: an archive, an image, or the stack
+packed on the fly) and broadcasts it in chunks, pipelined, to one leader per node
+(mpibcast.py). What a leader does with the bytes (its lock, its checks, the extraction or the
+image's checks and mount) is node.py's.
 The leaders' results are gathered on every rank, so every rank exits with the same code and
 prints the same activate path.
 
