@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "sitestack"
 # Lowest first. A module may import from its own layer and from any layer before it.
 # Top-level leaves (errors, output, __init__) sit below everything; the CLI above everything.
 LAYERS = ["leaf", "core", "site", "conda", "build", "user", "scale", "commands", "cli"]
-LEAVES = {"sitestack", "sitestack.errors", "sitestack.output", "sitestack.quickargs"}
+LEAVES = {"sitestack", "sitestack.errors", "sitestack.output", "sitestack.options"}
 
 
 def _module_name(path: Path) -> str:
@@ -146,8 +146,8 @@ def test_no_private_names_across_modules() -> None:
 
 def test_top_level_keeps_only_the_shell() -> None:
     top = sorted(p.name for p in PKG.glob("*.py"))
-    # quickargs: the commands' parse of their usual lines without argparse (a shell part)
-    assert top == ["__init__.py", "__main__.py", "cli.py", "errors.py", "output.py", "quickargs.py"]
+    # options: each command's one declaration of its options (a shell part)
+    assert top == ["__init__.py", "__main__.py", "cli.py", "errors.py", "options.py", "output.py"]
 
 
 @pytest.mark.parametrize("graph", [{"a": {"b"}, "b": {"a"}}, {"a": {"b"}, "b": {"c"}, "c": {"a"}}])

@@ -1,8 +1,8 @@
-"""`sitestack venv`'s quick paths agree with the slow ones they stand in for.
+"""`sitestack venv`'s quick stack choice agrees with the slow one it stands in for.
 
-commands/venv.quick_args parses plain command lines without argparse, and
-user/layer.quick_stack reads a stack's record without the site registry (both for start-up
-time, bench/venv.py). Each either gives what the slow path gives, or None.
+user/layer.quick_stack reads a stack's record without the site registry (for start-up time,
+bench/venv.py): it either gives what the slow path gives, or None. (Its command line is parsed
+by the walk of its declaration: tests/unit/test_options.py.)
 """
 
 from __future__ import annotations
@@ -12,52 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sitestack.cli import _command_module, _quick_args, parser
 from sitestack.user.layer import QuickStack, choose_stack, quick_stack
-
-CASES = [
-    ["venv", "L"],
-    ["venv", "L", "--stack", "s/1"],
-    ["--root", "/r", "venv", "--stack=s/1", "L", "--json"],
-    ["--root=/r", "venv", "L", "--root", "/q", "--no-inherit", "--user-site", "--prompt", "p q"],
-    ["venv", "--prompt=", "L", "--stack", "", "--prompt", "x=y"],
-    ["venv", "L", "--stack", "a", "--stack", "b"],
-    ["--root", "/r", "--root", "/s", "venv", "L"],
-    ["venv", "-my layer"],
-    ["venv", "L", "--"],
-    ["venv", "--", "L"],
-    ["venv", "L", "M"],
-    ["venv"],
-    ["venv", "L", "--st", "s/1"],
-    ["venv", "L", "--stack"],
-    ["venv", "L", "--stack", "-1"],
-    ["venv", "L", "--json=1"],
-    ["venv", "-h"],
-    ["venv", "L", "-"],
-    ["--root", "-x", "venv", "L"],
-]
-
-
-def _slow(argv: list[str]) -> dict[str, object] | None:
-    try:
-        return vars(parser("venv").parse_args(argv))
-    except SystemExit:
-        return None
-
-
-@pytest.mark.parametrize("argv", CASES, ids=" ".join)
-def test_quick_args_match_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    only = _command_module(argv)
-    quick = _quick_args(only, argv) if only else None
-    slow = _slow(argv)
-    capsys.readouterr()
-    if quick is not None:
-        assert slow is not None and vars(quick) == slow
-
-
-def test_quick_args_take_the_usual_lines() -> None:
-    for argv in (["venv", "L"], ["--root", "/r", "venv", "--stack", "s/1", "L", "--json"]):
-        assert _quick_args("venv", argv) is not None
 
 
 def _record(prefix: Path, **data: object) -> None:
