@@ -144,6 +144,25 @@ def test_no_private_names_across_modules() -> None:
     assert bad == []
 
 
+def test_type_checking_comes_from_one_place() -> None:
+    """`from sitestack import TYPE_CHECKING` in every module: sitestack/__init__.py says why."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(PKG)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom) and node.module == "typing" and \
+                    any(a.name == "TYPE_CHECKING" for a in node.names):
+                bad.append(f"{where}: from typing import TYPE_CHECKING")
+            elif isinstance(node, ast.Attribute) and node.attr == "TYPE_CHECKING":
+                bad.append(f"{where}: ....TYPE_CHECKING")
+            elif isinstance(node, ast.Assign) and path != PKG / "__init__.py" and \
+                    any(isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" for t in node.targets):
+                bad.append(f"{where}: a TYPE_CHECKING of its own")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
+                bad.append(f"{where}: __import__ (importlib.import_module costs nothing more)")
+    assert bad == []
+
+
 def test_top_level_keeps_only_the_shell() -> None:
     top = sorted(p.name for p in PKG.glob("*.py"))
     # options: each command's one declaration of its options (a shell part)

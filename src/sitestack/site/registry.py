@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord, StackRecord
 from sitestack.errors import NotFoundError, UsageError, VerifyError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
 if TYPE_CHECKING:
     from typing import Any
 

@@ -28,13 +28,13 @@ import os
 import re
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core import pyvenv
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 
 # `sitestack venv` is benchmarked against `uv venv` (bench/venv.py): its import path holds no
 # typing, dataclasses (~10 ms with inspect), argparse, shutil or site registry. Hence the plain
 # classes below, and the TYPE_CHECKING constant that mypy reads as typing's.
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
