@@ -21,7 +21,8 @@ COMMAND = Command("make a layer (a venv) on a stack: the loaded one by default",
 
 
 def run(args: argparse.Namespace) -> int:
-    from sitestack.user.layer import choose_stack, create_layer
+    from sitestack.user.layer import create_layer
+    from sitestack.user.stackchoice import choose_stack
 
     rec = choose_stack(args.stack, args.root)
     made = create_layer(args.path, rec, inherit=not args.no_inherit, user_site=args.user_site,

@@ -1,7 +1,9 @@
 """A stack's records: the file names under ``PREFIX/.sitestack/`` and the ``stack.json`` schema.
 
-This module is the only place that knows these names and keys. ``build`` writes records
-through ``stack_json``/``write_lock_txt``; everyone else reads them through ``StackRecord``.
+This module and ``core.stackref`` (the folder, ``stack.json``'s name and the fields it must
+hold, importable without dataclasses) are the only places that know these names and keys.
+``build`` writes records through ``stack_json``/``write_lock_txt``; everyone else reads them
+through ``StackRecord``.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitestack import TYPE_CHECKING
-from sitestack.core.layout import records_dir
+from sitestack.core.stackref import STACK_JSON as STACK_JSON  # its name, with the reader's rules
+from sitestack.core.stackref import read_stack_json, records_dir, stack_fields
 
 if TYPE_CHECKING:
     from typing import Any
 
 # Files under PREFIX/.sitestack/ (read-only like the rest of the stack).
-STACK_JSON = "stack.json"  # what StackRecord reads
 SPEC = "spec.toml"  # the spec text as built
 LOCK = "lock.txt"  # name==version per line
 MANIFEST = "manifest.json"  # sha256 of every file (core.manifest.Manifest)
@@ -154,27 +156,10 @@ class StackRecord:
     @classmethod
     def load(cls, prefix: Path) -> StackRecord:
         """Read ``PREFIX/.sitestack/stack.json``; OSError, KeyError or ValueError if unreadable."""
-        data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+        data = read_stack_json(prefix)
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        return cls(
-            name=data["name"],
-            version=data["version"],
-            prefix=Path(prefix),
-            root=Path(data.get("root", Path(prefix).parents[2])),
-            site=data["site"],
-            python=data["python"],
-            python_xy=data["python_xy"],
-            kind=data.get("kind", "pypi"),
-            description=data.get("description", ""),
-            built=data.get("built", ""),
-            packages=dict(data.get("packages", {})),
-            module=dict(data.get("module", {})),
-            files=int(data.get("files", 0)),
-            bytes=int(data.get("bytes", 0)),
-            extra={k: v for k, v in data.items() if k not in known},
-            user=UserPolicy.from_json(data.get("user")),
-            requested=tuple(data.get("requested") or ()),
-        )
+        return cls(**stack_fields(prefix, data), user=UserPolicy.from_json(data.get("user")),
+                   extra={k: v for k, v in data.items() if k not in known})
 
 
 @dataclass(frozen=True)
