@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sitestack import TYPE_CHECKING
 from sitestack.core.stackref import STACK_JSON as STACK_JSON  # its name, with the reader's rules
-from sitestack.core.stackref import read_stack_json, records_dir, stack_fields
+from sitestack.core.stackref import StackPaths, read_stack_json, records_dir, stack_fields
 
 if TYPE_CHECKING:
     from typing import Any
@@ -113,7 +113,7 @@ def stack_json(
 
 
 @dataclass(frozen=True)
-class StackRecord:
+class StackRecord(StackPaths):
     """What `.sitestack/stack.json` says about one published version."""
 
     name: str
@@ -133,18 +133,6 @@ class StackRecord:
     extra: dict[str, Any] = field(default_factory=dict)
     user: UserPolicy = field(default_factory=UserPolicy)  # the spec's [user] table
     requested: tuple[str, ...] = ()  # the spec's requirements by name (modulefile help/whatis)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def python_exe(self) -> Path:
-        return self.prefix / "bin" / f"python{self.python_xy}"
-
-    @property
-    def site_packages(self) -> Path:
-        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
 
     @property
     def records(self) -> Path:

@@ -57,6 +57,29 @@ def unsafe_root_chars(path: str) -> list[str]:
     return sorted({c for c in path if c in UNSAFE_ROOT_CHARS or ord(c) < 32 or ord(c) == 127})
 
 
+class StackPaths:
+    """What a stack's record says about its prefix, for every record type (core.records'
+    StackRecord, user/stackchoice's QuickStack): its ref and where its Python is."""
+
+    __slots__ = ()
+    name: str
+    version: str
+    prefix: Path
+    python_xy: str
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @property
+    def python_exe(self) -> Path:
+        return self.prefix / "bin" / f"python{self.python_xy}"
+
+    @property
+    def site_packages(self) -> Path:
+        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
+
+
 def read_stack_json(prefix: str | os.PathLike[str]) -> dict[str, Any]:
     """``PREFIX/.sitestack/stack.json`` as it is; OSError or ValueError if unreadable."""
     data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))

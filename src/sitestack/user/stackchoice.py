@@ -15,6 +15,7 @@ from pathlib import Path
 from sitestack import TYPE_CHECKING
 from sitestack.core.frozen import Frozen
 from sitestack.core.stackref import (
+    StackPaths,
     given_root,
     read_stack_json,
     split_ref,
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from sitestack.core.records import StackRecord
 
 
-class QuickStack(Frozen):
+class QuickStack(Frozen, StackPaths):
     """What a layer needs of a stack, read from its stack.json by `quick_stack`."""
 
     __slots__ = ("name", "version", "prefix", "root", "python", "python_xy")
@@ -43,18 +44,6 @@ class QuickStack(Frozen):
     def __init__(self, name: str, version: str, prefix: Path, root: Path, python: str,
                  python_xy: str) -> None:
         self._init(name, version, prefix, root, python, python_xy)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def python_exe(self) -> Path:
-        return self.prefix / "bin" / f"python{self.python_xy}"
-
-    @property
-    def site_packages(self) -> Path:
-        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
 
 
 def quick_stack(stack_arg: str | None, root_arg: str | None) -> QuickStack | None:
