@@ -32,7 +32,7 @@ class Option:
     A first flag without a leading '-' makes a positional. Keywords left out are not passed."""
 
     __slots__ = ("flags", "dest", "kwargs", "positional", "kind", "default", "type", "choices",
-                 "nargs", "required")
+                 "nargs", "required", "action")
 
     def __init__(self, *flags: str, dest: str | None = None, action: str | None = None,
                  type: Callable[[str], Any] | None = None, choices: Sequence[Any] | None = None,
@@ -52,8 +52,10 @@ class Option:
         plain = const is None and nargs in (None, "?" if self.positional else None)
         self.kind = ("flag" if action == "store_true" and plain else
                      "value" if action is None and plain else "other")
-        self.default = False if action == "store_true" and default is None else default
-        self.type, self.choices, self.nargs, self.required = type, choices, nargs, required
+        # argparse's default: store_true's False, store_false's True, else the one given
+        self.default = ({"store_true": False, "store_false": True}.get(action or "", default)
+                        if default is None else default)
+        self.type, self.choices, self.nargs, self.required, self.action = type, choices, nargs, required, action
 
     def add_to(self, parser: Any) -> None:
         """Add it to an argparse parser or group."""
@@ -89,9 +91,12 @@ class Command:
 
     def walkable(self) -> bool:
         """Whether `parse` can answer at all: it models one optional positional, or any number of
-        required ones (several with an optional one argparse matches in chunks, not in order)."""
-        pos = [o for o in self.flat() if o.positional]
-        return all(o.kind == "value" for o in pos) and (len(pos) < 2 or not any(o.nargs for o in pos))
+        required ones (several with an optional one argparse matches in chunks, not in order),
+        and no help or version action (argparse sets no default for those)."""
+        opts = self.flat()
+        pos = [o for o in opts if o.positional]
+        return (all(o.kind == "value" for o in pos) and (len(pos) < 2 or not any(o.nargs for o in pos))
+                and not any(o.action in ("help", "version") for o in opts))
 
     def add_parser(self, sub: Any, name: str) -> argparse.ArgumentParser:
         """The command's parser, added to argparse's subparsers `sub` under `name`."""

@@ -292,3 +292,7 @@ def test_the_walk_declines_what_it_does_not_model() -> None:
     assert cmd.parse(["--add", "1"], {}) is None
     cmd = Command("t", options=(Option("p", nargs="?", choices=["a"]),))
     assert cmd.parse([], {}) is None  # argparse checks a missing optional positional's default against its choices
+    cmd = Command("t", options=(Option("--off", action="store_false", dest="on"), Option("--y")))
+    assert vars(cmd.parse(["--y", "1"], {}) or argparse.Namespace()) == {"on": True, "y": "1"}
+    assert cmd.parse(["--off"], {}) is None
+    assert Command("t", options=(Option("--v", action="version"),)).walkable() is False

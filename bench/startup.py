@@ -1,0 +1,93 @@
+"""What importing one module costs sitestack's start: each command run alternately as it is and
+with the module imported first, in one run, and the difference of each pair.
+
+    python bench/startup.py [--tool-venv DIR] [-n 40] [--module typing] [--root ROOT --stack NAME/VERSION]
+
+The commands: `sitestack venv --stack S L` (the layer removed between runs) and `sitestack
+clone nosuch/1 --prefix P` (to its first error: every module a clone imports is imported by
+then). Both are started as `python -c "[import MODULE;] from sitestack.cli import main; ..."`
+from the tool venv (sitestack installed from this checkout, not editable, as bench/venv.py
+makes it), so the two sides differ by that one import. Round 0 warms the caches and is not
+counted. Without --root a throw-away stack (Python only, plus pip) is built from this
+interpreter. The figure is the median of the pairs' differences (each pair ran under the same
+load), with the medians of each side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import clean_env, tool_venv  # noqa: E402
+
+MAIN = "import sys; from sitestack.cli import main; sys.exit(main())"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root")
+    ap.add_argument("--stack", default="bench/1")
+    ap.add_argument("-n", type=int, default=40)
+    ap.add_argument("--module", default="typing", help="the module whose import is timed (default: typing)")
+    ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one)")
+    a = ap.parse_args()
+    from sitestack.core.fsutil import rmtree
+    from sitestack.core.layout import SiteRoot
+    from sitestack.core.uvtool import uv_bin
+
+    tmp = Path(tempfile.mkdtemp(prefix="sitestack-bench-startup-"))
+    root = Path(a.root) if a.root else tmp / "site"
+    if not a.root:
+        from sitestack.build.stack import BuildLog, build
+        from sitestack.site.spec import parse_spec
+
+        spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
+                          '[packages]\nrequirements = []\n')
+        build(spec, SiteRoot(root), version="1", log=BuildLog(echo=False))
+    tool = Path(a.tool_venv) if a.tool_venv else tool_venv(tmp / "tool", uv_bin())
+    py = str(tool / "bin" / "python")
+    layer = tmp / "layer"
+    commands = {
+        "sitestack venv": (["venv", "--root", str(root), "--stack", a.stack, str(layer)], 0),
+        "sitestack clone (to its first error)": (["clone", "--root", str(root), "nosuch/1", "--prefix",
+                                                   str(tmp / "clone")], 2),
+    }
+    env = clean_env()
+    load0 = os.getloadavg()[0]
+    print(f"sitestack from {tool}; module {a.module}; {a.n} alternating pairs per command")
+    print(f"{'command':40} {'as it is':>10} {'+ import':>10} {'pair diff':>10}   (medians, ms)")
+    for name, (args, code) in commands.items():
+        sides: dict[bool, list[float]] = {False: [], True: []}
+        for i in range(a.n + 1):
+            for extra in (False, True):
+                rmtree(layer)
+                cmd = [py, "-c", (f"import {a.module}; " if extra else "") + MAIN, *args]
+                t0 = time.perf_counter()
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                took = time.perf_counter() - t0
+                if r.returncode != code:
+                    sys.exit(f"{name}: exit {r.returncode}, not {code}\n{r.stderr[-2000:]}")
+                if i:
+                    sides[extra].append(took)
+        diffs = [b - a_ for a_, b in zip(sides[False], sides[True], strict=True)]
+        print(f"{name:40} {statistics.median(sides[False]) * 1e3:10.1f} "
+              f"{statistics.median(sides[True]) * 1e3:10.1f} {statistics.median(diffs) * 1e3:10.2f}")
+    rmtree(layer)
+    print(f"load average {(load0 + os.getloadavg()[0]) / 2:.1f} (1-minute, mean of before and after)")
+    r = subprocess.run([py, "-X", "importtime", "-c", f"import sitestack.cli, {a.module}"],
+                       capture_output=True, text=True, env=env)
+    mine = [ln for ln in r.stderr.splitlines() if ln.rstrip().endswith(f"| {a.module}")]
+    print("-X importtime after sitestack.cli: " + (mine[0].removeprefix("import time:").strip() if mine else "(already imported)"))
+    rmtree(tmp)  # the stack and tool venv made here, if any (not those given)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
