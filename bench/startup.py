@@ -2,6 +2,7 @@
 with the module imported first, in one run, and the difference of each pair.
 
     python bench/startup.py [--tool-venv DIR] [-n 40] [--module typing] [--root ROOT --stack NAME/VERSION]
+    python bench/startup.py --baseline-venv DIR ...    # this tree's start against another's
 
 The commands: `sitestack venv --stack S L` (the layer removed between runs) and `sitestack
 clone nosuch/1 --prefix P` (to its first error: every module a clone imports is imported by
@@ -10,7 +11,8 @@ from the tool venv (sitestack installed from this checkout, not editable, as ben
 makes it), so the two sides differ by that one import. Round 0 warms the caches and is not
 counted. Without --root a throw-away stack (Python only, plus pip) is built from this
 interpreter. The figure is the median of the pairs' differences (each pair ran under the same
-load), with the medians of each side.
+load), with the medians of each side. With `--baseline-venv DIR` (another tool venv, e.g.
+sitestack installed from main) the two sides are this tree and that one, both as they are.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def main() -> int:
     ap.add_argument("-n", type=int, default=40)
     ap.add_argument("--module", default="typing", help="the module whose import is timed (default: typing)")
     ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one)")
+    ap.add_argument("--baseline-venv", help="compare with this venv's sitestack instead of an import")
     a = ap.parse_args()
     from sitestack.core.fsutil import rmtree
     from sitestack.core.layout import SiteRoot
@@ -61,14 +64,22 @@ def main() -> int:
     }
     env = clean_env()
     load0 = os.getloadavg()[0]
-    print(f"sitestack from {tool}; module {a.module}; {a.n} alternating pairs per command")
-    print(f"{'command':40} {'as it is':>10} {'+ import':>10} {'pair diff':>10}   (medians, ms)")
+    if a.baseline_venv:
+        other = (str(Path(a.baseline_venv) / "bin" / "python"), MAIN)
+        labels = ("this tree", "baseline")
+        print(f"sitestack from {tool} against {a.baseline_venv}; {a.n} alternating pairs per command")
+    else:
+        other = (py, f"import {a.module}; {MAIN}")
+        labels = ("as it is", "+ import")
+        print(f"sitestack from {tool}; module {a.module}; {a.n} alternating pairs per command")
+    print(f"{'command':40} {labels[0]:>10} {labels[1]:>10} {'2nd - 1st':>10}   (medians; of the pairs' differences, ms)")
     for name, (args, code) in commands.items():
         sides: dict[bool, list[float]] = {False: [], True: []}
         for i in range(a.n + 1):
             for extra in (False, True):
                 rmtree(layer)
-                cmd = [py, "-c", (f"import {a.module}; " if extra else "") + MAIN, *args]
+                exe, script = other if extra else (py, MAIN)
+                cmd = [exe, "-c", script, *args]
                 t0 = time.perf_counter()
                 r = subprocess.run(cmd, capture_output=True, text=True, env=env)
                 took = time.perf_counter() - t0
@@ -81,10 +92,17 @@ def main() -> int:
               f"{statistics.median(sides[True]) * 1e3:10.1f} {statistics.median(diffs) * 1e3:10.2f}")
     rmtree(layer)
     print(f"load average {(load0 + os.getloadavg()[0]) / 2:.1f} (1-minute, mean of before and after)")
-    r = subprocess.run([py, "-X", "importtime", "-c", f"import sitestack.cli, {a.module}"],
-                       capture_output=True, text=True, env=env)
-    mine = [ln for ln in r.stderr.splitlines() if ln.rstrip().endswith(f"| {a.module}")]
-    print("-X importtime after sitestack.cli: " + (mine[0].removeprefix("import time:").strip() if mine else "(already imported)"))
+    if a.baseline_venv:
+        rmtree(tmp)
+        return 0
+    # after what both commands import anyway (typing would otherwise be charged for re, functools, ...)
+    first = "sitestack.cli, pathlib, json, contextlib"
+    for _ in range(3):
+        r = subprocess.run([py, "-X", "importtime", "-c", f"import {first}, {a.module}"],
+                           capture_output=True, text=True, env=env)
+        mine = [ln for ln in r.stderr.splitlines() if ln.rstrip().endswith(f"| {a.module}")]
+        print(f"-X importtime (self | cumulative us) after {first}: "
+              + (mine[0].removeprefix("import time:").strip() if mine else "(already imported)"))
     rmtree(tmp)  # the stack and tool venv made here, if any (not those given)
     return 0
 
