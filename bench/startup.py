@@ -11,7 +11,9 @@ from the tool venv (sitestack installed from this checkout, not editable, as ben
 makes it), so the two sides differ by that one import. Round 0 warms the caches and is not
 counted. Without --root a throw-away stack (Python only, plus pip) is built from this
 interpreter. The figure is the median of the pairs' differences (each pair ran under the same
-load), with the medians of each side. With `--baseline-venv DIR` (another tool venv, e.g.
+load; each side runs first in half of them), in wall time and in CPU time (user + sys of the
+child, os.wait4: on a loaded shared machine it moves far less than wall time), with the
+medians of each side. With `--baseline-venv DIR` (another tool venv, e.g.
 sitestack installed from main) the two sides are this tree and that one, both as they are.
 """
 
@@ -72,24 +74,33 @@ def main() -> int:
         other = (py, f"import {a.module}; {MAIN}")
         labels = ("as it is", "+ import")
         print(f"sitestack from {tool}; module {a.module}; {a.n} alternating pairs per command")
-    print(f"{'command':40} {labels[0]:>10} {labels[1]:>10} {'2nd - 1st':>10}   (medians; of the pairs' differences, ms)")
+    print(f"{'':40} {'wall ms (medians)':>33}   {'CPU ms, user+sys (medians)':>33}")
+    print(f"{'command':40} {labels[0]:>10} {labels[1]:>10} {'2nd - 1st':>10}   "
+          f"{labels[0]:>10} {labels[1]:>10} {'2nd - 1st':>10}")
     for name, (args, code) in commands.items():
-        sides: dict[bool, list[float]] = {False: [], True: []}
+        wall: dict[bool, list[float]] = {False: [], True: []}
+        cpu: dict[bool, list[float]] = {False: [], True: []}
         for i in range(a.n + 1):
-            for extra in (False, True):
+            for extra in (False, True) if i % 2 else (True, False):  # each side first in half the pairs
                 rmtree(layer)
                 exe, script = other if extra else (py, MAIN)
-                cmd = [exe, "-c", script, *args]
                 t0 = time.perf_counter()
-                r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                proc = subprocess.Popen([exe, "-c", script, *args], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, env=env)
+                _, status, usage = os.wait4(proc.pid, 0)
                 took = time.perf_counter() - t0
-                if r.returncode != code:
-                    sys.exit(f"{name}: exit {r.returncode}, not {code}\n{r.stderr[-2000:]}")
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                if proc.returncode != code:
+                    sys.exit(f"{name}: exit {proc.returncode}, not {code}: {[exe, '-c', script, *args]}")
                 if i:
-                    sides[extra].append(took)
-        diffs = [b - a_ for a_, b in zip(sides[False], sides[True], strict=True)]
-        print(f"{name:40} {statistics.median(sides[False]) * 1e3:10.1f} "
-              f"{statistics.median(sides[True]) * 1e3:10.1f} {statistics.median(diffs) * 1e3:10.2f}")
+                    wall[extra].append(took)
+                    cpu[extra].append(usage.ru_utime + usage.ru_stime)
+        row = [name]
+        for t in (wall, cpu):
+            diffs = [y - x for x, y in zip(t[False], t[True], strict=True)]
+            row.append(f"{statistics.median(t[False]) * 1e3:10.1f} {statistics.median(t[True]) * 1e3:10.1f} "
+                       f"{statistics.median(diffs) * 1e3:10.2f}")
+        print(f"{row[0]:40} {row[1]}   {row[2]}")
     rmtree(layer)
     print(f"load average {(load0 + os.getloadavg()[0]) / 2:.1f} (1-minute, mean of before and after)")
     if a.baseline_venv:

@@ -145,7 +145,8 @@ def test_no_private_names_across_modules() -> None:
 
 
 def test_type_checking_comes_from_one_place() -> None:
-    """`from sitestack import TYPE_CHECKING` in every module: sitestack/__init__.py says why."""
+    """`from sitestack import TYPE_CHECKING` in every module: sitestack/__init__.py says why;
+    `__import__` in cli.py alone, which says why."""
     bad = []
     for path in PKG.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
@@ -158,8 +159,9 @@ def test_type_checking_comes_from_one_place() -> None:
             elif isinstance(node, ast.Assign) and path != PKG / "__init__.py" and \
                     any(isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" for t in node.targets):
                 bad.append(f"{where}: a TYPE_CHECKING of its own")
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "__import__":
-                bad.append(f"{where}: __import__ (importlib.import_module costs nothing more)")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    node.func.id == "__import__" and path != PKG / "cli.py":
+                bad.append(f"{where}: __import__ (cli.py's comment says why it alone uses it)")
     assert bad == []
 
 

@@ -47,9 +47,12 @@ def _command_module(argv: list[str]) -> str | None:
 
 
 def _command(mod: str) -> ModuleType:
-    import importlib
-
-    return importlib.import_module(f"{commands.__name__}.{mod}")
+    name = f"{commands.__name__}.{mod}"
+    # The builtin, not importlib.import_module: importing importlib (and warnings with it, this
+    # early) costs `sitestack venv` 0.9 ms of its ~30 ms CPU (bench/startup.py --module importlib,
+    # docs/benchmarks.md 2026-12-06); the one place the tree does this.
+    __import__(name)
+    return sys.modules[name]
 
 
 def _quick_args(only: str, argv: list[str]) -> object | None:

@@ -118,10 +118,14 @@ def load(package: str, name: str) -> str:
     Read beside the package's own ``__init__.py``: sitestack is installed as files (from its
     wheel, or editable), and importlib.resources cost a clone 7 ms of imports (tempfile,
     random, shutil, bz2, lzma) to find the same path."""
-    import importlib
     import os
+    import sys
 
-    mod = importlib.import_module(package)
+    mod = sys.modules.get(package)
+    if mod is None:  # callers name their own package, imported already
+        import importlib
+
+        mod = importlib.import_module(package)
     with open(os.path.join(os.path.dirname(str(mod.__file__)), "templates", name), encoding="utf-8") as f:
         return f.read()
 
