@@ -27,6 +27,8 @@
    Every step runs under a time limit; the mount is always unmounted.
 
 Set PYTHONPATH=/path/to/other/src to time another sitestack tree the same way.
+Length (over ~400 lines, on purpose): one entry point for every staging figure, as the issues
+name it; the slow filesystem's server is bench/slowfs.py.
 Builds a pandas+scipy stack from PyPI once (network) with `sitestack build`.
 """
 
