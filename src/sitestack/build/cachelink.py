@@ -22,8 +22,8 @@ import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.pool import Pool, usable_cpus
 
 if TYPE_CHECKING:

@@ -32,8 +32,8 @@ import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.build.cacheentry import (
     ENTRY,
     Entry,

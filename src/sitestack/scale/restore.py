@@ -7,7 +7,8 @@ so the command calls this function and build never imports scale.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from sitestack import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sitestack.build.restore import RestoreResult
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
 class _Reader:
     def header(self, archive: Path) -> tuple[str, str, str]:
-        from sitestack.scale.unpack import read_header
+        from sitestack.scale.image import read_header
 
         fmt, h = read_header(archive)
         return fmt, h.kind, h.prefixes.get("stack", "")
