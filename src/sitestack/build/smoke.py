@@ -252,8 +252,10 @@ def _result(test: str, kind: str, ok: bool, output: str, seconds: float, **more:
 def durations(records: Path) -> dict[str, float]:
     """test -> seconds of the tests that ran in a tests.json record (build's, or a rerun's);
     empty if it is missing or not of that shape (only an order hint: see run_smoke_tests)."""
+    from sitestack.core.records import TESTS
+
     try:
-        with open(records / "tests.json", encoding="utf-8") as f:
+        with open(records / TESTS, encoding="utf-8") as f:
             data = json.load(f)
     except (OSError, ValueError):
         return {}

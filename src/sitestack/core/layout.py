@@ -24,7 +24,14 @@ from pathlib import Path
 
 # The rules below come from core.stackref (importable without dataclasses); records_dir is
 # imported from here by most of the tree.
-from sitestack.core.stackref import RECORDS, STACKS, given_root, stack_prefix, unsafe_root_chars
+from sitestack.core.stackref import (
+    RECORDS,
+    STACK_JSON,
+    STACKS,
+    given_root,
+    stack_prefix,
+    unsafe_root_chars,
+)
 from sitestack.core.stackref import records_dir as records_dir
 
 
@@ -108,7 +115,7 @@ def newest_records(root: SiteRoot, name: str) -> Path | None:
         if v.name.startswith(".") or not v.is_dir(follow_symlinks=False):
             continue
         try:
-            st = os.lstat(os.path.join(v.path, RECORDS, "stack.json"))
+            st = os.lstat(os.path.join(v.path, RECORDS, STACK_JSON))
         except OSError:
             continue
         if newest is None or st.st_mtime_ns > newest[0]:
