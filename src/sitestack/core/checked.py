@@ -98,7 +98,8 @@ class Checked:
             self.new_dev = st.st_dev
             # An mtime in the racy window (or the future) proves nothing: ctime rule only.
             nlink = st.st_nlink if st.st_mtime_ns < self.cutoff else 0
-            self.new[o : o + N] = array("q", (st.st_ino, st.st_ctime_ns, st.st_mtime_ns, nlink))
+            new = self.new
+            new[o], new[o + 1], new[o + 2], new[o + 3] = st.st_ino, st.st_ctime_ns, st.st_mtime_ns, nlink
         elif trusted and st.st_dev == self.dev:
             self.new_dev = st.st_dev
             self.new[o : o + N] = self.old[o : o + N]
