@@ -20,9 +20,9 @@ ones each with new caches) and compare their medians; `--builds-only` stops afte
 Like for like: uv's warm run is read for the packages it built from source again ("Built
 NAME==VERSION": horovod, built without build isolation, is built on every run; mpi4py's build
 is cached). Where there are any, the warm pairs run a second time with those packages, and
-the tests that import them, left out of both sides (a spec written beside the work folder's
-archives), and that figure is the like-for-like one: with them, the warm ratio measures
-uv's compiler.
+the tests that import them, left out of both sides (a spec written into the work folder,
+like-for-like.toml), and that figure is the like-for-like one: with them, the warm ratio
+measures uv's compiler.
 
 pack hashes only the files whose inode and ctime (or mtime, where only a link count moved)
 changed since a pack last found them to match (core/checked.py). The stack is packed once
