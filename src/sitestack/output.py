@@ -11,6 +11,11 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+def warn(message: str) -> None:
+    """One `sitestack: warning: ...` line on stderr: something was left alone, the command goes on."""
+    print(f"sitestack: warning: {message}", file=sys.stderr)
+
+
 def emit_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

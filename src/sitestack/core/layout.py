@@ -79,6 +79,34 @@ class SiteRoot:
         """Where `sitestack pack NAME/VERSION --publish` puts the stack's archive for stage."""
         return self.path / "archives" / name / f"{version}.tar.zst"
 
+    def folder(self, path: Path) -> Path | None:
+        """`path` (below the root) if it is a folder reached from the root without any link,
+        else None; a link there (planted by hand) is reported on stderr and left alone.
+        Whatever sitestack deletes in is looked up through this, so a link at
+        .sitestack/trash/NAME cannot take a removal out of the site."""
+        from sitestack.core.safepath import plain_dir
+
+        d = plain_dir(self.path, os.path.relpath(path, self.path))
+        if d is None and os.path.islink(path):
+            from sitestack.output import warn
+
+            warn(f"{path} is a link, not a folder of the site: left alone (remove it by hand)")
+        return d
+
+    def make_folder(self, path: Path) -> Path:
+        """`path`, made where missing with exact modes (fsutil.make_dirs), to write in:
+        VerifyError if it is reached through a link (what sitestack puts there would land, and
+        later be deleted, outside the site)."""
+        from sitestack.core.fsutil import make_dirs
+        from sitestack.core.safepath import plain_dir
+        from sitestack.errors import VerifyError
+
+        make_dirs(path)
+        d = plain_dir(self.path, os.path.relpath(path, self.path))
+        if d is None:
+            raise VerifyError(f"{path} is not a folder of the site (a link?): remove it, then retry")
+        return d
+
     def lock_for(self, name: str) -> Path:
         return self.locks / f"{name}.lock"
 
