@@ -104,10 +104,10 @@ def read_requirements(packages: Sequence[str], files: Sequence[str]) -> list[str
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"cannot read requirements file {path}: {getattr(e, 'strerror', None) or e}") from None
         for n, raw in enumerate(text.splitlines(), 1):
-            line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+            line = re.sub(r"(^|\s)#.*", "", raw).strip()
             if not line:
                 continue
-            m = re.match(r"^(?:-r|--requirement)(?:\s+|=)(.+)$", line)
+            m = re.fullmatch(r"(?:-r|--requirement)(?:\s+|=)(.+)", line)
             if m and depth < 10:
                 load(path.parent / m.group(1).strip(), depth + 1)
             elif line.startswith("-"):
@@ -229,7 +229,7 @@ def _compile(lay: Layer, reqs: list[str], constraints: list[str], prefer: list[s
         spec = str(rq.specifier)
         version = spec[2:] if spec.startswith("==") and rq.url is None else None
         res.pins[name] = (rq.name, version, body)
-        m = re.search(r"via (.*)$", comment.strip())
+        m = re.search(r"via (.*)", comment.strip())
         if m:
             res.via[name] = [v.strip() for v in m.group(1).split(",")]
     return res

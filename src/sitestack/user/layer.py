@@ -399,8 +399,18 @@ def write_pip_conf(tmp: Path, final: Path, rec: StackRecord) -> None:
     in the layer follows it; constraints go in a file, since pip's `constraint` takes a path."""
     from sitestack.core.layout import records_dir
     from sitestack.core.records import LAYER_CONSTRAINTS, LAYER_PIP_CONF
+    from sitestack.core.shape import Shape
+    from sitestack.errors import VerifyError
 
     u = rec.user
+    # The spec refused line breaks already; the stack's record is read back from disk, and a
+    # value with one would add a setting of its own to pip.conf (core.shape.line_safe).
+    record = Shape(f"{rec.ref}: the [user] table of its stack.json", VerifyError)
+    for key, values in (("find-links", u.find_links), ("index-url", [u.index_url] if u.index_url else []),
+                        ("extra-index-url", u.extra_index_url), ("only-binary", u.only_binary),
+                        ("constraints", u.constraints)):
+        for v in values:
+            record.text(v, key)
     lines = [f"# Written by sitestack from the [user] table of {rec.ref}: plain pip in this layer",
              "# follows the site's package policy, as `sitestack install` does.", "[global]"]
     if u.find_links:
