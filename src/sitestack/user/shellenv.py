@@ -48,16 +48,29 @@ class ShellCode:
 
 
 def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The one reader of $_SITESTACK_SAVED: exactly the shape load_env writes, else one
+    UsageError line (exit 2) before any shell code is printed, so the shell is left alone.
+    {"stack": str, "old": {VAR: str | null}, "new": {VAR: str | null}, "added": {VAR: [str]}}."""
+    from sitestack.core.shape import Shape
+
     raw = env.get(SAVED)
     if raw is None:
         return None
-    try:
-        data = json.loads(raw)
-        assert isinstance(data, dict) and isinstance(data["old"], dict) and isinstance(data["new"], dict)
-        return data
-    except (ValueError, KeyError, AssertionError):
-        raise UsageError(f"${SAVED} is not what `sitestack load` wrote; cannot unload",
-                         hint=f"unset {SAVED}, or start a new shell") from None
+    shape = Shape(f"${SAVED} is not what `sitestack load` wrote, so its changes cannot be undone", UsageError,
+                  hint=f"unset {SAVED}, or start a new shell")
+    data = shape.table(shape.json_text(raw))
+    shape.text(data.get("stack"), "stack")
+    values: dict[str, dict[str, str | None]] = {}
+    for key in ("old", "new"):
+        values[key] = {var: (None if v is None else shape.text(v, f"{key}.{var}", one_line=False))
+                       for var, v in shape.table(data.get(key), key).items()}
+    added = {var: shape.texts(v, f"added.{var}", one_line=False)
+             for var, v in shape.table(data.get("added", {}), "added").items()}
+    for var in [*values["old"], *values["new"], *added]:
+        if not _NAME.fullmatch(var):
+            shape.fail(f"{var!r} is not a variable name a shell can set")
+    return {"stack": data["stack"], "old": values["old"], "new": values["new"],
+            "added": {var: list(v) for var, v in added.items()}}
 
 
 def restored(env: Mapping[str, str]) -> dict[str, str]:
@@ -68,7 +81,7 @@ def restored(env: Mapping[str, str]) -> dict[str, str]:
     if data is None:
         return out
     for var, old in data["old"].items():
-        now, added = out.get(var), data.get("added", {}).get(var)
+        now, added = out.get(var), data["added"].get(var)
         if now != data["new"].get(var) and added and now is not None:
             # Changed since load: drop only what load added, keep the user's own changes.
             parts = now.split(":")
