@@ -197,79 +197,21 @@ def check_clone(path: Path) -> list[Finding]:
     return [_retired_finding("clone", path, gone, rebase=False, thin=bool(data.get("depends_on_stack")))]
 
 
-INSTALL_TEMP = ".{}.install-"  # user/install's staging folder beside the layer: PREFIX<host>-<pid>-<rand>
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """A staging folder a killed `sitestack install` left beside its layer."""
-
-    path: Path
-    host: str | None  # None: a name without host and pid (not made by make_temp)
-    pid: int | None
-    pending: bool  # its journal has moves the install never committed: the layer is half changed
-
-    @property
-    def local_dead(self) -> bool:
-        from sitestack.core.publish import HOST, pid_alive
-
-        return self.host is None or (self.host == HOST and self.pid is not None and not pid_alive(self.pid))
-
-
-def _layer_locked(layer: Path) -> bool:
-    """Whether an install (or rebase) of `layer` holds its lock now; takes nothing."""
-    import fcntl
-
-    from sitestack.user.layer import lock_path
-
-    try:
-        fd = os.open(lock_path(layer), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False  # no lock file: nobody ever locked it, so nobody holds it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # drops the shared lock if we got it
-
-
-def install_leftovers(layer: Path, *, have_lock: bool = False) -> list[Leftover]:
-    """Staging folders of killed installs of `layer` (none while an install holds the lock,
-    none of a live process of this host: that install is still running). `have_lock`: the
-    caller holds the layer's lock (flock would refuse a second descriptor of ours)."""
-    from sitestack.core.publish import HOST, owner, pid_alive
-    from sitestack.user.layertx import DONE, JOURNAL
-
-    prefix = INSTALL_TEMP.format(layer.name)
-    try:
-        names = sorted(e.name for e in os.scandir(layer.parent) if e.name.startswith(prefix) and e.is_dir())
-    except OSError:
-        return []
-    if not names or (not have_lock and _layer_locked(layer)):
-        return []
-    out = []
-    for name in names:
-        who = owner(name, prefix)
-        if who is not None and len(name[len(prefix):].split("-")) != 3:
-            continue  # host-pid-rand has exactly 3 fields: this is another layer's (L.install-x)
-        if who is not None and who[0] == HOST and pid_alive(who[1]):
-            continue
-        try:
-            lines = (layer.parent / name / JOURNAL).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            lines = []
-        out.append(Leftover(layer.parent / name, who[0] if who else None, who[1] if who else None,
-                            bool(lines) and lines[-1] != DONE))
-    return out
-
-
 def check_install_leftovers(layer: Path) -> list[Finding]:
     from sitestack.core.publish import HOST
+    from sitestack.user.layertx import leftovers
 
     out = []
-    for lo in install_leftovers(layer):
+    for lo in leftovers(layer):
+        if lo.untrusted is not None:
+            mine = lo.uid in (None, os.geteuid())
+            out.append(Finding(
+                "install-leftover-untrusted", str(lo.path),
+                f"layer {layer}: {lo.path} is named like a killed `sitestack install`'s staging folder, "
+                f"but {lo.untrusted}; sitestack leaves it alone",
+                f"rm -rf {_q(lo.path)}  # after checking what it is" if mine else
+                f"# owned by uid {lo.uid}: ask them or an administrator to remove {_q(lo.path)}"))
+            continue
         if lo.pending:
             what = ("the layer holds part of its changes; the fix moves them back (as the next "
                     "`sitestack install` into it would)")
@@ -288,18 +230,20 @@ def check_install_leftovers(layer: Path) -> list[Finding]:
 def fix_install_leftovers(layer: Path) -> list[Path]:
     """Undo and remove the leftovers of killed installs of `layer`: under the layer's lock,
     taken without waiting (ConflictError, exit 5, while an install holds it), and only those
-    whose process is gone (this host's, by pid). Returns the folders removed."""
+    whose process is gone (this host's, by pid) and whose journal is honoured (the layer
+    owner's, every path confined: layertx.read_journal). Anything else is left alone, and
+    the diagnosis that follows names it. Returns the folders removed."""
     from sitestack.core.fsutil import rmtree
     from sitestack.user.layer import layer_lock
-    from sitestack.user.layertx import rollback
+    from sitestack.user.layertx import leftovers, rollback
 
-    if not install_leftovers(layer):
+    if not any(lo.untrusted is None for lo in leftovers(layer)):
         return []  # nothing to do: no lock file made, nothing taken
     removed = []
     with layer_lock(layer, timeout=0):
-        for lo in install_leftovers(layer, have_lock=True):
-            if lo.local_dead:
-                rollback(lo.path)  # a finished journal, or none, has nothing to undo
+        for lo in leftovers(layer, have_lock=True):
+            if lo.untrusted is None and lo.local_dead:
+                rollback(lo.path, layer)  # a finished journal, or none, has nothing to undo
                 rmtree(lo.path)
                 removed.append(lo.path)
     return removed
