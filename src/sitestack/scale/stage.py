@@ -337,14 +337,9 @@ def _check_archive_holds(target: str, layer: str | None, header: Header, path: P
 
 
 def _check_to(to: str) -> None:
-    """Relocation writes the staged path into Python sources (sysconfigdata, scripts) as a
-    string literal: a quote or a backslash there would end or bend it. The shell is no limit
-    (activate quotes every path), so `$()`, backticks and spaces are fine."""
-    bad = sorted({c for c in to if c in "'\"\\" or ord(c) < 32 or ord(c) == 127})
-    if bad:
-        raise UsageError(f"--to {to!r} contains {' '.join(repr(c) for c in bad)}, which relocated "
-                         "Python files cannot carry", hint="stage to a folder without quotes, "
-                         "backslashes or control characters")
+    from sitestack.core.relocate import check_target
+
+    check_target(to, "--to", "stage to a folder without quotes, backslashes or control characters")
 
 
 def _published_archive(target: str, root: SiteRoot) -> Path | None:
