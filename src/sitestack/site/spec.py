@@ -140,7 +140,7 @@ def _strings(values: list[Any], key: str, src: str | None) -> tuple[str, ...]:
 def _str_map(values: dict[str, Any], key: str, src: str | None) -> dict[str, str]:
     for k, v in values.items():
         if not ENV_RE.fullmatch(k):
-            raise SpecError(f"{key}.{k!r}", "is not a valid environment variable name", source=src)
+            raise SpecError(f"{key}.{k}", "is not a valid environment variable name", source=src)
         if not isinstance(v, str):
             raise SpecError(f"{key}.{k}", f"must be a string, not {type(v).__name__}", source=src)
         _no_line_breaks(v, f"{key}.{k}", src)
@@ -252,8 +252,7 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
     for var, paths in m.get("prepend_path", {}).items():
         key = f"module.prepend_path.{var}"
         if not ENV_RE.fullmatch(var):
-            raise SpecError(f"module.prepend_path.{var!r}", "is not a valid environment variable name",
-                            source=src)
+            raise SpecError(key, "is not a valid environment variable name", source=src)
         if isinstance(paths, str):
             paths = [paths]
         if not isinstance(paths, list):
