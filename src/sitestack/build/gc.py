@@ -256,12 +256,15 @@ def _archives(site: Site, dry_run: bool) -> list[Removed]:
     if base is None:
         return []
     published = {(r.name, r.version) for r in site.versions()}
-    keep = {(r.name, r.version) for r in site.retired() if r.keep_archive}
+    # A retired version's archive goes only where its readable record says so: one whose
+    # retired.json cannot be read (reported by Site.retired) keeps its archive.
+    records = {(r.name, r.version): r.keep_archive for r in site.retired()}
     out = []
     for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()):
         for f in sorted(d.glob("*.tar.zst")):
             key = (d.name, f.name[: -len(".tar.zst")])
-            if f.name.startswith(".") or key in published or key in keep:
+            kept = records.get(key, os.path.lexists(site.root.retired_dir(*key)))
+            if f.name.startswith(".") or key in published or kept:
                 continue
             out.append(Removed("archive", f, _freeable(f)))
             if not dry_run:

@@ -80,7 +80,7 @@ def inside(root: Path, path: str | os.PathLike[str], what: str = "path") -> Path
         raise Escape(f"unsafe {what}: empty or bad path {p!r}")
     if p.startswith("/"):
         if not p.startswith(root_s.rstrip("/") + "/"):
-            raise Escape(f"unsafe {what}: {p!r} is outside {root_s}")
+            raise Escape(f"unsafe {what}: {p!r} leaves {root_s}")
         p = p[len(root_s.rstrip("/")) + 1:]
     folder, _, last = p.rstrip("/").rpartition("/")
     if last in ("", ".", ".."):
