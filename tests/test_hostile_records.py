@@ -147,11 +147,14 @@ def test_planted_and_unconfined_journals_are_reported_and_left_alone(stack: Stac
         escapes = sticky / f".L.install-{HOST}-{dead}-1111"
         through = sticky / f".L.install-{HOST}-{dead}-2222"
         unnamed = sticky / ".L.install-killed"  # no host and pid: not a folder install made
+        linked = sticky / f".L.install-{HOST}-{dead}-3333"  # its backup/ a link out: "restores" secret
         subprocess.run(["bash", "-c", " && ".join([
             plant(escapes, [{"k": "created", "t": str(outside / "secret"), "a": None}]),
             plant(through, [{"k": "created", "t": str(layer / "escape" / "secret"), "a": None}]),
-            plant(unnamed, [{"k": "created", "t": str(layer / "pyvenv.cfg"), "a": None}])])], check=True)
-        folders = sorted(str(p) for p in (planted, escapes, through, unnamed))
+            plant(unnamed, [{"k": "created", "t": str(layer / "pyvenv.cfg"), "a": None}]),
+            plant(linked, [{"k": "aside", "t": str(layer / "stolen"), "a": str(linked / "backup" / "secret")}]),
+            f"ln -s {shlex.quote(str(outside))} {shlex.quote(str(linked / 'backup'))}"])], check=True)
+        folders = sorted(str(p) for p in (planted, escapes, through, unnamed, linked))
         before = tree_digest(sticky)
 
         r = run_cli("doctor", "--json", str(layer), env=clean_env())
@@ -160,7 +163,7 @@ def test_planted_and_unconfined_journals_are_reported_and_left_alone(stack: Stac
         assert sorted(f["subject"] for f in found if f["kind"] == "install-leftover-untrusted") == folders, found
         why = {f["subject"]: f["message"] for f in found}
         assert f"belongs to uid {user.uid}, not to the layer's owner (uid 0)" in why[str(planted)]
-        assert "leaves" in why[str(escapes)] and "leaves" in why[str(through)]
+        assert "leaves" in why[str(escapes)] and "leaves" in why[str(through)] and "leaves" in why[str(linked)]
         assert "no host and pid" in why[str(unnamed)]
 
         r = run_cli("doctor", "--fix", "--json", str(layer), env=clean_env())
@@ -171,7 +174,7 @@ def test_planted_and_unconfined_journals_are_reported_and_left_alone(stack: Stac
                     env=clean_env())
         assert r.returncode == 0, r.stderr
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        assert len(lines) == 4 and all(ln.startswith("sitestack: warning: left alone: ") for ln in lines), r.stderr
+        assert len(lines) == 5 and all(ln.startswith("sitestack: warning: left alone: ") for ln in lines), r.stderr
         after = tree_digest(sticky)
 
         def besides(d: dict[str, str]) -> dict[str, str]:  # the planted folders and the victim
@@ -353,6 +356,7 @@ SAVED_VALUES = [
     '{"stack": "conda/1", "old": {"PATH": null}, "new": {"PATH": "/x"}, "added": {"PATH": [1]}}',
     '{"stack": "conda/1", "old": {"A;touch PWNED": null}, "new": {}, "added": {}}',
     '{"stack": 1, "old": {}, "new": {}}',
+    '{"stack": "conda/1", "old": {"PATH": "/bin\\u0000/x"}, "new": {"PATH": "/x"}, "added": {}}',
     '[]',
     '{"stack": "conda/1", "old": {}}',
 ]
@@ -399,6 +403,8 @@ def replaced(path: Path, data: bytes | None) -> Iterator[None]:
     ("spec.toml", b'[stack]\nname = "hx"\ndescription = "caf\xe9"\n', (), "spec.toml: not UTF-8 text"),
     ("spec.toml", b'[stack]\nname = "hx"\ndescription = "caf\xe9"\n', ("--from-archive",), "not UTF-8 text"),
     ("lock.txt", b"\xff\xfe", (), "lock.txt: not UTF-8 text"),
+    ("spec.toml", b'[stack]\nname = "other"\n', (), "names the stack 'other', not 'hx'"),
+    ("stack.json", b'{"name": "hx"}', ("--from-archive",), "stack.json: version: must be a string"),
 ])
 def test_restore_with_a_missing_or_undecodable_kept_record(retired: SiteRoot, record: str, data: bytes | None,
                                                            args: tuple[str, ...], needle: str) -> None:
@@ -561,3 +567,15 @@ def test_clone_to_a_path_with_a_space_and_dollar_is_relocated(stack: StackRecord
     r = subprocess.run([str(dest / "bin" / "python3"), "-c", "import sysconfig; print(sysconfig.get_config_var('prefix'))"],
                        capture_output=True, text=True, env=clean_env())
     assert r.stdout.strip() == str(dest), r.stderr
+
+
+@pytest.mark.parametrize("name", ["x" * 5000, "lay\nhome = nowhere", "new/lay\nhome = nowhere"])
+def test_a_venv_path_no_file_can_carry_is_exit_2(stack: StackRecord, site_root: SiteRoot, shared: Path,
+                                                 name: str) -> None:
+    """A component the kernel refuses (ENAMETOOLONG), or a newline that would add a key of its
+    own to pyvenv.cfg: one line, exit 2, nothing made."""
+    before = tree_digest(shared)
+    r = run_cli("venv", str(shared / name), "--stack", stack.ref, "--root", str(site_root.path), env=clean_env())
+    assert r.returncode == 2, r.stderr
+    one_error(r)
+    assert tree_digest(shared) == before

@@ -6,7 +6,7 @@ import os
 import sys
 
 from sitestack import __version__, commands
-from sitestack.errors import ConflictError, SitestackError
+from sitestack.errors import ConflictError, SitestackError, UsageError
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up counts)
 if TYPE_CHECKING:
@@ -128,6 +128,12 @@ def _run(argv: list[str]) -> int:
         print("sitestack: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
+        import errno
+
+        if e.errno == errno.ENAMETOOLONG:  # a path argument the kernel refuses: bad input
+            print(f"sitestack: error: a file name in {str(e.filename)[:80]!r}... is too long "
+                  f"({e.strerror})", file=sys.stderr)
+            return UsageError.exit_code
         msg = _disk_error(e)
         if msg is None:
             raise  # any other OSError is a bug: keep its traceback

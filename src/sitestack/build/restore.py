@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sitestack.build.smoke import run_smoke_tests
-from sitestack.core.fsutil import crash_point, file_lock, make_dirs, make_readonly
+from sitestack.core.fsutil import crash_point, file_lock, make_readonly
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
 from sitestack.core.manifest import Manifest
@@ -133,12 +133,26 @@ def read_kept(r: RetiredRecord, *, manifest: bool) -> Kept:
         return Shape(f"the kept {name} {r.records / name}", VerifyError, hint)
 
     spec = parse_spec(kept(SPEC).text_file(r.records / SPEC), source=r.records / SPEC)
+    if spec.name != r.name:  # a rebuild publishes under the spec's name: it must be this one
+        kept(SPEC).fail(f"names the stack {spec.name!r}, not {r.name!r}")
     lock: dict[str, str] = {}
     for line in kept(LOCK).text_file(r.records / LOCK).splitlines():
         n, sep, v = line.strip().partition("==")
         if sep:
             lock[n] = v
-    man = Manifest.parse(kept(MANIFEST).data_file(r.records / MANIFEST), r.records / MANIFEST) if manifest else None
+    if spec.conda is not None:
+        from sitestack.conda.records import LOCK_NAME
+
+        kept(LOCK_NAME).text_file(r.records / LOCK_NAME)  # the conda rebuild's lock: there, and text
+    man = None
+    if manifest:
+        man = Manifest.parse(kept(MANIFEST).data_file(r.records / MANIFEST), r.records / MANIFEST)
+        rec = kept(STACK_JSON)
+        data = rec.table(rec.json_file(r.records / STACK_JSON))
+        for key in ("name", "version", "site", "python", "python_xy"):
+            rec.text(data.get(key), key)
+        if (data["name"], data["version"]) != (r.name, r.version):
+            rec.fail(f"is that of {data['name']}/{data['version']}, not {r.ref}")
     return Kept(spec, lock, man)
 
 
@@ -169,7 +183,7 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
     with file_lock(root.lock_for(r.name), what=f"stack {r.name}"):
         if prefix.exists():
             raise ConflictError(f"{r.ref} was published meanwhile at {prefix}")
-        make_dirs(root.tmp)  # exact modes, whatever the caller's umask
+        root.make_folder(root.tmp)  # exact modes, whatever the caller's umask; no link out
         # We hold the name's lock: temps of killed builds and restores of this version go.
         with temp_tree(root.tmp, f"{r.name}-{r.version}-", mode=0o700, locked=True) as tmp:
             log.step(f"unpacking {archive}, checking every file's sha256")
@@ -190,7 +204,7 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
             log.step("running smoke tests (imports)")
             run_smoke_tests(quick, stack, rec.python_xy, log)
             make_readonly(stack)
-            make_dirs(prefix.parent)
+            root.make_folder(prefix.parent)  # exact modes; never published through a link
             publish(stack, prefix, durable=True)
     site.update_state(r.name, lambda s: None)  # modulefiles (and the catalog) come back
     return site.get(r.ref)

@@ -57,12 +57,17 @@ def component(value: object, what: str = "name",
     otherwise end in ENAMETOOLONG wherever it is first used."""
     if not isinstance(value, str) or not value:
         raise error(f"{what}: must be a non-empty string, not {value!r}")
-    shown = repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+    shown = shown_name(value)
     if value in (".", "..") or "/" in value or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
         raise error(f"{what} {shown} is not a plain name (no '/', '.', '..' or control characters)")
     if len(value.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
         raise error(f"{what} {shown} is too long: at most {MAX_COMPONENT} bytes")
     return value
+
+
+def shown_name(value: str) -> str:
+    """A name for a one-line message: quoted, a long one cut (a 5,000-character VERSION)."""
+    return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
 
 
 def inside(root: Path, path: str | os.PathLike[str], what: str = "path") -> Path:

@@ -29,15 +29,17 @@ def split_ref(ref: str) -> tuple[str, str | None]:
     """NAME[/VERSION] from the command line, each part one plain path component
     (core.safepath.component: exit 2 with one line for '..', a control character or a
     5,000-character VERSION, before either becomes part of a path)."""
-    from sitestack.core.safepath import component
+    from sitestack.core.safepath import component, shown_name
 
     name, _, version = ref.strip("/").partition("/")
     if not name or "/" in version:
-        raise UsageError(f"{ref!r} is not NAME or NAME/VERSION" if len(ref) <= 200
-                         else f"{ref[:40]!r}... ({len(ref)} characters) is not NAME or NAME/VERSION")
-    component(name, "stack name")
-    if version:
-        component(version, "version")
+        raise UsageError(f"{shown_name(ref)} is not NAME or NAME/VERSION")
+    try:
+        component(name, "its name")
+        if version:
+            component(version, "its version")
+    except UsageError as e:
+        raise UsageError(f"{shown_name(ref)} is not NAME/VERSION: {e}") from None
     return name, version or None
 
 

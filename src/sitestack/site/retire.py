@@ -31,7 +31,7 @@ from sitestack.core.fsutil import atomic_write_json, crash_point, file_lock, rmt
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.publish import make_temp, publish, temp_tree
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord
-from sitestack.errors import NotFoundError, UsageError
+from sitestack.errors import NotFoundError, UsageError, VerifyError
 from sitestack.site.registry import Site, split_ref
 
 DEFAULT_MESSAGE = "no longer maintained"
@@ -180,6 +180,8 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
             raise UsageError(f"{gone.ref} is already retired (on {gone.date}: {gone.message})",
                              hint=f"sitestack restore {gone.ref} brings it back")
         rec = site.get(f"{name}/{version}")
+        if root.folder(prefix) is None:  # stacks/NAME as a link: its target is not the site's to delete
+            raise VerifyError(f"{prefix} is not a folder of the site (reached through a link)")
         if site.default_version(name) == version:
             others = [r.version for r in site.versions(name) if r.version != version]
             if others:

@@ -443,6 +443,7 @@ def create_layer(path: str | os.PathLike[str], rec: StackRecord | QuickStack, *,
     from sitestack.core.publish import publish, temp_tree
 
     check_can_create(final, f"the layer {final}")  # a file in the way, or not ours to write
+    cfg_text(rec, final, inherit=inherit, user_site=user_site, prompt=prompt)  # a path pyvenv.cfg cannot carry
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         # mode None: the umask applies, as for any folder the user makes.

@@ -168,8 +168,12 @@ def read_journal(work: Path, layer: Path) -> tuple[list[Step], bool]:
         try:
             target = safepath.inside(layer, shape.text(d.get("t"), f"line {i}: t", one_line=False), "journal path")
             if aside is not None:
-                where = work / ("stage" if kind == "added" else "backup")
-                steps.append(Step(kind, target, safepath.inside(where, aside, "journal path")))
+                # resolved from the folder itself, so a link at backup/ or stage/ counts too
+                second = safepath.inside(work, aside, "journal path")
+                where = "stage" if kind == "added" else "backup"
+                if second.relative_to(work).parts[0] != where or second.parent == work:
+                    shape.fail(f"line {i}: {aside!r} is not in {work / where}")
+                steps.append(Step(kind, target, second))
             else:
                 steps.append(Step(kind, target, None))
         except safepath.Escape as e:

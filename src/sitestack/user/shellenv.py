@@ -69,6 +69,9 @@ def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
     for var in [*values["old"], *values["new"], *added]:
         if not _NAME.fullmatch(var):
             shape.fail(f"{var!r} is not a variable name a shell can set")
+    if any("\0" in v for d in values.values() for v in d.values() if v) or \
+            any("\0" in v for vs in added.values() for v in vs):
+        shape.fail("a value holds a NUL, which no environment variable can")
     return {"stack": data["stack"], "old": values["old"], "new": values["new"],
             "added": {var: list(v) for var, v in added.items()}}
 
