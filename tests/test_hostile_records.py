@@ -273,23 +273,46 @@ def test_a_spec_value_with_a_line_break_is_refused(key: str, shared: Path) -> No
     assert list(root.iterdir()) == []
 
 
-def test_a_forged_user_table_never_reaches_pip_conf(stack: StackRecord, shared: Path) -> None:
-    """The spec refuses it; a stack.json changed afterwards is refused again by pip.conf's writer."""
-    prefix = shared / "site" / "stacks" / "conda" / "forged"
-    prefix.parent.mkdir(parents=True)
+def forged_copy(stack: StackRecord, site: Path, version: str, **changes: object) -> Path:
+    """A copy of the shared stack at SITE/stacks/conda/VERSION whose stack.json says `changes`."""
+    prefix = site / "stacks" / "conda" / version
+    prefix.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", str(stack.prefix), str(prefix)], check=True)
     rec = prefix / ".sitestack" / "stack.json"
     os.chmod(rec.parent, 0o755)
     os.chmod(rec, 0o644)
-    data = json.loads(rec.read_text())
-    data.update(version="forged", user={"index-url": "https://x/simple\ntrusted-host = evil"})
-    rec.write_text(json.dumps(data))
+    rec.write_text(json.dumps(json.loads(rec.read_text()) | {"version": version, **changes}))
+    return prefix
+
+
+def test_a_forged_user_table_never_reaches_pip_conf(stack: StackRecord, shared: Path) -> None:
+    """The spec refuses it; a stack.json changed afterwards is refused again by pip.conf's writer."""
+    forged_copy(stack, shared / "site", "forged", user={"index-url": "https://x/simple\ntrusted-host = evil"})
     before = tree_digest(shared)
     r = run_cli("venv", str(shared / "L"), "--stack", "conda/forged", "--root", str(shared / "site"),
                 env=clean_env())
     assert r.returncode == 6, r.stderr
     assert "the [user] table of its stack.json: index-url: must not hold a line break" in one_error(r)
     assert tree_digest(shared) == before
+
+
+@pytest.mark.parametrize("module", [
+    {"family": "python\n"}, {"setenv": {"FOO": "1\nrm -rf ~"}}, {"setenv": {"FOO\n": "1"}},
+    {"prepend_path": {"PATH": ["/x\r/y"]}}, {"depends_on": ["gcc\n"]}, {"depends_on": "gcc"},
+])
+def test_a_forged_module_table_never_reaches_a_modulefile(stack: StackRecord, shared: Path,
+                                                          module: dict[str, object]) -> None:
+    """A stack.json whose module table holds a line break is an unreadable record: `load` is
+    exit 6 with one line, and `modulefiles` writes no modulefile from it."""
+    site = shared / "site"
+    forged_copy(stack, site, "forged", module={"family": "python", **module})
+    r = run_cli("load", "conda/forged", "--root", str(site), env=clean_env())
+    assert r.returncode == 6 and r.stdout == "", r.stderr
+    assert "conda/forged: its" in one_error(r)
+    r = run_cli("modulefiles", "--root", str(site), env=clean_env())
+    assert "Traceback" not in r.stderr and "warning: skipping conda/forged" in r.stderr, r.stderr
+    written = [p for p in site.rglob("*") if p.is_file() and "modulefiles" in p.parts[len(site.parts)]]
+    assert all("forged" not in p.name for p in written), written
 
 
 def _dollar_anchored(pattern: str) -> bool:

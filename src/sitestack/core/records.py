@@ -176,16 +176,51 @@ class StackRecord:
             python=data["python"],
             python_xy=data["python_xy"],
             kind=data.get("kind", "pypi"),
-            description=data.get("description", ""),
+            description=_one_line(data.get("description", ""), "description"),
             built=data.get("built", ""),
             packages=dict(data.get("packages", {})),
-            module=dict(data.get("module", {})),
+            module=_module(data.get("module", {})),
             files=int(data.get("files", 0)),
             bytes=int(data.get("bytes", 0)),
             extra={k: v for k, v in data.items() if k not in known},
             user=UserPolicy.from_json(data.get("user")),
-            requested=tuple(data.get("requested") or ()),
+            requested=_one_line_list(data.get("requested") or [], "requested"),
         )
+
+
+def _one_line(value: Any, key: str) -> str:
+    """A string that modulefiles and shell code may carry (core.shape.line_safe); ValueError,
+    which StackRecord.load's callers report as an unreadable record, otherwise."""
+    from sitestack.core.shape import line_safe
+
+    if not isinstance(value, str) or not line_safe(value):
+        raise ValueError(f"{key} is not a one-line string")
+    return value
+
+
+def _one_line_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{key} is not a list")
+    return tuple(_one_line(v, key) for v in value)
+
+
+def _module(value: Any) -> dict[str, Any]:
+    """stack.json's module table, as the spec let it in: every value the modulefiles and
+    `sitestack load` set or name (setenv, prepend_path, family, depends_on) one line. The
+    spec refused the rest already; a record changed since is refused here, before a
+    modulefile is written from it."""
+    if not isinstance(value, dict):
+        raise ValueError("module is not a table")
+    setenv, prepend = value.get("setenv", {}), value.get("prepend_path", {})
+    if not isinstance(setenv, dict) or not isinstance(prepend, dict):
+        raise ValueError("module.setenv and module.prepend_path must be tables")
+    for k, v in setenv.items():
+        _one_line(k, "module.setenv"), _one_line(v, f"module.setenv.{k}")
+    for k, v in prepend.items():
+        _one_line(k, "module.prepend_path"), _one_line_list(v, f"module.prepend_path.{k}")
+    _one_line(value.get("family", ""), "module.family")
+    _one_line_list(value.get("depends_on", []), "module.depends_on")
+    return dict(value)
 
 
 @dataclass(frozen=True)
