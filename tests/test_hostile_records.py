@@ -250,7 +250,6 @@ HOSTILE_SPECS = {
     "module.setenv.FOO": '[module.setenv]\nFOO = "1\\rrm -rf ~"\n',
     "module.family": '[module]\nfamily = "python\\n"\n',
     "module.depends_on[0]": '[module]\ndepends_on = ["gcc\\n"]\n',
-    "stack.description": '[stack]\nname = "ok"\ndescription = "two\\nlines"\n',
     "stack.name": '[stack]\nname = "ok\\n"\n',
     "stack.site": '[stack]\nname = "ok"\nsite = "site\\n"\n',
 }

@@ -176,7 +176,7 @@ class StackRecord:
             python=data["python"],
             python_xy=data["python_xy"],
             kind=data.get("kind", "pypi"),
-            description=_one_line(data.get("description", ""), "description"),
+            description=data.get("description", ""),
             built=data.get("built", ""),
             packages=dict(data.get("packages", {})),
             module=_module(data.get("module", {})),
@@ -206,18 +206,20 @@ def _one_line_list(value: Any, key: str) -> tuple[str, ...]:
 
 def _module(value: Any) -> dict[str, Any]:
     """stack.json's module table, as the spec let it in: every value the modulefiles and
-    `sitestack load` set or name (setenv, prepend_path, family, depends_on) one line. The
-    spec refused the rest already; a record changed since is refused here, before a
-    modulefile is written from it."""
+    `sitestack load` set or name (setenv, prepend_path, family, depends_on) one line (the
+    help text may have several: it is only shown, quoted). The spec refused the rest
+    already; a record changed since is refused here, before a modulefile is written from it."""
     if not isinstance(value, dict):
         raise ValueError("module is not a table")
     setenv, prepend = value.get("setenv", {}), value.get("prepend_path", {})
     if not isinstance(setenv, dict) or not isinstance(prepend, dict):
         raise ValueError("module.setenv and module.prepend_path must be tables")
     for k, v in setenv.items():
-        _one_line(k, "module.setenv"), _one_line(v, f"module.setenv.{k}")
+        _one_line(k, "module.setenv")
+        _one_line(v, f"module.setenv.{k}")
     for k, v in prepend.items():
-        _one_line(k, "module.prepend_path"), _one_line_list(v, f"module.prepend_path.{k}")
+        _one_line(k, "module.prepend_path")
+        _one_line_list(v, f"module.prepend_path.{k}")
     _one_line(value.get("family", ""), "module.family")
     _one_line_list(value.get("depends_on", []), "module.depends_on")
     return dict(value)

@@ -58,7 +58,9 @@ def component(value: object, what: str = "name",
     if not isinstance(value, str) or not value:
         raise error(f"{what}: must be a non-empty string, not {value!r}")
     shown = shown_name(value)
-    if value in (".", "..") or "/" in value or any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+    from sitestack.core.shape import line_safe
+
+    if value in (".", "..") or "/" in value or "\t" in value or not line_safe(value):
         raise error(f"{what} {shown} is not a plain name (no '/', '.', '..' or control characters)")
     if len(value.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
         raise error(f"{what} {shown} is too long: at most {MAX_COMPONENT} bytes")

@@ -96,9 +96,6 @@ class Shape:
             self.fail(f"{self._at(key)}must not hold a line break or control character")
         return value
 
-    def optional_text(self, value: Any, key: str) -> str | None:
-        return None if value is None else self.text(value, key)
-
     def texts(self, value: Any, key: str, *, one_line: bool = True) -> tuple[str, ...]:
         """A list of strings (one-line ones unless told); a string where the list belongs is
         refused, not read character by character."""

@@ -35,7 +35,9 @@ class Tx:
         self.work = work
         self.backup = work / "backup"
         self._n = 0
-        self._log: IO[str] = open(work / JOURNAL, "a", encoding="utf-8")  # noqa: SIM115
+        # 0600 whatever the umask: read_journal honours no journal others may write.
+        fd = os.open(work / JOURNAL, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self._log: IO[str] = os.fdopen(fd, "a", encoding="utf-8")
 
     def _note(self, kind: str, target: Path, aside: Path | None = None) -> None:
         self._log.write(json.dumps({"k": kind, "t": str(target), "a": str(aside) if aside else None}) + "\n")
@@ -121,8 +123,9 @@ def read_journal(work: Path, layer: Path) -> tuple[list[Step], bool]:
     """The one reader of an install journal: (its steps, whether the install committed).
 
     Honoured only when the layer's owner wrote it (or the user running this, as root for a
-    user's layer): the staging folder and the journal are theirs, neither is a link nor writable by others (in a shared sticky folder another user
-    could plant one beside the layer). Every path must be confined (core.safepath.inside):
+    user's layer): the staging folder and the journal are theirs, neither is a link nor
+    writable by others (in a shared sticky folder another user could plant one beside the
+    layer). Every path must be confined (core.safepath.inside):
     a step's target to the layer, its backup or staged entry to this folder. Anything else
     is one VerifyError line naming why, and nothing of it is acted on. No journal (a run
     killed while uv staged): no steps.
@@ -269,7 +272,10 @@ def leftovers(layer: Path, *, have_lock: bool = False) -> list[Leftover]:
         who = owner(name, prefix)
         if who is not None and who[0] == HOST and pid_alive(who[1]):
             continue
-        uid = os.lstat(path).st_uid
+        try:
+            uid = os.lstat(path).st_uid
+        except OSError:
+            continue  # gone meanwhile
         if who is None or len(name[len(prefix):].split("-")) != 3:
             out.append(Leftover(path, None, None, False, "its name has no host and pid: "
                                 "`sitestack install` did not make it", uid))
