@@ -19,9 +19,9 @@ import os
 import stat
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import SitestackError, VerifyError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     from typing import Any, NoReturn
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord, StackRecord
+from sitestack.core.stackref import split_ref
 from sitestack.errors import NotFoundError, UsageError, VerifyError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
 if TYPE_CHECKING:
     from typing import Any
 
@@ -23,24 +24,6 @@ class VersionState:
     is_default: bool
     hidden: bool
     deprecated: str | None
-
-
-def split_ref(ref: str) -> tuple[str, str | None]:
-    """NAME[/VERSION] from the command line, each part one plain path component
-    (core.safepath.component: exit 2 with one line for '..', a control character or a
-    5,000-character VERSION, before either becomes part of a path)."""
-    from sitestack.core.safepath import component, shown_name
-
-    name, _, version = ref.strip("/").partition("/")
-    if not name or "/" in version:
-        raise UsageError(f"{shown_name(ref)} is not NAME or NAME/VERSION")
-    try:
-        component(name, "its name")
-        if version:
-            component(version, "its version")
-    except UsageError as e:
-        raise UsageError(f"{shown_name(ref)} is not NAME/VERSION: {e}") from None
-    return name, version or None
 
 
 class Site:
