@@ -381,10 +381,11 @@ SAVED_VALUES = [
     '{"stack": "conda/1", "old": {"PATH": "/bin\\u0000/x"}, "new": {"PATH": "/x"}, "added": {}}',
     '[]',
     '{"stack": "conda/1", "old": {}}',
+    "[" * 50_000 + "]" * 50_000,  # deeper than the JSON parser recurses
 ]
 
 
-@pytest.mark.parametrize("saved", SAVED_VALUES)
+@pytest.mark.parametrize("saved", SAVED_VALUES, ids=[str(i) for i in range(len(SAVED_VALUES))])
 def test_a_crafted_saved_state_is_refused_and_the_shell_left_alone(saved: str, site_root: SiteRoot,
                                                                    stack: StackRecord, shared: Path) -> None:
     """In a real bash, `eval "$(sitestack unload)"` and `eval "$(sitestack load ...)"` with a

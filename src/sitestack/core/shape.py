@@ -82,6 +82,8 @@ class Shape:
             return json.loads(text)
         except ValueError as e:
             self.fail(f"not valid JSON ({e})")
+        except RecursionError:  # [[[[...]]]] nested deeper than the parser recurses
+            self.fail("not valid JSON (nested too deep)")
 
     def table(self, value: Any, key: str = "") -> dict[str, Any]:
         """A JSON object (a dict with string keys)."""

@@ -93,7 +93,10 @@ class StackPaths:
 
 def read_stack_json(prefix: str | os.PathLike[str]) -> dict[str, Any]:
     """``PREFIX/.sitestack/stack.json`` as it is; OSError or ValueError if unreadable."""
-    data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+    try:
+        data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+    except RecursionError:  # nested deeper than the parser recurses: as unreadable as any
+        raise ValueError(f"{STACK_JSON} is nested too deep") from None
     if not isinstance(data, dict):
         raise ValueError(f"{STACK_JSON} holds {type(data).__name__}, not an object")
     return data
