@@ -272,15 +272,15 @@ def test_a_spec_value_with_a_line_break_is_refused(key: str, shared: Path) -> No
     assert list(root.iterdir()) == []
 
 
-def forged_copy(stack: StackRecord, site: Path, version: str, **changes: object) -> Path:
-    """A copy of the shared stack at SITE/stacks/conda/VERSION whose stack.json says `changes`."""
-    prefix = site / "stacks" / "conda" / version
+def forged_copy(stack: StackRecord, site: Path, version: str, name: str = "conda", **changes: object) -> Path:
+    """A copy of the shared stack at SITE/stacks/NAME/VERSION whose stack.json says so, and `changes`."""
+    prefix = site / "stacks" / name / version
     prefix.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", str(stack.prefix), str(prefix)], check=True)
     rec = prefix / ".sitestack" / "stack.json"
     os.chmod(rec.parent, 0o755)
     os.chmod(rec, 0o644)
-    rec.write_text(json.dumps(json.loads(rec.read_text()) | {"version": version, **changes}))
+    rec.write_text(json.dumps(json.loads(rec.read_text()) | {"name": name, "version": version, **changes}))
     return prefix
 
 
@@ -541,14 +541,7 @@ def test_test_records_are_made_without_the_umask(hsite: tuple[SiteRoot, BuildSta
 def test_verify_reports_a_truncated_manifest_and_goes_on(stack: StackRecord, shared: Path) -> None:
     site = shared / "site"
     for v in ("v1", "v2"):
-        prefix = site / "stacks" / "sec" / v
-        prefix.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cp", "-a", str(stack.prefix), str(prefix)], check=True)
-        rec = prefix / ".sitestack" / "stack.json"
-        os.chmod(rec.parent, 0o755)
-        os.chmod(rec, 0o644)
-        rec.write_text(json.dumps(json.loads(rec.read_text()) | {"name": "sec", "version": v}))
-        os.chmod(rec, 0o444)
+        os.chmod(forged_copy(stack, site, v, "sec") / ".sitestack" / "stack.json", 0o444)
     man = site / "stacks" / "sec" / "v1" / ".sitestack" / "manifest.json"
     os.chmod(man, 0o644)
     man.write_bytes(man.read_bytes()[:100])
