@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import SitestackError, UsageError, VerifyError
 
-MAX_HOPS = 40  # as the kernel's MAXSYMLINKS
+if TYPE_CHECKING:  # split_ref (sitestack venv's start path) imports this module: no collections.abc
+    from collections.abc import Callable, Mapping
+
+    MAX_HOPS = 40  # as the kernel's MAXSYMLINKS
 # NAME and VERSION become path components with more around them (VERSION.lua,
 # .VERSION.tmp-HOST-PID-RAND, VERSION.tar.zst.tmp-HOST-PID-RAND): at most this many bytes
 # keeps every such name under the kernel's 255-byte NAME_MAX.
