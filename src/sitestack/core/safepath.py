@@ -25,14 +25,13 @@ from sitestack.errors import SitestackError, UsageError, VerifyError
 if TYPE_CHECKING:  # split_ref (sitestack venv's start path) imports this module: no collections.abc
     from collections.abc import Callable, Mapping
 
-    MAX_HOPS = 40  # as the kernel's MAXSYMLINKS
+    ReadLink = Callable[[str], "str | None"]
+
+MAX_HOPS = 40  # as the kernel's MAXSYMLINKS
 # NAME and VERSION become path components with more around them (VERSION.lua,
 # .VERSION.tmp-HOST-PID-RAND, VERSION.tar.zst.tmp-HOST-PID-RAND): at most this many bytes
 # keeps every such name under the kernel's 255-byte NAME_MAX.
 MAX_COMPONENT = 128
-
-ReadLink = Callable[[str], "str | None"]
-
 
 # A path that leaves its tree is an unsafe archive or record: VerifyError, exit 6.
 Escape = VerifyError
