@@ -13,6 +13,8 @@ ROOT/.sitestack/tmp/                   builds in progress (same filesystem as st
 ROOT/.sitestack/retired/NAME/VERSION/  records of a retired version (site/retire.py)
 ROOT/.sitestack/checked/NAME/VERSION   which files last matched their sha256 (core/checked.py)
 ROOT/.sitestack/trash/                 retired stacks being deleted (same filesystem as stacks/)
+ROOT/.sitestack/tools/ID/              the sitestack users run: bin/{sitestack,conda}, its own
+                                       python/ (build/sitetool.py); tool.json names the current one
 """
 
 from __future__ import annotations
@@ -67,6 +69,16 @@ class SiteRoot:
     @property
     def trash(self) -> Path:
         return self.meta / "trash"
+
+    @property
+    def tools(self) -> Path:
+        """The site's own sitestack for users, one read-only folder per build of it."""
+        return self.meta / "tools"
+
+    @property
+    def tool_record(self) -> Path:
+        """Which of `tools` the modulefiles put on PATH (site/sitetool.py reads it)."""
+        return self.meta / "tool.json"
 
     def checked(self, name: str, version: str) -> Path:
         """Which files of NAME/VERSION last matched their sha256, by inode and ctime (a pack's)."""
