@@ -13,6 +13,10 @@ from pathlib import Path
 from sitestack.core.log import LogSink
 from sitestack.errors import BuildError, ToolMissingError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from sitestack.core.records import UserPolicy
+
 
 def uv_bin() -> str:
     """uv from the `uv` wheel (beside our interpreter), then PATH."""
@@ -59,6 +63,14 @@ def index_args(
         args += ["--extra-index-url", u]
     if no_index:
         args.append("--no-index")
+    return args
+
+
+def policy_args(policy: UserPolicy) -> list[str]:
+    """uv's index options for a stack's [user] policy (its constraints go in a file: -c)."""
+    args = index_args(policy.find_links, policy.index_url, policy.extra_index_url, policy.no_index)
+    for n in policy.only_binary:
+        args += ["--only-binary", n]
     return args
 
 

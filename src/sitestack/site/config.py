@@ -1,8 +1,9 @@
 """Site settings in ``ROOT/.sitestack/config.json`` (``sitestack config KEY VALUE``).
 
 Settings are few and each is validated here, so a typo in a key is an error, not a silent
-no-op. Today there is one: ``catalog``, the folder that every build, default, deprecate, hide
-and retire rewrites (see site/catalog.py).
+no-op: ``catalog``, the folder that every build, default, deprecate, hide and retire rewrites
+(see site/catalog.py), and ``conda-envs-dir``, where the conda front door's `create -n NAME`
+puts clones (user/condafront/envs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ CONFIG_JSON = "config.json"
 # key -> what it means (shown by `sitestack config`).
 KEYS: dict[str, str] = {
     "catalog": "folder of the static catalog site, rewritten after every change to the site",
+    "conda-envs-dir": "where `conda create -n NAME` puts a user's clone (default ~/.conda/envs; "
+                      "~, $HOME and $USER are the user's)",
 }
 
 
@@ -47,6 +50,9 @@ def set_config(root: SiteRoot, key: str, value: str | None) -> dict[str, Any]:
         if not value.strip():
             raise UsageError("catalog: give a folder (or --unset)")
         value = str(check_catalog_dir(root, Path(value)))
+    if value is not None and key == "conda-envs-dir" and (
+            not value.startswith(("/", "~/", "$HOME/", "${HOME}/")) or any(ord(c) < 32 for c in value)):
+        raise UsageError(f"conda-envs-dir: {value!r} is not an absolute path or one under ~ or $HOME")
     if not root.path.is_dir():
         raise UsageError(f"site root {root.path} does not exist")
     make_dirs(root.locks)  # exact modes, whatever the caller's umask

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from sitestack.core.templates import sh_quote
 from sitestack.errors import UsageError
-from sitestack.site.modulefiles.content import Op, apply_plan
+from sitestack.site.modulefiles.content import Op, apply_plan, front_door_unload
 
 if TYPE_CHECKING:
     from sitestack.site.registry import Site
@@ -67,6 +67,8 @@ def restored(env: Mapping[str, str]) -> dict[str, str]:
     out.pop(SAVED, None)
     if data is None:
         return out
+    # What the conda front door added since load goes first, as the modulefile's unload takes it.
+    out = front_door_unload(out)
     for var, old in data["old"].items():
         now, added = out.get(var), data.get("added", {}).get(var)
         if now != data["new"].get(var) and added and now is not None:
@@ -139,7 +141,8 @@ def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, st
         if kind == "prepend":
             added.setdefault(var, []).append(value)
     new[SAVED] = json.dumps({"stack": stack, "old": {v: base.get(v) for v in touched},
-                             "new": {v: new[v] for v in touched}, "added": added},
+                             "new": {v: new.get(v) for v in touched}, "added": added,
+                             "functions": [name for name, _ in functions(site, stack)]},
                             separators=(",", ":"), ensure_ascii=False)
     return new, stack, messages
 
@@ -178,7 +181,16 @@ def load(site: Site, ref: str, env: Mapping[str, str], shell: str = "bash") -> S
     if shell not in SHELLS:
         raise UsageError(f"unknown shell {shell!r} (choose from {', '.join(SHELLS)})")
     new, stack, messages = load_env(site, ref, env)
-    return ShellCode(code=diff_code(env, new, shell), ref=stack, messages=tuple(messages))
+    # The shell functions the modulefile defines (the `conda` front door); fish has none.
+    defined = "" if shell == "fish" else "".join(f"{name}() {{\n{body}}}\n" for name, body in functions(site, stack))
+    return ShellCode(code=diff_code(env, new, shell) + defined, ref=stack, messages=tuple(messages))
+
+
+def functions(site: Site, ref: str) -> tuple[tuple[str, str], ...]:
+    from sitestack.site.modulefiles import content_for
+
+    rec = site.get(ref)
+    return content_for(rec, site.stack_state(rec.name)).functions
 
 
 def unload(env: Mapping[str, str], shell: str = "bash") -> ShellCode:
@@ -187,4 +199,8 @@ def unload(env: Mapping[str, str], shell: str = "bash") -> ShellCode:
     if data is None:
         raise UsageError("no stack was loaded with `sitestack load` in this shell",
                          hint="a stack loaded by `module load` is unloaded with `module unload`")
-    return ShellCode(code=diff_code(env, restored(env), shell), ref=None)
+    code = diff_code(env, restored(env), shell)
+    if shell != "fish" and data.get("functions"):
+        code += "".join(f"unset -f {name} 2>/dev/null || true;\n" for name in data["functions"]
+                        if isinstance(name, str) and _NAME.fullmatch(name))
+    return ShellCode(code=code, ref=None)
