@@ -81,6 +81,7 @@ def activate(env: Mapping[str, str], arg: str | None, dialect: str, *, stack: bo
     """The code `conda activate [ARG]` evals. Nothing is changed when anything is wrong."""
     shell = shell_of(dialect)
     st = read_state(env)
+    _shlvl(env)
     target = resolve(arg, env)
     if st.top is not None and st.top.prefix == str(target.prefix):
         return ShellChange("hash -r 2>/dev/null || true\n", st.top.prefix)

@@ -30,7 +30,7 @@ from sitestack.site.modulefiles.content import Op, layer_plan
 ENVS_DIR = "~/.conda/envs"  # conda's default; the site may set another (site config)
 ENVIRONMENTS_TXT = "~/.conda/environments.txt"  # conda's list of environments it made
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
-_UB = re.compile(r"\$HOME/([A-Za-z0-9._+-]+(?:/[A-Za-z0-9._+-]+)*)")
+_UB = re.compile(r"\$HOME/([^/\x00-\x1f]+(?:/[^/\x00-\x1f]+)*)")  # clone.clone_user_base's shape
 
 
 @dataclass(frozen=True)
