@@ -293,38 +293,51 @@ def user_specs(specs: Sequence[str]) -> list[Any]:
     return out
 
 
+def _dependents(installed: Sequence[Any], names: set[str]) -> set[str]:
+    """Installed packages that need one of `names`, directly or through others."""
+    needs = {str(r.name.normalized): {d.split()[0] for d in r.depends} for r in installed}
+    out: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, deps in needs.items():
+            if name not in out and name not in names and deps & (names | out):
+                out.add(name)
+                grew = True
+    return out
+
+
 def install_into(prefix: Path, channels: Sequence[str], add: Sequence[str], remove: Sequence[str],
                  cache_dir: Path, command: str) -> tuple[list[str], list[str]]:
     """`conda install ADD` / `conda remove REMOVE` in an existing environment (a clone of a
-    conda stack): solved from `channels` with what the environment asked for so far
-    (conda-meta's requested specs) and ADD, without REMOVE; every installed package that is
-    not named stays locked at its version. rattler links and unlinks the difference and
-    writes conda-meta; conda-meta/history gets the entry conda would write. Returns what was
-    added and removed, as `name-version-build`."""
+    conda stack), as conda does them: every installed package stays (locked at its version)
+    unless ADD names it; REMOVE takes the packages named and those that need them (conda's
+    "will be REMOVED" list), never what they needed. Solved from `channels` (the stack's);
+    rattler links and unlinks the difference and writes conda-meta; conda-meta/history gets
+    the entry conda would write. Returns what was added and removed, as
+    `channel::name-version-build`."""
     rattler = load_rattler()
     from rattler.exceptions import GatewayError, SolverError
 
     installed = [rattler.PrefixRecord.from_path(p) for p in sorted((prefix / "conda-meta").glob("*.json"))]
-    have = {str(r.name.normalized): r for r in installed}
+    have = {str(r.name.normalized) for r in installed}
     adds = user_specs(add)
     drops = {_spec_name(m) for m in user_specs(remove)}
-    missing = sorted(drops - set(have))
+    missing = sorted(drops - have)
     if missing:
         raise UsageError(f"{', '.join(missing)} is not installed in {prefix} as a conda package; "
                          "nothing was removed")
+    drops |= _dependents(installed, drops)
     named = drops | {_spec_name(m) for m in adds}
-    asked = [spec for r in installed for spec in (list(r.requested_specs or ()) or
-                                                   ([r.requested_spec] if r.requested_spec else []))]
-    specs = [s for s in dict.fromkeys(asked) if _spec_name(rattler.MatchSpec(s)) not in named] + list(add)
+    specs = sorted(have - named) + list(add)
     locked = [r for r in installed if str(r.name.normalized) not in named]
-    gateway = rattler.Gateway()
     try:
         solved = list(_run(rattler.solve(sources=[channel_source(c) for c in channels], specs=specs,
-                                         gateway=gateway, locked_packages=locked)))
+                                         gateway=rattler.Gateway(), locked_packages=locked)))
     except SolverError as e:
         reason = str(e).replace("Cannot solve the request because of: ", "")
         raise BuildError(f"{command}: the request cannot be satisfied from {', '.join(channels)}; "
-                         f"nothing was changed\n" + first_lines(reason, 20)) from None
+                         "nothing was changed\n" + first_lines(reason, 20)) from None
     except GatewayError as e:
         raise BuildError(f"a conda channel cannot be reached or read ({', '.join(channels)}):\n"
                          + first_lines(str(e))) from None

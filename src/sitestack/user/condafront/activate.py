@@ -1,7 +1,8 @@
 """`conda activate` / `conda deactivate`: shell code for the `conda` function to eval.
 
 An activation is the target's plan (envs.py: the modulefile's own ``env_plan`` for base and
-clones, ``layer_plan`` for a venv) applied by ``apply_plan``, then conda's variables:
+clones, ``layer_plan`` for a venv) applied by ``apply_plan`` (a clone takes the place of base's
+own bin folders on PATH; a layer sits on top of them), then conda's variables:
 ``CONDA_PREFIX``, ``CONDA_DEFAULT_ENV``, ``CONDA_SHLVL`` (one more per level; the old prefix
 goes to ``CONDA_PREFIX_<old level>``), ``CONDA_PROMPT_MODIFIER`` ``(NAME) ``. As in conda, a
 new level takes the previous one's changes away first (its PATH entries, its VIRTUAL_ENV, a
@@ -23,8 +24,13 @@ from dataclasses import dataclass
 
 from sitestack.core.templates import sh_quote
 from sitestack.errors import UsageError
-from sitestack.site.modulefiles.content import FRONT_DOOR_STATE, apply_plan, front_door_function
-from sitestack.user.condafront.envs import Target, loaded_stack, resolve
+from sitestack.site.modulefiles.content import (
+    FRONT_DOOR_STATE,
+    apply_plan,
+    front_door_function,
+    path_join,
+)
+from sitestack.user.condafront.envs import Target, home, loaded_stack, resolve
 from sitestack.user.condafront.state import Level, State, changed, read_state, record, undo
 from sitestack.user.shellenv import diff_code
 
@@ -62,6 +68,12 @@ def activated(env: Mapping[str, str], target: Target, *, stack: bool = False) ->
         work = undo(work, Level(st.top.prefix, st.top.name, st.top.kind,
                                 {k: v for k, v in st.top.old.items() if not k.startswith("CONDA_")},
                                 {k: v for k, v in st.top.new.items() if not k.startswith("CONDA_")}))
+    base = loaded_stack(env)
+    if target.kind == "clone" and not stack and base is not None:
+        # A clone is a whole environment: it replaces base on PATH, as conda's activate replaces
+        # the environment it leaves (the module's other entries, the site's sitestack, stay).
+        drop = {path_join(str(base.prefix), "bin"), path_join(str(base.user_base(home(env))), "bin")}
+        work["PATH"] = ":".join(p for p in work.get("PATH", "").split(":") if p not in drop)
     work = apply_plan(work, list(target.plan))
     shlvl = _shlvl(env)
     prefix = str(target.prefix)
