@@ -431,3 +431,35 @@ def test_users_sitestack_is_the_sites(front: tuple[SiteRoot, StackRecord], user:
 
     assert ensure_tool(root) == tool  # unchanged sitestack: the same folder, nothing new
     assert sorted(p.name for p in root.tools.iterdir()) == [tool.name]
+
+
+def test_sitestack_load_is_a_renderer_too(front: tuple[SiteRoot, StackRecord], tmp_path: Path) -> None:
+    """Without a module system: `eval "$(sitestack load conda)"` defines the same function, and
+    `sitestack unload` takes back what the front door added too (a clone still active)."""
+    from sitestack.site.sitetool import current_tool
+
+    root, rec = front
+    tool = current_tool(root)
+    assert tool is not None
+    (tmp_path / "home").mkdir()
+    script = f"""PS1='$ '
+{SNAP}
+eval "$({shlex.quote(str(tool / "bin" / "sitestack"))} --root {shlex.quote(str(root.path))} load conda)"
+echo "TYPE=$(type -t conda)"
+conda activate base
+conda create -q --clone base -p "$HOME/a clone" >/dev/null
+conda activate "$HOME/a clone"
+echo "PY=$(which python3)"
+eval "$(sitestack unload)"
+{SNAP}
+echo "PROMPT=${{PS1@P}}"
+echo "AFTER=$(type -t conda || echo none)"
+"""
+    r = subprocess.run(["bash", "--noprofile", "--norc", "-c", script], capture_output=True, text=True,
+                       env=clean_env({"HOME": str(tmp_path / "home")}), timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    v = values(r.stdout)
+    assert v["TYPE"] == ["function"] and v["PY"] == [str(tmp_path / "home" / "a clone" / "bin" / "python3")]
+    assert v["PROMPT"] == ["$ "] and v["AFTER"] == ["none"]
+    before, after = parse_snapshots(r.stdout)
+    assert after == before, modules.env_diff(before, after)
