@@ -198,6 +198,7 @@ echo "PY=$(which python3)"
 conda deactivate
 conda deactivate
 echo "PROMPT=$PS1"
+zsh -f -c 'eval "$(conda shell.zsh hook)"; conda activate zclone; echo "SUB=$CONDA_DEFAULT_ENV $(whence -w conda)"'
 conda activate zclone
 module unload conda
 {SNAP}
@@ -213,7 +214,7 @@ true
     assert v["TYPE"] == ["conda: function"]
     assert v["PROMPT"] == ["(base) %# ", "(zclone) %# ", "%# "]
     assert v["PY"] == [str(clone / "bin" / "python3")]
-    assert v["AFTER"] == ["conda: none"]
+    assert v["AFTER"] == ["conda: none"] and v["SUB"] == ["zclone conda: function"]
     before, after = (strip_module_internals(s) for s in parse_snapshots(r.stdout))
     assert after == before, modules.env_diff(before, after)
 
@@ -427,6 +428,17 @@ def test_users_sitestack_is_the_sites(front: tuple[SiteRoot, StackRecord], user:
     r = users.run_as(user, [str(tool / "bin" / "sitestack"), "list", "--root", str(root.path)],
                      env={"HOME": str(home)})
     assert r.returncode == 0 and "2022-07-19" in r.stdout, r.stderr
+    # Everything it runs is its own: no file of the build environment (which users cannot
+    # read anyway), none of the loaded stack's.
+    probe = ("import sys, sitestack, packaging, uv, filelock, rich, zstandard\n"
+             "from sitestack.core.uvtool import uv_bin\n"
+             "print('\\n'.join([sys.prefix, *sys.path, *(m.__file__ or '' for m in list(sys.modules.values())"
+             " if getattr(m, '__file__', None)), uv_bin()]))")
+    r = users.run_as(user, [str(exe / "python3"), "-I", "-c", probe],
+                     env={"HOME": str(home), "PATH": f"{rec.prefix}/bin:/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr
+    paths = [line for line in r.stdout.splitlines() if line.startswith("/")]
+    assert paths and all(line.startswith(str(tool)) for line in paths), [x for x in paths if not x.startswith(str(tool))]
     from sitestack.build.sitetool import ensure_tool
 
     assert ensure_tool(root) == tool  # unchanged sitestack: the same folder, nothing new

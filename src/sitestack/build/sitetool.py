@@ -64,9 +64,15 @@ def distributions() -> list[metadata.Distribution]:
     """sitestack's requirements, transitively, plus those of EXTRAS that are installed."""
     from packaging.utils import canonicalize_name
 
+    try:
+        own = metadata.distribution("sitestack")
+    except metadata.PackageNotFoundError:
+        raise BuildError("sitestack runs here without its package metadata (from PYTHONPATH?), so the "
+                         "sitestack for users cannot be assembled; nothing was built",
+                         hint="install sitestack (pip install sitestack, or pip install -e .) and build again") from None
     found: dict[str, metadata.Distribution] = {}
-    todo = list(_requirements(metadata.distribution("sitestack"), EXTRAS))
-    required = set(map(canonicalize_name, _requirements(metadata.distribution("sitestack"), ())))
+    todo = list(_requirements(own, EXTRAS))
+    required = set(map(canonicalize_name, _requirements(own, ())))
     while todo:
         name = canonicalize_name(todo.pop())
         if name in found or name == "sitestack":
@@ -182,6 +188,12 @@ def _assemble(prefix: Path, dists: list[metadata.Distribution], log: BuildLog) -
     copy_interpreter(src, prefix, prefix)
     site = prefix / "lib" / f"python{src.xy}" / "site-packages"
     _copy_tree(OWN, site / OWN.name)
+    # Its metadata too (requirements, version): the tool can itself build, and publish itself.
+    own = metadata.distribution("sitestack")
+    info = site / f"sitestack-{own.version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(own.read_text("METADATA") or "", encoding="utf-8")
+    (info / "INSTALLER").write_text("sitestack\n", encoding="utf-8")
     for d in dists:
         _copy_dist(d, site, prefix / "bin")
     # Only what came without bytecode is compiled (sitestack itself, when installed editable).

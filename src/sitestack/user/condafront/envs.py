@@ -229,7 +229,7 @@ def known_environments(env: Mapping[str, str]) -> list[Path]:
 def remember(env: Mapping[str, str], prefix: Path) -> None:
     """Add `prefix` to ~/.conda/environments.txt, as conda does for what it makes (best effort:
     a read-only home only means `conda env list` does not list it)."""
-    from sitestack.core.fsutil import atomic_write_text
+    from sitestack.core.fsutil import atomic_write_bytes
 
     path = expand(ENVIRONMENTS_TXT, env)
     known = known_environments(env)
@@ -237,6 +237,7 @@ def remember(env: Mapping[str, str], prefix: Path) -> None:
         return
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, "".join(f"{p}\n" for p in [*known, prefix]))
+        # No fsync: a list conda rebuilds from what it finds; a torn one is only shorter.
+        atomic_write_bytes(path, "".join(f"{p}\n" for p in [*known, prefix]).encode(), durable=False)
     except OSError:
         pass
