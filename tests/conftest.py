@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -109,6 +109,17 @@ def user_sitestack(workdir: Path) -> dict[str, str]:
     for p in [tools, *tools.rglob("*")]:
         p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
     return {"PYTHONPATH": str(site_dir), "PATH": str(bin_dir)}
+
+
+@pytest.fixture()
+def user_home() -> Iterator[tuple[Any, Path]]:
+    """The unprivileged test user and a fresh HOME of its own (its ~/.conda, ~/.local empty)."""
+    from tests.helpers import users
+
+    user = users.ensure_user()
+    home = users.make_user_dir(user, prefix="sitestack-home-")
+    yield user, home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,16 +46,14 @@ def front(workdir: Path, wheelhouse: Path) -> tuple[SiteRoot, StackRecord]:
 
 
 @pytest.fixture()
-def user() -> users.TestUser:
-    return users.ensure_user()
+def user(user_home: tuple[users.TestUser, Path]) -> users.TestUser:
+    return user_home[0]
 
 
 @pytest.fixture()
-def home(user: users.TestUser) -> Iterator[Path]:
+def home(user_home: tuple[users.TestUser, Path]) -> Path:
     """A fresh HOME of the test user's own (its ~/.conda, ~/.local start empty)."""
-    d = users.make_user_dir(user, prefix="sitestack-conda-home-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return user_home[1]
 
 
 def mp(root: SiteRoot, system: str) -> str:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,18 +49,6 @@ def croot(workdir: Path, conda_channel: Path) -> tuple[SiteRoot, StackRecord]:
     return root, Site(root).get("cconda/2024-01-01")
 
 
-@pytest.fixture()
-def user() -> users.TestUser:
-    return users.ensure_user()
-
-
-@pytest.fixture()
-def home(user: users.TestUser) -> Iterator[Path]:
-    d = users.make_user_dir(user, prefix="sitestack-conda-home-")
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def values(out: str) -> dict[str, list[str]]:
     """The script's `V_KEY=value` lines (no environment variable starts with V_)."""
     got: dict[str, list[str]] = {}
@@ -74,10 +60,11 @@ def values(out: str) -> dict[str, list[str]]:
 
 
 def test_conda_install_into_a_clone_of_a_conda_stack(croot: tuple[SiteRoot, StackRecord], conda_channel: Path,
-                                                     user: users.TestUser, home: Path) -> None:
+                                                     user_home: tuple[users.TestUser, Path]) -> None:
     """rattler solves from the channels the stack was built from and installs into the clone
     (conda-meta and its history updated); the stack is never touched."""
     root, rec = croot
+    user, home = user_home
     script = f"""module use {shlex.quote(str(root.lmod_dir))}
 module load cconda
 conda activate base
