@@ -98,8 +98,6 @@ def to_records(repodata: Iterable[Any]) -> tuple[CondaRecord, ...]:
     return tuple(sorted(out, key=lambda r: r.name))
 
 
-
-
 HISTORY = "conda-meta/history"
 
 

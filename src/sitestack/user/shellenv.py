@@ -13,9 +13,10 @@ A ``depends_on`` module is loaded as Lmod's ``depends_on`` does when it is a sta
 any other module (``PrgEnv-gnu``) is a modulefile sitestack cannot run, so it is named on
 stderr and the stack is loaded without it.
 
-What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
-variable's old value (or null: it was unset), the value load gave it, and the entries it
-prepended. Unload puts back the old value of every variable still as load left it; a path
+The modulefile's shell functions (the `conda` front door) are defined too, for bash, zsh
+and sh. What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
+variable's old value (or null: it was unset), the value load gave it, the entries it
+prepended, and the functions it defined. Unload puts back the old value of every variable still as load left it; a path
 variable changed since (the user prepended more) only loses the entries load added. Loading
 a second stack first unloads the first, as Lmod's family() swap does.
 """
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from sitestack.core.templates import sh_quote
 from sitestack.errors import UsageError
-from sitestack.site.modulefiles.content import Op, apply_plan, front_door_unload
+from sitestack.site.modulefiles.content import Op, apply_plan, define_function, front_door_unload
 
 if TYPE_CHECKING:
     from sitestack.site.registry import Site
@@ -182,11 +183,12 @@ def load(site: Site, ref: str, env: Mapping[str, str], shell: str = "bash") -> S
         raise UsageError(f"unknown shell {shell!r} (choose from {', '.join(SHELLS)})")
     new, stack, messages = load_env(site, ref, env)
     # The shell functions the modulefile defines (the `conda` front door); fish has none.
-    defined = "" if shell == "fish" else "".join(f"{name}() {{\n{body}}}\n" for name, body in functions(site, stack))
+    defined = "" if shell == "fish" else "".join(define_function(*f) for f in functions(site, stack))
     return ShellCode(code=diff_code(env, new, shell) + defined, ref=stack, messages=tuple(messages))
 
 
 def functions(site: Site, ref: str) -> tuple[tuple[str, str], ...]:
+    """(name, body) of each shell function the stack's modulefile defines."""
     from sitestack.site.modulefiles import content_for
 
     rec = site.get(ref)

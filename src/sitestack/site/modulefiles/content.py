@@ -81,6 +81,12 @@ def front_door_function(conda_exe: str) -> str:
     return render_file("sitestack.site.modulefiles", "conda-front.sh", {"CONDA": conda_exe})
 
 
+def define_function(name: str, body: str) -> str:
+    """Shell code (bash, zsh, sh) that defines function `name` as a modulefile's
+    set_shell_function does: for `sitestack load` and `conda shell.bash hook`."""
+    return f"{name}() {{\n{body}}}\n"
+
+
 @dataclass(frozen=True)
 class CondaShell:
     """Real conda's shell integration, translated at build time from PREFIX/etc/profile.d/conda.sh
@@ -102,7 +108,8 @@ class CondaShell:
         if not isinstance(data, dict):
             return None
         env, functions, path = pairs(data.get("env")), pairs(data.get("functions")), data.get("path")
-        if env is None or not functions or not isinstance(path, list) or not all(isinstance(p, str) for p in path):
+        if env is None or not functions or not isinstance(path, list) or \
+                not all(isinstance(p, str) and p.startswith("/") for p in path):
             return None
         if not all(_NAME.fullmatch(k) for k, _ in env + functions):
             return None

@@ -27,10 +27,11 @@ from sitestack.errors import UsageError
 from sitestack.site.modulefiles.content import (
     FRONT_DOOR_STATE,
     apply_plan,
+    define_function,
     front_door_function,
     path_join,
 )
-from sitestack.user.condafront.envs import Target, home, loaded_stack, resolve
+from sitestack.user.condafront.envs import Target, home, loaded_stack, remember, resolve
 from sitestack.user.condafront.state import Level, State, changed, read_state, record, undo
 from sitestack.user.shellenv import diff_code
 
@@ -101,8 +102,6 @@ def activate(env: Mapping[str, str], arg: str | None, dialect: str, *, stack: bo
     loaded = loaded_stack(env)
     after = record(work, State(st.stack or (loaded.ref if loaded else ""), (*st.levels, level)))
     if target.kind != "base":
-        from sitestack.user.condafront.envs import remember
-
         remember(env, target.prefix)  # conda env list shows it from now on
     return ShellChange(_code(env, after, shell, dialect), str(target.prefix))
 
@@ -151,7 +150,7 @@ def _prompt(before: Mapping[str, str], after: Mapping[str, str], dialect: str) -
 def hook(dialect: str, conda_exe: str) -> str:
     """`eval "$(conda shell.bash hook)"`: the same `conda` function the modulefile defines."""
     shell_of(dialect)
-    return f"conda() {{\n{front_door_function(conda_exe)}}}\n"
+    return define_function("conda", front_door_function(conda_exe))
 
 
 def run_env(env: Mapping[str, str], prefix: str | None, name: str | None) -> dict[str, str]:
