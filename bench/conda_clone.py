@@ -6,7 +6,7 @@ Both run as users run them: the site's own `conda` and `sitestack` commands
 (SITESTACK_PREFIX & co., as `module load` sets them). The two are run alternately, N pairs,
 into fresh folders on the same filesystem; medians, every pair's ratio and `uptime` are printed.
 
-    python bench/conda_clone.py [--pairs 9] [--root ROOT --stack NAME/VERSION] [--user sstest]
+    python bench/conda_clone.py [--pairs 9] [--root ROOT --stack NAME/VERSION] [--user sstest] [--keep]
 
 Without --root it builds bench/clone.py's stack (numpy, scipy, pandas, matplotlib,
 scikit-learn from PyPI) into a temp root first. --user also times a non-owner (whose clone
@@ -85,6 +85,7 @@ def main() -> None:
     ap.add_argument("--stack", default=None, help="NAME/VERSION in --root")
     ap.add_argument("--dir", default="/tmp")
     ap.add_argument("--user", default=None)
+    ap.add_argument("--keep", action="store_true", help="keep the temp root (reuse it with --root)")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sitestack-bench-conda-", dir=a.dir))
     os.chmod(work, 0o755)
@@ -113,7 +114,10 @@ def main() -> None:
         up = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print(f"\n# after: {up}")
     finally:
-        rm(work)
+        if a.keep:
+            print(f"# kept {work}")
+        else:
+            rm(work)
 
 
 if __name__ == "__main__":
