@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import sys
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up counts)
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command
+
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Mapping
-    from types import SimpleNamespace
     from typing import Any
+
+# conda's command line is not argparse's (`conda --version`, `conda -h`, `conda run CMD -x`):
+# every word after `conda` comes here as it is, and GRAMMAR below reads it.
+COMMAND = Command("the conda front door (the site's `conda` command runs this)",
+                  words="a conda command line: activate, deactivate, create --clone, install, remove, "
+                        "list, env list, info, run, shell.bash hook, --version (conda --help)")
 
 # subcommand -> (flags, options taking a value, options that may repeat); every spelling of
 # each, mapped to one name. Positionals are the rest (`run`: everything after its options).
@@ -73,22 +80,6 @@ stack, and these commands map onto sitestack (docs/conda.md).
   conda shell.bash hook                the `conda` shell function (eval it in scripts)
   conda --version
 """
-
-
-def register(sub: Any) -> None:
-    import argparse
-
-    p = sub.add_parser("conda", add_help=False,
-                       help="the conda front door (the site's `conda` command runs this)")
-    p.add_argument("words", nargs=argparse.REMAINDER, help="a conda command line")
-    p.set_defaults(func=run)
-
-
-def quick_args(argv: list[str], root: str | None) -> SimpleNamespace:
-    """The whole rest of the line is conda's: no argparse at all (see the docstring)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(func=run, words=argv, root=root, command="conda")
 
 
 class Request:

@@ -10,10 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.log import LogSink
 from sitestack.errors import BuildError, ToolMissingError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from sitestack.core.records import UserPolicy
 
