@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 # register's options by their exact spelling: flags (store_true) and options with a value.
-FLAGS = {"--no-inherit": "no_inherit", "--user-site": "user_site", "--json": "json"}
+FLAGS = {"--no-inherit": "no_inherit", "--user-site": "user_site", "--json": "json", "--kernel": "kernel"}
 VALUES = {"--stack": "stack", "--prompt": "prompt", "--root": "root"}  # --root: the CLI adds it
 
 
@@ -28,6 +28,8 @@ def register(sub: Any) -> None:
     p.add_argument("--user-site", action="store_true",
                    help="let the layer see the per-version user base (off by default)")
     p.add_argument("--prompt", help="shell prompt name (default: the folder name)")
+    p.add_argument("--kernel", action="store_true",
+                   help="also register the layer as a Jupyter kernel (as `sitestack kernel add PATH`)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run)
 
@@ -38,7 +40,8 @@ def quick_args(argv: list[str], root: str | None) -> SimpleNamespace | None:
     from sitestack.quickargs import parse
 
     return parse(argv, {"root": root, "command": "venv", "path": None, "stack": None, "prompt": None,
-                        "no_inherit": False, "user_site": False, "json": False, "func": run},
+                        "no_inherit": False, "user_site": False, "json": False, "kernel": False,
+                        "func": run},
                  flags=FLAGS, values=VALUES, positional="path")
 
 
@@ -48,12 +51,20 @@ def run(args: argparse.Namespace) -> int:
     rec = choose_stack(args.stack, args.root)
     made = create_layer(args.path, rec, inherit=not args.no_inherit, user_site=args.user_site,
                         prompt=args.prompt)
+    kernel = None
+    if args.kernel:
+        from sitestack.user.kernels import add_kernel
+
+        kernel = add_kernel(str(made.path))
     if args.json:
         from sitestack.output import emit_json
 
         emit_json({"path": str(made.path), "stack": made.stack, "prefix": str(made.prefix),
-                   "inherit": made.inherit, "user_site": made.user_site, "pip": made.pip})
+                   "inherit": made.inherit, "user_site": made.user_site, "pip": made.pip,
+                   **({"kernel": kernel.to_json()} if kernel else {})})
         return 0
     print(f"made {made.path} on {made.stack}" + ("" if made.inherit else " (not inheriting)"))
+    if kernel:
+        print(f"kernel: {kernel.name} ({kernel.display_name})")
     print(f"activate: source {made.path}/bin/activate")
     return 0

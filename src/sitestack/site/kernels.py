@@ -33,9 +33,21 @@ from typing import TYPE_CHECKING, Any
 from sitestack.core.templates import render_file, sh_quote
 
 if TYPE_CHECKING:
+    from typing import Protocol
+
+    from sitestack.core.layout import SiteRoot
     from sitestack.core.records import RetiredRecord, StackRecord
+    from sitestack.site.loadplan import Site as Plannable
     from sitestack.site.modulefiles.content import Op
-    from sitestack.site.registry import Site
+    class Site(Plannable, Protocol):
+        """What the kernels read of site.registry.Site (which calls write_site_kernels)."""
+
+        root: SiteRoot
+
+        def versions(self, name: str | None = None) -> list[StackRecord]: ...
+        def retired(self, name: str | None = None) -> list[RetiredRecord]: ...
+        def default_version(self, name: str) -> str | None: ...
+        def version_state(self, rec: StackRecord, state: dict[str, Any] | None = None) -> Any: ...
 
 HEADER = "Written by sitestack; do not edit. Run `sitestack modulefiles` to rewrite."
 KERNEL_JSON = "kernel.json"
@@ -185,9 +197,8 @@ def retired_kernel(site: Site, r: RetiredRecord, kdir: Path, host: StackRecord |
     user site, no current folder) with a kernel class that runs no code and reads no user
     configuration. Without any host, the kernel prints the reason and exits at start: still
     better than a missing kernel, for which JupyterLab would silently pick another."""
-    from sitestack.core.templates import load
-
     from sitestack.core.records import STACK_JSON
+    from sitestack.core.templates import load
 
     message = retired_message(r, instead)
     try:  # the kept records say which python the version had

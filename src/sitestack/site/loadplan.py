@@ -16,9 +16,16 @@ from typing import TYPE_CHECKING
 from sitestack.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from sitestack.core.records import StackRecord
     from sitestack.site.modulefiles.content import Op
-    from sitestack.site.registry import Site
+
+    class Site(Protocol):
+        """What a plan reads of site.registry.Site (which writes kernels, so imports this)."""
+
+        def get(self, ref: str) -> StackRecord: ...
+        def stack_state(self, name: str, state: dict[str, Any] | None = None) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
