@@ -84,16 +84,19 @@ class Target:
     debugger: bool
 
     @property
+    def label(self) -> str:
+        """The folder's name, with its parent's where the name alone says nothing (proj/venv)."""
+        p = self.path
+        return f"{p.parent.name}/{p.name}" if p.name.lower() in GENERIC and p.parent.name else p.name
+
+    @property
     def default_display(self) -> str:
-        what = f"{self.path.name} on {self.ref}" if self.kind == "layer" else f"{self.path.name}, clone of {self.ref}"
+        what = f"{self.label} on {self.ref}" if self.kind == "layer" else f"{self.label}, clone of {self.ref}"
         return f"Python {self.python_xy} ({what})"
 
     @property
     def default_name(self) -> str:
-        base = self.path.name
-        if base.lower() in GENERIC and self.path.parent.name:
-            base = f"{self.path.parent.name}-{base}"
-        return normalise(base) or "env"
+        return normalise(self.label.replace("/", "-")) or "env"
 
 
 def active_env(env: Mapping[str, str]) -> str:
