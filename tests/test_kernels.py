@@ -316,3 +316,40 @@ def test_lifecycle_deprecate_hide_retire_restore(jupyter_stack: StackRecord, jro
     assert spec["metadata"]["sitestack"]["kind"] == "stack" and spec["display_name"] == "JK legacy"
     out = jupyter.probe("sitestack-jk-0.9", ["import sys; print(sys.prefix)"], kernel_env(jroot, tmp_path / "home", data))
     assert out["replies"][0]["text"].strip() == str(jroot / "stacks" / "jk" / "0.9")
+
+
+def test_launcher_renders_the_plan_in_sh(tmp_path: Path) -> None:
+    """The launch script alone, with real sh and real Lmod: HOME as path_join reads it, an
+    entry already on PATH moves to the front, a depends_on module outside the site is loaded
+    with the module system the kernel finds (and named on stderr where there is none)."""
+    import sys
+
+    from sitestack.site.kernels import HOME_MARK, launcher
+    from sitestack.site.modulefiles.content import apply_plan, path_join
+    from tests.helpers.modules import LMOD_CMD, require
+
+    require("lmod")
+    mods = tmp_path / "mods" / "extlib"
+    mods.mkdir(parents=True)
+    (mods / "1.0.lua").write_text('setenv("EXTLIB_HOME", "/opt/extlib")\n')
+    def plan(home: str) -> list[tuple[str, str, str]]:  # as env_plan makes one, for this HOME
+        return [("prepend", "PATH", "/opt/a/bin"), ("set", "UB", path_join(home, ".local", "x")),
+                ("prepend", "PATH", path_join(home, ".local", "x", "bin"))]
+
+    ops = plan(HOME_MARK)
+    show = "import os, json; print(json.dumps([os.environ.get(k) for k in ('PATH', 'UB', 'EXTLIB_HOME')]))"
+    script = tmp_path / "launch"
+    script.write_text(launcher(ops, sys.executable, ["-c", show], modules=("s/1", "extlib/1.0")))
+    for home in ("/home/u", "/home/u/", "//home//u", "/", ""):
+        base = {"PATH": "/usr/bin:/opt/a/bin:/bin", "HOME": home}
+        r = subprocess.run(["/bin/sh", str(script)], env=base | {"LMOD_CMD": str(LMOD_CMD),
+                           "MODULEPATH": str(tmp_path / "mods")}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        path, ub, ext = json.loads(r.stdout)
+        want = apply_plan(base, plan(home))
+        assert ub == want["UB"] and path == want["PATH"], home
+        assert ext == "/opt/extlib"
+    r = subprocess.run(["/bin/sh", str(script)], env={"PATH": "/usr/bin:/bin", "HOME": "/h"},
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and json.loads(r.stdout)[2] is None
+    assert "s/1 needs the modules extlib/1.0" in r.stderr
