@@ -37,9 +37,10 @@ from sitestack.site.kernels import (
     publish_kernel,
     read_spec,
 )
+from sitestack.user.kernelcheck import has_ipykernel, problems
 
 if TYPE_CHECKING:
-    from sitestack.core.records import RetiredRecord, StackRecord
+    from sitestack.core.records import StackRecord
     from sitestack.site.modulefiles.content import Op
 
 GENERIC = {"venv", ".venv", "env", ".env", "virtualenv", "layer"}  # names that say nothing alone
@@ -136,20 +137,16 @@ def _plan(rec: StackRecord) -> tuple[list[Op], list[str], str]:
     return list(plan.ops), messages, ", ".join(plan.modules)
 
 
-def _has_ipykernel(site_packages: Path) -> bool:
-    return (site_packages / "ipykernel" / "__init__.py").is_file()
-
-
 def _layer_target(p: Path) -> Target:
     from sitestack.user.layer import layer_stack, open_layer
 
     layer = open_layer(p)
     rec = layer_stack(layer)  # NotFoundError (exit 2): a venv of no stack, or of a gone one
-    own = _has_ipykernel(layer.site_packages)
+    own = has_ipykernel(layer.site_packages)
     if not own and not layer.inherit:
         raise UsageError(f"{p} does not inherit {rec.ref}'s packages and has no ipykernel of its own",
                          hint=f"sitestack inherit {p} on  (or: {p}/bin/python -m pip install ipykernel)")
-    if not own and not _has_ipykernel(rec.site_packages):
+    if not own and not has_ipykernel(rec.site_packages):
         raise UsageError(f"neither {p} nor its stack {rec.ref} has ipykernel",
                          hint=f"sitestack install --layer {p} ipykernel")
     ops, messages, modules = _plan(rec)
@@ -173,7 +170,7 @@ def _clone_target(p: Path) -> Target:
     exe = p / "bin" / f"python{xy}"
     if not os.path.isfile(exe):
         raise UsageError(f"{p}: its interpreter {exe} is missing")
-    if not _has_ipykernel(p / "lib" / f"python{xy}" / "site-packages"):
+    if not has_ipykernel(p / "lib" / f"python{xy}" / "site-packages"):
         raise UsageError(f"the clone {p} has no ipykernel", hint=f"{exe} -m pip install ipykernel")
     root = str(Path(str(src)).parents[2])
     c = ModuleContent(name=name, version=version, prefix=str(p), root=root, site=str(site),
@@ -375,79 +372,6 @@ def prune(dry_run: bool = False, env: Mapping[str, str] | None = None) -> list[K
         if not dry_run:
             rmtree(spec.path)
     return gone
-
-
-def problems(spec: Spec) -> list[tuple[str, str, str]]:
-    """(kind, message, fix) for a kernel that cannot start as it should, most telling first."""
-    from shlex import quote
-
-    ours = spec.ours
-    name = spec.name
-    remove = f"sitestack kernel remove {name}" if ours else f"jupyter kernelspec remove {name}"
-    env = spec.meta.get("env", "")
-    if ours and spec.meta.get("kind") in ("layer", "clone"):
-        p = Path(env)
-        if not p.is_absolute() or not p.is_dir():
-            return [("kernel-env-deleted", f"kernel {name}: its {spec.meta['kind']} {env} was deleted",
-                     f"{remove}  # or `sitestack kernel prune` for every such kernel")]
-    if not spec.argv:
-        return [("kernel-argv-missing", f"kernel {name} ({spec.path}) has no argv", remove)]
-    exe = spec.argv[0]
-    if "/" not in exe and re.fullmatch(r"python[0-9.]*", exe):
-        return [("kernel-bare-python", f"kernel {name} starts a bare {exe!r}: whichever python is "
-                 "first on the Jupyter server's PATH, not its environment's",
-                 f"{remove}; then `sitestack kernel add PATH_OF_ITS_ENV --name {name}`")]
-    layer = _layer_of(spec)
-    if layer is not None:
-        gone = _retired(layer)
-        if gone is not None:
-            from sitestack.site.retire import default_ref
-
-            default = default_ref(gone.name, gone.prefix.parents[2]) or f"{gone.name}/VERSION"
-            return [("kernel-stack-retired", f"kernel {name}: {layer} sits on {gone.ref}, retired on "
-                     f"{gone.date}: {gone.message}",
-                     f"sitestack rebase {quote(str(layer))} {default} --allow-missing-stack"
-                     + ("" if ours else f"; then {remove} and `sitestack kernel add {quote(str(layer))}`"))]
-    if not os.path.exists(exe):
-        return [("kernel-argv-missing", f"kernel {name}: {exe} (its argv[0]) no longer exists", remove)]
-    if layer is not None and _no_ipykernel(layer):
-        return [("kernel-no-ipykernel", f"kernel {name}: {layer} does not inherit its stack's "
-                     "packages and has no ipykernel of its own, so the kernel cannot start",
-                     f"sitestack inherit {quote(str(layer))} on  # or: {quote(str(layer))}/bin/python "
-                     "-m pip install ipykernel")]
-    return []
-
-
-def _layer_of(spec: Spec) -> Path | None:
-    """The layer a kernel runs: ours record it; another's argv[0] may be LAYER/bin/python."""
-    if spec.meta.get("kind") == "layer":
-        return Path(spec.meta.get("env", ""))
-    if spec.argv and spec.argv[0].startswith("/"):
-        cand = Path(spec.argv[0]).parent.parent
-        if Path(spec.argv[0]).parent.name == "bin" and (cand / "pyvenv.cfg").is_file():
-            return cand
-    return None
-
-
-def _retired(layer: Path) -> RetiredRecord | None:
-    from sitestack.site.retire import retired_of
-    from sitestack.user.layer import find_stack, open_layer
-
-    try:
-        lay = open_layer(layer)
-    except UsageError:
-        return None
-    return None if find_stack(lay) is not None else retired_of(lay.stack_ref, lay.stack_root, lay.home)
-
-
-def _no_ipykernel(layer: Path) -> bool:
-    from sitestack.user.layer import open_layer
-
-    try:
-        lay = open_layer(layer)
-    except UsageError:
-        return False
-    return not lay.inherit and not _has_ipykernel(lay.site_packages)
 
 
 def stale(env: Mapping[str, str] | None = None) -> list[tuple[str, str, str, str]]:
