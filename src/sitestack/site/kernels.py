@@ -98,7 +98,8 @@ def _sh_value(value: str) -> str:
 
 
 def launcher(ops: Sequence[Op], python: str, args: Sequence[str], *,
-             modules: tuple[str, str] | None = None, messages: Sequence[str] = ()) -> str:
+             modules: tuple[str, str] | None = None, messages: Sequence[str] = (),
+             header: str = HEADER) -> str:
     """The launch script: leaks out, the plan's changes in, then exec `python args "$@"`.
 
     `modules`: (the stack's ref, "a, b") depends_on modules no site stack provides, loaded
@@ -125,7 +126,7 @@ def launcher(ops: Sequence[Op], python: str, args: Sequence[str], *,
         ])
     msg = "\n".join(f"printf '%s\\n' {sh_quote(m)} >&2" for m in messages)
     return render_file("sitestack.site", "kernel-launch.sh", {"PYTHON": python}, raw={
-        "HEADER": HEADER, "MODULES": mod, "OPS": "\n".join(lines), "MESSAGES": msg,
+        "HEADER": header, "MODULES": mod, "OPS": "\n".join(lines), "MESSAGES": msg,
         "ARGS": " ".join(sh_quote(a) for a in args)})
 
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from sitestack.core.records import StackRecord
     from sitestack.site.modulefiles.content import Op
 
+HEADER = "Written by sitestack kernel add; do not edit. `sitestack kernel add` again rewrites it."
 GENERIC = {"venv", ".venv", "env", ".env", "virtualenv", "layer"}  # names that say nothing alone
 _BAD = re.compile(r"[^a-z0-9._-]+")
 
@@ -201,7 +202,8 @@ class KernelResult:
 
 def render(t: Target, kdir: Path, display_name: str) -> KernelFiles:
     script = launcher(t.ops, str(t.python), ["-m", "ipykernel_launcher"],
-                      modules=(t.ref, t.modules) if t.modules else None, messages=t.messages)
+                      modules=(t.ref, t.modules) if t.modules else None, messages=t.messages,
+                      header=HEADER)
     meta = {"kind": t.kind, "env": str(t.path), "stack": t.ref, "root": t.root, "python": str(t.python)}
     sp = t.path / "lib" / f"python{t.python_xy}" / "site-packages"
     if not (sp / "ipykernel").is_dir():
