@@ -29,7 +29,8 @@ own speed. The clone and cp -al run on the stack's filesystem (they hardlink it)
 
 sitestack runs the way users run it, from its own venv with this checkout installed, not
 editable (`--tool-venv DIR` reuses one; by default one is made in the work folder), as
-bench/venv.py does.
+bench/venv.py does. `--baseline-venv DIR` adds another sitestack (e.g. installed from main)
+to the clone and pack rounds, between the two sides, on the stack this one built.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def main() -> None:
                     help="each side of each build pair on a new ext4 filesystem (root; see above)")
     ap.add_argument("--fs-size", default="64G", help="size of each sparse filesystem image (--fresh-fs)")
     ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one in the work folder)")
+    ap.add_argument("--baseline-venv", help="another venv with sitestack installed (e.g. from main) whose clone "
+                                            "and pack run in the same rounds, for before/after figures")
     args = ap.parse_args()
     py = args.python
     uv = shutil.which("uv") or "uv"  # only to make the tool venv; the peer runs the tool's own uv
@@ -205,34 +208,56 @@ def main() -> None:
             _print_log(stack, "warm")
             return
 
+        baseline = [str(Path(args.baseline_venv) / "bin" / "sitestack")] if args.baseline_venv else []
+        base_runs: list[tuple[float, float]] = []  # (baseline, peer) pairs
+
         def clone_once() -> tuple[float, float]:
-            for d in ("clone", "cp-al", "cp-a"):
+            for d in ("clone", "clone-base", "cp-al", "cp-a"):
                 if (fs_a / d).exists():
                     shutil.rmtree(fs_a / d)
             os.sync()  # the removal's writes must not land inside the next timing
             a = timed([*sitestack, "clone", f"{name}/2", "--prefix", str(fs_a / "clone"),
                        "--mode", "hardlink", "--root", str(root)], env=env_a)
+            if baseline:
+                os.sync()
+                c = timed([*baseline, "clone", f"{name}/2", "--prefix", str(fs_a / "clone-base"),
+                           "--mode", "hardlink", "--root", str(root)], env=env_a)
             os.sync()
             b = timed(["cp", "-al", str(stack), str(fs_a / "cp-al")])
+            if baseline:
+                base_runs.append((c, b))
             return a, b
 
         runs = [clone_once() for _ in range(args.repeat)]
         t_clone, t_cpal = (statistics.median(r[i] for r in runs) for i in (0, 1))
         os.sync()
         t_cpa = timed(["cp", "-a", str(stack), str(fs_a / "cp-a")])
+        rows = [("sitestack clone --mode hardlink", t_clone)]
+        if base_runs:
+            rows.append(("baseline sitestack clone --mode hardlink", statistics.median(r[0] for r in base_runs)))
         report(f"clone (median of {args.repeat}, alternating; load average {load()})",
-               [("sitestack clone --mode hardlink", t_clone), ("cp -al", t_cpal), ("cp -a (one run)", t_cpa)],
-               "cp -al")
+               [*rows, ("cp -al", t_cpal), ("cp -a (one run)", t_cpa)], "cp -al")
         print(f"  clone: {t_clone / t_cpal:.2f}x cp -al (goal <= 1.0x); runs: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in runs) + f"; {_pair_ratios(runs)}")
-        for d in ("cp-a", "cp-al"):
-            shutil.rmtree(fs_a / d)
+        if base_runs:
+            print(f"  baseline clone: {rows[1][1] / t_cpal:.2f}x cp -al; runs: "
+                  + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in base_runs) + f"; {_pair_ratios(base_runs)}; "
+                  f"this tree / baseline: {_pair_ratios([(a, c) for (a, _), (c, _) in zip(runs, base_runs, strict=True)])}")
+            base_runs.clear()
+        for d in ("cp-a", "cp-al", "clone-base"):
+            if (fs_a / d).exists():
+                shutil.rmtree(fs_a / d)
 
         def pack_once() -> tuple[float, float]:
             a = timed([*sitestack, "pack", f"{name}/2", "-o", str(work / "s.tar.zst"),
                        "--level", str(args.level), "--root", str(root)], env=env_a)
+            if baseline:
+                c = timed([*baseline, "pack", f"{name}/2", "-o", str(work / "s-base.tar.zst"),
+                           "--level", str(args.level), "--root", str(root)], env=env_a)
             b = timed(f"tar -cf - -C {stack} . | zstd -q -f -{args.level} -T0 -o {work / 't.tar.zst'}",
                       shell=True)
+            if baseline:
+                base_runs.append((c, b))
             return a, b
 
         pruns = [pack_once() for _ in range(args.repeat)]
@@ -245,6 +270,11 @@ def main() -> None:
                f"tar -cf - . | zstd -{args.level} -T0")
         print(f"  pack: {t_pack / t_tar:.2f}x tar|zstd (goal <= 1.0x); runs: "
               + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in pruns) + f"; {_pair_ratios(pruns)}")
+        if base_runs:
+            t_base = statistics.median(r[0] for r in base_runs)
+            print(f"  baseline pack: {t_base:.3f} s, {t_base / t_tar:.2f}x tar|zstd; runs: "
+                  + ", ".join(f"{a:.2f}/{b:.2f}" for a, b in base_runs) + f"; {_pair_ratios(base_runs)}; "
+                  f"this tree / baseline: {_pair_ratios([(a, c) for (a, _), (c, _) in zip(pruns, base_runs, strict=True)])}")
         _print_log(root / "stacks" / name / "1", "cold")
         _print_log(stack, "warm")
     finally:

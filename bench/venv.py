@@ -1,6 +1,6 @@
 """Time `sitestack venv` against its peers on one stack, in one run, and print ratios.
 
-    python bench/venv.py [--root ROOT --stack NAME/VERSION] [-n 25] [--tool-venv DIR]
+    python bench/venv.py [--root ROOT --stack NAME/VERSION] [-n 25] [--tool-venv DIR] [--baseline-venv DIR]
 
 sitestack is timed the way users run it: its own venv with sitestack installed from this
 checkout, not editable (what `uv tool install` and pipx do), started through that venv's
@@ -11,6 +11,9 @@ Every tool makes a layer with the stack's packages visible, on the same stack py
 layer is deleted between runs, the cases run alternately (one run of each per round), and a
 first untimed round warms the page cache and .pyc files. The load printed is the mean of the
 1-minute load average before and after.
+
+`--baseline-venv DIR`: another tool venv (e.g. sitestack installed from main) whose `sitestack
+venv` runs in the same rounds, for before/after figures side by side.
 
 The goal (issue 9): `sitestack venv` <= 2x `uv venv --system-site-packages`. The floor rows
 show what no Python tool can beat: the tool venv's interpreter starting and exiting.
@@ -83,6 +86,7 @@ def main() -> int:
     ap.add_argument("--stack", default="bench/1")
     ap.add_argument("-n", type=int, default=25)
     ap.add_argument("--tool-venv", help="a venv with sitestack installed (default: make one)")
+    ap.add_argument("--baseline-venv", help="another venv with sitestack installed, timed beside it")
     a = ap.parse_args()
     from sitestack.core.layout import SiteRoot
     from sitestack.core.uvtool import uv_bin
@@ -104,8 +108,10 @@ def main() -> int:
     dest = tmp / "layer"
     tpy = str(tool / "bin" / "python")
     ours = [str(tool / "bin" / "sitestack"), "venv", "--root", str(root), "--stack", rec.ref, str(dest)]
+    base = ([(f"sitestack venv (baseline {a.baseline_venv})",
+              [str(Path(a.baseline_venv) / "bin" / "sitestack"), *ours[1:]], a.n)] if a.baseline_venv else [])
     cases = [
-        ("sitestack venv (own venv, not editable)", ours, a.n),
+        ("sitestack venv (own venv, not editable)", ours, a.n), *base,
         ("uv venv --system-site-packages", [uv, "venv", "-q", "--system-site-packages", "--python", py, str(dest)], a.n),
         ("python -m venv --system-site-packages --without-pip", [py, "-m", "venv", "--system-site-packages", "--without-pip", str(dest)], a.n),
         ("python -m venv --system-site-packages (with pip)", [py, "-m", "venv", "--system-site-packages", str(dest)], max(3, a.n // 5)),
@@ -116,13 +122,17 @@ def main() -> int:
     load0 = os.getloadavg()[0]
     results = {name: (min(ts), statistics.median(ts), len(ts)) for name, ts in timed(cases, dest).items()}
     ours_min, ours_med = results[cases[0][0]][:2]
-    uv_min, uv_med = results[cases[1][0]][:2]
+    uv_min, uv_med = results["uv venv --system-site-packages"][:2]
     load = (load0 + os.getloadavg()[0]) / 2
     print(f"stack {rec.ref} (Python {rec.python}) at {rec.prefix}; sitestack from {tool}; load {load:.1f}")
     print(f"{'tool':55} {'runs':>4} {'min ms':>8} {'median ms':>10} {'x uv venv':>10} {'x sitestack':>12}")
     for name, (tmin, tmed, n) in results.items():
         print(f"{name:55} {n:>4} {tmin * 1e3:8.1f} {tmed * 1e3:10.1f} {tmed / uv_med:10.2f} {tmed / ours_med:12.2f}")
-    floor = results.get(cases[5][0])
+    if base and base[0][0] in results:
+        b_min, b_med = results[base[0][0]][:2]
+        print(f"baseline sitestack venv / uv venv: {b_med / uv_med:.2f}x on medians, {b_min / uv_min:.2f}x on "
+              f"min times; this tree / baseline: {ours_med / b_med:.2f}x on medians")
+    floor = results.get("(floor) tool venv's python -c pass")
     print(f"sitestack venv / uv venv: {ours_med / uv_med:.2f}x on medians, {ours_min / uv_min:.2f}x on min "
           f"times (goal <= 2x)")
     if floor:

@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "sitestack"
 # Lowest first. A module may import from its own layer and from any layer before it.
 # Top-level leaves (errors, output, __init__) sit below everything; the CLI above everything.
 LAYERS = ["leaf", "core", "site", "conda", "build", "user", "scale", "commands", "cli"]
-LEAVES = {"sitestack", "sitestack.errors", "sitestack.output", "sitestack.quickargs"}
+LEAVES = {"sitestack", "sitestack.errors", "sitestack.output", "sitestack.options"}
 
 
 def _module_name(path: Path) -> str:
@@ -144,10 +144,31 @@ def test_no_private_names_across_modules() -> None:
     assert bad == []
 
 
+def test_type_checking_comes_from_one_place() -> None:
+    """`from sitestack import TYPE_CHECKING` in every module: sitestack/__init__.py says why;
+    `__import__` in cli.py alone, which says why."""
+    bad = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(PKG)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.ImportFrom) and node.module == "typing" and \
+                    any(a.name == "TYPE_CHECKING" for a in node.names):
+                bad.append(f"{where}: from typing import TYPE_CHECKING")
+            elif isinstance(node, ast.Attribute) and node.attr == "TYPE_CHECKING":
+                bad.append(f"{where}: ....TYPE_CHECKING")
+            elif isinstance(node, ast.Assign) and path != PKG / "__init__.py" and \
+                    any(isinstance(t, ast.Name) and t.id == "TYPE_CHECKING" for t in node.targets):
+                bad.append(f"{where}: a TYPE_CHECKING of its own")
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and \
+                    node.func.id == "__import__" and path != PKG / "cli.py":
+                bad.append(f"{where}: __import__ (cli.py's comment says why it alone uses it)")
+    assert bad == []
+
+
 def test_top_level_keeps_only_the_shell() -> None:
     top = sorted(p.name for p in PKG.glob("*.py"))
-    # quickargs: the commands' parse of their usual lines without argparse (a shell part)
-    assert top == ["__init__.py", "__main__.py", "cli.py", "errors.py", "output.py", "quickargs.py"]
+    # options: each command's one declaration of its options (a shell part)
+    assert top == ["__init__.py", "__main__.py", "cli.py", "errors.py", "options.py", "output.py"]
 
 
 @pytest.mark.parametrize("graph", [{"a": {"b"}, "b": {"a"}}, {"a": {"b"}, "b": {"c"}, "c": {"a"}}])

@@ -1,25 +1,33 @@
-"""argparse front. Each module in sitestack/commands registers its own subcommand."""
+"""The CLI front: every module in sitestack/commands is a command (`COMMAND`, `run`).
+
+Each command declares its options once (`sitestack/options.py`); its argparse parser is built
+from that, and only for the command named: start-up counts (`sitestack venv` is benchmarked
+against `uv venv`). A command declared quick parses its plain lines without argparse at all.
+"""
 
 from __future__ import annotations
 
 import os
 import sys
 
-from sitestack import __version__, commands
+from sitestack import TYPE_CHECKING, __version__, commands
 from sitestack.errors import ConflictError, SitestackError
+from sitestack.options import Option
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up counts)
 if TYPE_CHECKING:
     import argparse
     from types import ModuleType
     from typing import Any
 
+ROOT = Option("--root", help="site root (default: $SITESTACK_ROOT, then the loaded stack module's root, "
+                              "then a per-user data folder)")
+
 
 def _command_module(argv: list[str]) -> str | None:
     """The command named on the command line, if a module of that name exists.
 
-    Building only that command's parser keeps start-up fast (`sitestack venv` is
-    benchmarked against `uv venv`); anything unusual falls back to the full parser.
+    Building only that command's parser keeps start-up fast; anything unusual falls back to
+    the full parser.
     """
     it = iter(argv)
     for arg in it:
@@ -40,15 +48,18 @@ def _command_module(argv: list[str]) -> str | None:
 
 def _command(mod: str) -> ModuleType:
     name = f"{commands.__name__}.{mod}"
-    __import__(name)  # not importlib.import_module: importing importlib costs start-up
+    # The builtin, not importlib.import_module: importing importlib (and warnings with it, this
+    # early) costs `sitestack venv` 0.9 ms of its ~30 ms CPU (bench/startup.py --module importlib,
+    # docs/benchmarks.md 2026-12-06); the one place the tree does this.
+    __import__(name)
     return sys.modules[name]
 
 
 def _quick_args(only: str, argv: list[str]) -> object | None:
-    """The command's own parse of a plain command line (`commands/venv.py` has one: argparse
-    costs `sitestack venv` several ms), or None: then argparse parses it."""
-    quick = getattr(_command(only), "quick_args", None)
-    if quick is None:
+    """The namespace of a plain command line of a quick command (options.Command.parse), or
+    None: then argparse parses it."""
+    mod = _command(only)
+    if not mod.COMMAND.quick:
         return None
     root = None
     i = 0
@@ -63,18 +74,19 @@ def _quick_args(only: str, argv: list[str]) -> object | None:
             i += 1
         else:
             return None
-    if argv[i].replace("-", "_") != only:
+    if argv[i] != only.replace("_", "-"):  # the parser's name (`sitestack foo_bar` is argparse's error)
         return None
-    result: object | None = quick(argv[i + 1:], root)
+    result: object | None = mod.COMMAND.parse(argv[i + 1:], {"root": root, "command": argv[i], "func": mod.run},
+                                              extra=(ROOT,))
     return result
 
 
 def parser(only: str | None = None) -> argparse.ArgumentParser:
-    import argparse  # not at import: `sitestack venv` mostly parses without it
+    import argparse  # not at import: the quick commands mostly parse without it
 
     p = argparse.ArgumentParser(prog="sitestack", description="Dated, read-only Python stacks for shared machines.")
     p.add_argument("--version", action="version", version=f"sitestack {__version__}")
-    p.add_argument("--root", help="site root (default: $SITESTACK_ROOT, then the loaded stack module's root, then a per-user data folder)")
+    ROOT.add_to(p)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     if only:
         names = [only]
@@ -82,9 +94,10 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
         import pkgutil
 
         names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
-    for mod in names:
-        _command(mod).register(sub)
-    for sp in sub.choices.values():
+    for name in names:
+        mod = _command(name)
+        sp = mod.COMMAND.add_parser(sub, name.replace("_", "-"))
+        sp.set_defaults(func=mod.run)
         # --root works before or after the command; SUPPRESS keeps the global value.
         sp.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p

@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.build.cacheentry import ENTRY, FILES, is_wheel_file, pin_name, readonly_mode
 from sitestack.build.cacheuv import install_args, run_uv
 from sitestack.build.reusepyc import reuse_bytecode

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.uvtool import run_logged, uv_bin, uv_env
 
 if TYPE_CHECKING:

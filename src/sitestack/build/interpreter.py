@@ -14,8 +14,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import BuildError, SpecError, ToolMissingError
 
 if TYPE_CHECKING:

@@ -22,8 +22,9 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import SmokeTestError, UsageError
 
 if TYPE_CHECKING:

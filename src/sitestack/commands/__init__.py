@@ -1,1 +1,2 @@
-"""One module per command; each has register(subparsers) and a lazy run(args)."""
+"""One module per command, named as the command: `COMMAND = Command(...)` (sitestack/options.py)
+declares its options once; `run(args) -> int` does the work, importing lazily."""

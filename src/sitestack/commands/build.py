@@ -1,18 +1,22 @@
+"""sitestack build SPEC: build, smoke-test and publish a stack version (build.stack.build)."""
+
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("build", help="build, smoke-test and publish a stack from a spec")
-    p.add_argument("spec", help="stack spec (TOML)")
-    p.add_argument("--version", dest="stack_version", help="version to publish (default: today, YYYY-MM-DD)")
-    p.add_argument("--default", action="store_true", help="make it the default version")
-    p.add_argument("--from-lock", help="rebuild exactly the set in a lock file: .sitestack/conda.lock or .sitestack/lock.txt")
-    p.add_argument("--no-wait", action="store_true", help="refuse instead of waiting when another build of this name runs")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("build, smoke-test and publish a stack from a spec", options=(
+    Option("spec", help="stack spec (TOML)"),
+    Option("--version", dest="stack_version", help="version to publish (default: today, YYYY-MM-DD)"),
+    Option("--default", action="store_true", help="make it the default version"),
+    Option("--from-lock", help="rebuild exactly the set in a lock file: .sitestack/conda.lock or .sitestack/lock.txt"),
+    Option("--no-wait", action="store_true", help="refuse instead of waiting when another build of this name runs"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

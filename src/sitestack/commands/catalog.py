@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("catalog", help="write a static web catalog of every stack version")
-    p.add_argument("--out", "-o", metavar="DIR",
-                   help="folder to write (replaced as a whole); default: the configured `sitestack config catalog`")
-    p.add_argument("--json", action="store_true", help="print what was written as JSON")
-    p.set_defaults(func=run)
+COMMAND = Command("write a static web catalog of every stack version", options=(
+    Option("--out", "-o", metavar="DIR",
+           help="folder to write (replaced as a whole); default: the configured `sitestack config catalog`"),
+    Option("--json", action="store_true", help="print what was written as JSON"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,52 +1,35 @@
+"""sitestack clone [NAME[/VERSION]] --prefix PATH: a writable, relocated copy of a stack."""
+
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up counts)
+from sitestack import TYPE_CHECKING
+from sitestack.core.copytree import MODES  # run() imports copytree anyway
+from sitestack.options import Command, Option
+
 if TYPE_CHECKING:
     import argparse
-    from types import SimpleNamespace
     from typing import Any
 
-# register's options by their exact spelling, for quick_args (--module, whose value is
-# optional, is left to argparse).
-FLAGS = {"--force": "force", "--json": "json"}
-VALUES = {"--prefix": "prefix", "--mode": "mode", "--jobs": "jobs", "-j": "jobs",
-          "--module-dir": "module_dir", "--root": "root"}
-
-
-def register(sub: Any) -> None:
-    from sitestack.core.copytree import MODES
-
-    p = sub.add_parser(
-        "clone", help="a writable, relocated copy of a stack, in seconds",
-        description="Clone a stack into a writable prefix with its own interpreter. "
-        "Modes: reflink (copy-on-write), hardlink (same filesystem, files you may link), "
-        "copy (parallel kernel copy), thin (symlinks into the stack; depends on it), "
-        "auto (reflink, then hardlink, then copy).",
-    )
-    p.add_argument("ref", nargs="?", metavar="NAME[/VERSION]",
-                   help="the stack to clone (default: the loaded one, $SITESTACK_PREFIX)")
-    p.add_argument("--prefix", required=True, help="where the clone goes (must not exist)")
-    p.add_argument("--mode", default="auto", choices=list(MODES))
-    p.add_argument("--jobs", "-j", type=int, default=None, help="parallel workers (default: one per core, at most 8)")
-    p.add_argument("--force", action="store_true", help="replace an earlier clone (or modulefile) at the same path")
-    p.add_argument("--module", nargs="?", const="", default=None, metavar="NAME",
-                   help="also write personal modulefiles NAME (default: the folder name) to --module-dir")
-    p.add_argument("--module-dir", default=None, help="where --module writes (default: ~/privatemodules)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
-
-
-def quick_args(argv: list[str], root: str | None) -> SimpleNamespace | None:
-    """What argparse makes of a plain `sitestack clone` line, or None (sitestack/quickargs.py):
-    the clone's own time is benchmarked against `cp -al`, and argparse is a tenth of it."""
-    from sitestack.core.copytree import MODES  # run() imports it anyway
-    from sitestack.quickargs import choice, parse
-
-    return parse(argv, {"root": root, "command": "clone", "ref": None, "prefix": None, "mode": "auto",
-                        "jobs": None, "force": False, "module": None, "module_dir": None, "json": False,
-                        "func": run},
-                 flags=FLAGS, values=VALUES, positional="ref", optional_positional=True,
-                 convert={"jobs": int, "mode": choice(*MODES)}, ok=lambda ns: ns["prefix"] is not None)
+# quick: the clone's own time is benchmarked against `cp -al`, and argparse is a tenth of it.
+COMMAND = Command(
+    "a writable, relocated copy of a stack, in seconds", quick=True,
+    description="Clone a stack into a writable prefix with its own interpreter. "
+    "Modes: reflink (copy-on-write), hardlink (same filesystem, files you may link), "
+    "copy (parallel kernel copy), thin (symlinks into the stack; depends on it), "
+    "auto (reflink, then hardlink, then copy).",
+    options=(
+        Option("ref", nargs="?", metavar="NAME[/VERSION]",
+               help="the stack to clone (default: the loaded one, $SITESTACK_PREFIX)"),
+        Option("--prefix", required=True, help="where the clone goes (must not exist)"),
+        Option("--mode", default="auto", choices=list(MODES)),
+        Option("--jobs", "-j", type=int, help="parallel workers (default: one per core, at most 8)"),
+        Option("--force", action="store_true", help="replace an earlier clone (or modulefile) at the same path"),
+        Option("--module", nargs="?", const="", metavar="NAME",
+               help="also write personal modulefiles NAME (default: the folder name) to --module-dir"),
+        Option("--module-dir", help="where --module writes (default: ~/privatemodules)"),
+        Option("--json", action="store_true"),
+    ),
+)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("config", help="show or change site settings (e.g. `config catalog DIR`)")
-    p.add_argument("key", nargs="?", help="setting to show or change (catalog)")
-    p.add_argument("value", nargs="?", help="new value")
-    p.add_argument("--unset", action="store_true", help="remove the setting")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("show or change site settings (e.g. `config catalog DIR`)", options=(
+    Option("key", nargs="?", help="setting to show or change (catalog)"),
+    Option("value", nargs="?", help="new value"),
+    Option("--unset", action="store_true", help="remove the setting"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("diff", help="packages added, removed and changed between two versions")
-    p.add_argument("old", metavar="NAME/VERSION")
-    p.add_argument("new", metavar="NAME/VERSION")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("packages added, removed and changed between two versions", options=(
+    Option("old", metavar="NAME/VERSION"),
+    Option("new", metavar="NAME/VERSION"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("doctor", help="check this shell and layers (default: $VIRTUAL_ENV); exit 1 if anything is wrong")
-    p.add_argument("paths", metavar="PATH", nargs="*")
-    p.add_argument("--fix", action="store_true",
-                   help="first undo and remove what killed `sitestack install` runs left beside the layers "
-                        "(refused while an install holds the layer's lock)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("check this shell and layers (default: $VIRTUAL_ENV); exit 1 if anything is wrong", options=(
+    Option("paths", metavar="PATH", nargs="*"),
+    Option("--fix", action="store_true",
+           help="first undo and remove what killed `sitestack install` runs left beside the layers "
+                "(refused while an install holds the layer's lock)"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("gc", help="free package-cache entries, temp folders and archives no published stack uses")
-    p.add_argument("--dry-run", "-n", action="store_true", help="only say what would go")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("free package-cache entries, temp folders and archives no published stack uses", options=(
+    Option("--dry-run", "-n", action="store_true", help="only say what would go"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

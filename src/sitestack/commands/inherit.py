@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("inherit", help="turn a layer's view of its stack's packages on or off")
-    p.add_argument("path", metavar="PATH")
+COMMAND = Command("turn a layer's view of its stack's packages on or off", options=(
+    Option("path", metavar="PATH"),
     # Not `choices`: argparse's own error is multi-line; ours is one line, exit 2.
-    p.add_argument("state", metavar="on|off", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+    Option("state", metavar="on|off", nargs="?"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,27 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
+    from typing import Any
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("install", help="install packages into a layer, using what its stack already has")
-    p.add_argument("packages", nargs="*", metavar="PKG", help="requirements, e.g. 'scikit-image' or 'foo>=2'")
-    p.add_argument("--layer", metavar="PATH", help="the layer (default: the active $VIRTUAL_ENV)")
-    p.add_argument("-r", "--requirement", action="append", default=[], metavar="FILE", dest="files",
-                   help="install from a requirements file (repeatable)")
-    p.add_argument("--shadow", action="append", default=[], metavar="NAME",
-                   help="allow this stack distribution to be installed into the layer at another version")
-    p.add_argument("--force", action="store_true",
-                   help="install even if the result fails `sitestack check`")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; change nothing")
-    p.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
-                   help="also look here (added to the stack's [user] find-links)")
-    p.add_argument("--index-url", help="package index (default: the stack's [user] index-url, then uv's)")
-    p.add_argument("--no-index", action="store_true", help="only --find-links and the stack's find-links")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("install packages into a layer, using what its stack already has", options=(
+    Option("packages", nargs="*", metavar="PKG", help="requirements, e.g. 'scikit-image' or 'foo>=2'"),
+    Option("--layer", metavar="PATH", help="the layer (default: the active $VIRTUAL_ENV)"),
+    Option("-r", "--requirement", action="append", default=[], metavar="FILE", dest="files",
+           help="install from a requirements file (repeatable)"),
+    Option("--shadow", action="append", default=[], metavar="NAME",
+           help="allow this stack distribution to be installed into the layer at another version"),
+    Option("--force", action="store_true", help="install even if the result fails `sitestack check`"),
+    Option("--dry-run", action="store_true", help="print the plan; change nothing"),
+    Option("--find-links", action="append", default=[], metavar="DIR_OR_URL",
+           help="also look here (added to the stack's [user] find-links)"),
+    Option("--index-url", help="package index (default: the stack's [user] index-url, then uv's)"),
+    Option("--no-index", action="store_true", help="only --find-links and the stack's find-links"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,37 +1,54 @@
-"""sitestack kernel add|list|remove|prune: a layer or clone as a Jupyter kernel of the user's."""
+"""sitestack kernel add|list|remove|prune: a layer or clone as a Jupyter kernel of the user's.
+
+    sitestack kernel add [PATH] [--name NAME] [--display-name TEXT] [--force] [--json]
+    sitestack kernel list [--json]
+    sitestack kernel remove NAME
+    sitestack kernel prune [--dry-run] [--json]
+"""
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
+
+ACTIONS = ("add", "list", "remove", "prune")
+COMMAND = Command("Jupyter kernels of your layers and clones (the site's come with its modules)", options=(
+    Option("action", choices=ACTIONS, metavar="ACTION",
+           help="add [PATH]: register a layer or clone (default: the active one); list: sitestack's "
+                "kernels Jupyter finds, with any problem; remove NAME: one of yours; prune: yours "
+                "whose layer or clone is gone"),
+    Option("target", nargs="?", metavar="PATH|NAME", help="add: the layer or clone; remove: the kernel"),
+    Option("--name", help="add: the kernel's name, [a-z0-9._-] (default: from the folder's name)"),
+    Option("--display-name", metavar="TEXT", help="add: what Jupyter shows (default: Python X.Y (NAME on STACK))"),
+    Option("--force", action="store_true", help="add: take --name from another environment's kernel of sitestack's"),
+    Option("--dry-run", action="store_true", help="prune: only say which"),
+    Option("--json", action="store_true"),
+))
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("kernel", help="Jupyter kernels of your layers and clones (the site's come with its modules)")
-    ks = p.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
-    a = ks.add_parser("add", help="register a layer or clone as a kernel (default: the active one)")
-    a.add_argument("path", metavar="PATH", nargs="?", help="the layer or clone (default: $VIRTUAL_ENV, then $SITESTACK_CLONE)")
-    a.add_argument("--name", help="the kernel's name, [a-z0-9._-] (default: from the folder's name)")
-    a.add_argument("--display-name", metavar="TEXT", help="what Jupyter shows (default: Python X.Y (NAME on STACK))")
-    a.add_argument("--force", action="store_true", help="take --name from another environment's kernel of sitestack's")
-    a.add_argument("--json", action="store_true")
-    a.set_defaults(func=run_add)
-    ls = ks.add_parser("list", help="sitestack's kernels that Jupyter finds (the site's and yours), with any problem")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=run_list)
-    rm = ks.add_parser("remove", help="remove one of your kernels that sitestack wrote")
-    rm.add_argument("name", metavar="NAME")
-    rm.set_defaults(func=run_remove)
-    pr = ks.add_parser("prune", help="remove your kernels whose layer or clone is gone")
-    pr.add_argument("--dry-run", action="store_true", help="only say which")
-    pr.add_argument("--json", action="store_true")
-    pr.set_defaults(func=run_prune)
+def run(args: argparse.Namespace) -> int:
+    from sitestack.errors import UsageError
+
+    given = {"--name": args.name is not None, "--display-name": args.display_name is not None,
+             "--force": args.force, "--dry-run": args.dry_run,
+             "PATH|NAME": args.target is not None}
+    allowed = {"add": {"--name", "--display-name", "--force", "PATH|NAME"}, "list": set(),
+               "remove": {"PATH|NAME"}, "prune": {"--dry-run"}}[args.action]
+    extra = [k for k, v in given.items() if v and k not in allowed]
+    if extra:
+        raise UsageError(f"kernel {args.action} takes no {', '.join(extra)}")
+    if args.action == "remove" and args.target is None:
+        raise UsageError("kernel remove needs the kernel's NAME")
+    return {"add": _add, "list": _list, "remove": _remove, "prune": _prune}[args.action](args)
 
 
-def run_add(args: argparse.Namespace) -> int:
+def _add(args: argparse.Namespace) -> int:
     from sitestack.user.kernels import add_kernel
 
-    res = add_kernel(args.path, name=args.name, display_name=args.display_name, force=args.force)
+    res = add_kernel(args.target, name=args.name, display_name=args.display_name, force=args.force)
     if args.json:
         from sitestack.output import emit_json
 
@@ -44,7 +61,7 @@ def run_add(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_list(args: argparse.Namespace) -> int:
+def _list(args: argparse.Namespace) -> int:
     from sitestack.user.kernels import list_kernels
 
     kernels = list_kernels()
@@ -56,19 +73,18 @@ def run_list(args: argparse.Namespace) -> int:
     if not kernels:
         print("no kernels of sitestack's found (the site's come with `module load`, yours with `sitestack kernel add`)")
     for k in kernels:
-        where = k.env or k.stack
-        print(f"{k.name}  {k.kind}  {where}  {k.display_name!r}" + (f"  PROBLEM: {k.problem}" if k.problem else ""))
+        print(f"{k.name}  {k.kind}  {k.env or k.stack}  {k.display_name!r}" + (f"  PROBLEM: {k.problem}" if k.problem else ""))
     return 0
 
 
-def run_remove(args: argparse.Namespace) -> int:
+def _remove(args: argparse.Namespace) -> int:
     from sitestack.user.kernels import remove_kernel
 
-    print(f"removed {remove_kernel(args.name)}")
+    print(f"removed {remove_kernel(args.target)}")
     return 0
 
 
-def run_prune(args: argparse.Namespace) -> int:
+def _prune(args: argparse.Namespace) -> int:
     from sitestack.user.kernels import prune
 
     gone = prune(dry_run=args.dry_run)

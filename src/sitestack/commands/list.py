@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("list", help="list published stack versions")
-    p.add_argument("name", nargs="?", help="only this stack")
-    p.add_argument("--all", action="store_true", help="retired versions too, with their date and message")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("list published stack versions", options=(
+    Option("name", nargs="?", help="only this stack"),
+    Option("--all", action="store_true", help="retired versions too, with their date and message"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 SHELLS = ("bash", "zsh", "sh", "fish")
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("load", help='print shell code that loads a stack: eval "$(sitestack load conda)"')
-    p.add_argument("ref", metavar="NAME[/VERSION]")
-    p.add_argument("--shell", choices=SHELLS, default="bash", help="shell to write for (default: bash)")
-    p.set_defaults(func=run)
+COMMAND = Command('print shell code that loads a stack: eval "$(sitestack load conda)"', options=(
+    Option("ref", metavar="NAME[/VERSION]"),
+    Option("--shell", choices=SHELLS, default="bash", help="shell to write for (default: bash)"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

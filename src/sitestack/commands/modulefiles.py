@@ -1,13 +1,17 @@
+"""sitestack modulefiles [NAME]: rewrite the modulefiles from the stacks' records."""
+
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("modulefiles", help="rewrite every modulefile from the stacks' records")
-    p.add_argument("name", nargs="?", help="only this stack")
-    p.set_defaults(func=run)
+COMMAND = Command("rewrite every modulefile from the stacks' records", options=(
+    Option("name", nargs="?", help="only this stack"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

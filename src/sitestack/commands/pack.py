@@ -2,45 +2,29 @@
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (start-up counts)
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, OneOf, Option
+
 if TYPE_CHECKING:
     import argparse
-    from types import SimpleNamespace
-    from typing import Any
 
 FORMATS = ("tar.zst", "squashfs")
-# register's options by their exact spelling, for quick_args.
-FLAGS = {"--publish": "publish", "--json": "json"}
-VALUES = {"-o": "output", "--output": "output", "--format": "fmt", "--layer": "layer", "--level": "level",
-          "--root": "root"}
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("pack", help="pack a stack, clone or layer (with its stack) into one archive")
-    p.add_argument("target", metavar="TARGET", help="NAME[/VERSION], a clone path, or a layer path")
-    out = p.add_mutually_exclusive_group(required=True)
-    out.add_argument("-o", "--output", help="archive file to write")
-    out.add_argument("--publish", action="store_true",
-                     help="write ROOT/archives/NAME/VERSION.tar.zst, which `stage NAME/VERSION` then reads "
-                          "instead of every file of the stack (one large read of the shared filesystem)")
-    p.add_argument("--format", dest="fmt", choices=FORMATS, default=None,
-                   help="default: from the file name (.sqfs/.squashfs), else tar.zst")
-    p.add_argument("--layer", help="a layer to pack together with TARGET's stack")
-    p.add_argument("--level", type=int, default=3, help="zstd level (default 3)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
-
-
-def quick_args(argv: list[str], root: str | None) -> SimpleNamespace | None:
-    """What argparse makes of a plain `sitestack pack` line, or None (sitestack/quickargs.py):
-    pack is benchmarked against `tar | zstd`, which starts in a few ms."""
-    from sitestack.quickargs import choice, parse
-
-    return parse(argv, {"root": root, "command": "pack", "target": None, "output": None, "publish": False,
-                        "fmt": None, "layer": None, "level": 3, "json": False, "func": run},
-                 flags=FLAGS, values=VALUES, positional="target",
-                 convert={"level": int, "fmt": choice(*FORMATS)},
-                 ok=lambda ns: (ns["output"] is not None) != ns["publish"])
+# quick: pack is benchmarked against `tar | zstd`, which starts in a few ms.
+COMMAND = Command("pack a stack, clone or layer (with its stack) into one archive", quick=True, options=(
+    Option("target", metavar="TARGET", help="NAME[/VERSION], a clone path, or a layer path"),
+    OneOf(
+        Option("-o", "--output", help="archive file to write"),
+        Option("--publish", action="store_true",
+               help="write ROOT/archives/NAME/VERSION.tar.zst, which `stage NAME/VERSION` then reads "
+                    "instead of every file of the stack (one large read of the shared filesystem)"),
+        required=True,
+    ),
+    Option("--format", dest="fmt", choices=FORMATS,
+           help="default: from the file name (.sqfs/.squashfs), else tar.zst"),
+    Option("--layer", help="a layer to pack together with TARGET's stack"),
+    Option("--level", type=int, default=3, help="zstd level (default 3)"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

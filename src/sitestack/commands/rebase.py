@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("rebase", help="rebuild a layer on another stack, keeping its own packages")
-    p.add_argument("path", metavar="PATH")
-    p.add_argument("ref", metavar="NAME[/VERSION]")
-    p.add_argument("--find-links", action="append", default=[], metavar="DIR_OR_URL",
-                   help="where to find the layer's packages (default: the new stack's spec)")
-    p.add_argument("--index-url")
-    p.add_argument("--no-index", action="store_true")
-    p.add_argument("--allow-missing-stack", action="store_true",
-                   help="rebase even though the layer's old stack was deleted")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("rebuild a layer on another stack, keeping its own packages", options=(
+    Option("path", metavar="PATH"),
+    Option("ref", metavar="NAME[/VERSION]"),
+    Option("--find-links", action="append", default=[], metavar="DIR_OR_URL",
+           help="where to find the layer's packages (default: the new stack's spec)"),
+    Option("--index-url"),
+    Option("--no-index", action="store_true"),
+    Option("--allow-missing-stack", action="store_true",
+           help="rebase even though the layer's old stack was deleted"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("restore", help="rebuild a retired version at its original path, same lock",
-                       description="Rebuild a retired NAME/VERSION from its kept spec and lock (smoke-"
-                       "tested, read-only, atomic), or with --from-archive unpack its kept "
-                       "`pack --publish` archive, checking every file's sha256 against the kept manifest.")
-    p.add_argument("ref", metavar="NAME/VERSION")
-    p.add_argument("--from-archive", action="store_true",
-                   help="unpack ROOT/archives/NAME/VERSION.tar.zst (kept by `retire --keep-archive`)")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--verbose", "-v", action="store_true", help="print the build log as it goes")
-    p.set_defaults(func=run)
+COMMAND = Command(
+    "rebuild a retired version at its original path, same lock",
+    description="Rebuild a retired NAME/VERSION from its kept spec and lock (smoke-"
+    "tested, read-only, atomic), or with --from-archive unpack its kept "
+    "`pack --publish` archive, checking every file's sha256 against the kept manifest.",
+    options=(
+        Option("ref", metavar="NAME/VERSION"),
+        Option("--from-archive", action="store_true",
+               help="unpack ROOT/archives/NAME/VERSION.tar.zst (kept by `retire --keep-archive`)"),
+        Option("--json", action="store_true"),
+        Option("--verbose", "-v", action="store_true", help="print the build log as it goes"),
+    ),
+)
 
 
 def run(args: argparse.Namespace) -> int:

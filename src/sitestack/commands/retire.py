@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("retire", help="remove a published version; its records stay, `module load` says why",
-                       description="Move NAME/VERSION out of stacks/ in one rename and delete it. Its "
-                       "records (spec, lock, manifest, build log, smoke results) stay under "
-                       "ROOT/.sitestack/retired/, its modulefiles become hidden stubs that fail with "
-                       "the date and message, and its `pack --publish` archive goes too. "
-                       "`sitestack restore` brings it back.")
-    p.add_argument("ref", metavar="NAME/VERSION")
-    p.add_argument("--message", "-m", default=None, help="what users read when they load it (one line)")
-    p.add_argument("--keep-archive", action="store_true",
-                   help="keep ROOT/archives/NAME/VERSION.tar.zst (for `restore --from-archive`)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command(
+    "remove a published version; its records stay, `module load` says why",
+    description="Move NAME/VERSION out of stacks/ in one rename and delete it. Its "
+    "records (spec, lock, manifest, build log, smoke results) stay under "
+    "ROOT/.sitestack/retired/, its modulefiles become hidden stubs that fail with "
+    "the date and message, and its `pack --publish` archive goes too. "
+    "`sitestack restore` brings it back.",
+    options=(
+        Option("ref", metavar="NAME/VERSION"),
+        Option("--message", "-m", help="what users read when they load it (one line)"),
+        Option("--keep-archive", action="store_true",
+               help="keep ROOT/archives/NAME/VERSION.tar.zst (for `restore --from-archive`)"),
+        Option("--json", action="store_true"),
+    ),
+)
 
 
 def run(args: argparse.Namespace) -> int:

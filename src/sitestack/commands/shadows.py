@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("shadows", help="list what a layer shadows in its stack")
-    p.add_argument("path", metavar="PATH")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("list what a layer shadows in its stack", options=(
+    Option("path", metavar="PATH"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

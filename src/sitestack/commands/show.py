@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("show", help="show one stack: python, packages, spec, module path")
-    p.add_argument("ref", metavar="NAME[/VERSION]")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("show one stack: python, packages, spec, module path", options=(
+    Option("ref", metavar="NAME[/VERSION]"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

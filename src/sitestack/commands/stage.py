@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("stage", help="copy a stack (and a layer) to node-local disk under mpiexec")
-    p.add_argument("target", metavar="TARGET", nargs="?",
-                   help="NAME[/VERSION], a clone path or a layer path (or give --archive)")
-    p.add_argument("--layer", help="a layer (venv) to stage together with the stack")
-    p.add_argument("--to", required=True, help="node-local folder, e.g. /local/scratch")
-    p.add_argument("--archive", help="a file made by `sitestack pack` (rank 0 reads it)")
-    p.add_argument("--chunk-size", type=int, default=None,
-                   help="broadcast chunk in bytes (default 64 MiB)")
-    p.add_argument("--no-mpi", action="store_true", help="stage on this node only, without MPI")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("copy a stack (and a layer) to node-local disk under mpiexec", options=(
+    Option("target", metavar="TARGET", nargs="?",
+           help="NAME[/VERSION], a clone path or a layer path (or give --archive)"),
+    Option("--layer", help="a layer (venv) to stage together with the stack"),
+    Option("--to", required=True, help="node-local folder, e.g. /local/scratch"),
+    Option("--archive", help="a file made by `sitestack pack` (rank 0 reads it)"),
+    Option("--chunk-size", type=int, help="broadcast chunk in bytes (default 64 MiB)"),
+    Option("--no-mpi", action="store_true", help="stage on this node only, without MPI"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "test", help="rerun a published stack's smoke tests (e.g. in a GPU job); results go to the site state")
-    p.add_argument("ref", metavar="NAME[/VERSION]")
-    p.add_argument("--gpu", action="store_true",
-                   help="run only the [tests.gpu] tests; exit 1 when no GPU is visible")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command(
+    "rerun a published stack's smoke tests (e.g. in a GPU job); results go to the site state", options=(
+        Option("ref", metavar="NAME[/VERSION]"),
+        Option("--gpu", action="store_true",
+               help="run only the [tests.gpu] tests; exit 1 when no GPU is visible"),
+        Option("--json", action="store_true"),
+    ))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 SHELLS = ("bash", "zsh", "sh", "fish")
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("unload", help='print shell code that undoes `sitestack load`: eval "$(sitestack unload)"')
-    p.add_argument("--shell", choices=SHELLS, default="bash", help="shell to write for (default: bash)")
-    p.set_defaults(func=run)
+COMMAND = Command('print shell code that undoes `sitestack load`: eval "$(sitestack unload)"', options=(
+    Option("--shell", choices=SHELLS, default="bash", help="shell to write for (default: bash)"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,16 +1,18 @@
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("unstage", help="remove what `sitestack stage` put under DIR/sitestack")
-    p.add_argument("--to", required=True, help="the folder given to stage --to")
-    p.add_argument("--id", dest="ident", help="remove only this staged copy (NAME-VERSION-HASH)")
-    p.add_argument("--node", help="node name for a {node} in --to (default: this host)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("remove what `sitestack stage` put under DIR/sitestack", options=(
+    Option("--to", required=True, help="the folder given to stage --to"),
+    Option("--id", dest="ident", help="remove only this staged copy (NAME-VERSION-HASH)"),
+    Option("--node", help="node name for a {node} in --to (default: this host)"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,52 +1,30 @@
-"""sitestack venv PATH: a layer on a stack, in milliseconds (start-up time is benchmarked).
-
-`quick_args` parses the usual command lines without argparse (sitestack/quickargs.py): it
-returns what argparse would, or None for anything else, and the CLI then asks argparse.
-Keep its tables in step with `register`.
-"""
+"""sitestack venv PATH: a layer on a stack, in milliseconds (start-up time is benchmarked)."""
 
 from __future__ import annotations
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
 if TYPE_CHECKING:
     import argparse
-    from types import SimpleNamespace
-    from typing import Any
 
-# register's options by their exact spelling: flags (store_true) and options with a value.
-FLAGS = {"--no-inherit": "no_inherit", "--user-site": "user_site", "--json": "json", "--kernel": "kernel"}
-VALUES = {"--stack": "stack", "--prompt": "prompt", "--root": "root"}  # --root: the CLI adds it
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser("venv", help="make a layer (a venv) on a stack: the loaded one by default")
-    p.add_argument("path", metavar="PATH")
-    p.add_argument("--stack", metavar="NAME[/VERSION]",
-                   help="stack to sit on (default: the loaded module, then the root's default)")
-    p.add_argument("--no-inherit", action="store_true",
-                   help="cut the layer off from the stack's packages (include-system-site-packages = false)")
-    p.add_argument("--user-site", action="store_true",
-                   help="let the layer see the per-version user base (off by default)")
-    p.add_argument("--prompt", help="shell prompt name (default: the folder name)")
-    p.add_argument("--kernel", action="store_true",
-                   help="also register the layer as a Jupyter kernel (as `sitestack kernel add PATH`)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
-
-
-def quick_args(argv: list[str], root: str | None) -> SimpleNamespace | None:
-    """The namespace argparse makes of `sitestack [--root R] venv ARGV`, or None where this
-    plain walk is not sure to agree with it (then argparse decides)."""
-    from sitestack.quickargs import parse
-
-    return parse(argv, {"root": root, "command": "venv", "path": None, "stack": None, "prompt": None,
-                        "no_inherit": False, "user_site": False, "json": False, "kernel": False,
-                        "func": run},
-                 flags=FLAGS, values=VALUES, positional="path")
+COMMAND = Command("make a layer (a venv) on a stack: the loaded one by default", quick=True, options=(
+    Option("path", metavar="PATH"),
+    Option("--stack", metavar="NAME[/VERSION]",
+           help="stack to sit on (default: the loaded module, then the root's default)"),
+    Option("--no-inherit", action="store_true",
+           help="cut the layer off from the stack's packages (include-system-site-packages = false)"),
+    Option("--user-site", action="store_true", help="let the layer see the per-version user base (off by default)"),
+    Option("--prompt", help="shell prompt name (default: the folder name)"),
+    Option("--kernel", action="store_true",
+           help="also register the layer as a Jupyter kernel (as `sitestack kernel add PATH`)"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:
-    from sitestack.user.layer import choose_stack, create_layer
+    from sitestack.user.layer import create_layer
+    from sitestack.user.stackchoice import choose_stack
 
     rec = choose_stack(args.stack, args.root)
     made = create_layer(args.path, rec, inherit=not args.no_inherit, user_site=args.user_site,

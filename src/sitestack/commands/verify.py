@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from sitestack import TYPE_CHECKING
+from sitestack.options import Command, Option
+
+if TYPE_CHECKING:
+    import argparse
 
 
-def register(sub: Any) -> None:
-    p = sub.add_parser("verify", help="prove a stack is byte-for-byte as built (sha256 manifest)")
-    p.add_argument("ref", nargs="?", metavar="NAME[/VERSION]", help="default: every stack")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=run)
+COMMAND = Command("prove a stack is byte-for-byte as built (sha256 manifest)", options=(
+    Option("ref", nargs="?", metavar="NAME[/VERSION]", help="default: every stack"),
+    Option("--json", action="store_true"),
+))
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,8 +25,9 @@ import os
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sitestack import TYPE_CHECKING
 from sitestack.conda.records import (
     LOCK_NAME,
     CondaResult,

@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import BuildError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (a clone's start counts)
 if TYPE_CHECKING:
     import subprocess
 

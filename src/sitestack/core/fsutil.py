@@ -10,9 +10,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import ConflictError, UsageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (`sitestack venv` start-up)
 if TYPE_CHECKING:
     from typing import Any
 

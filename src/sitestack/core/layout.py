@@ -21,7 +21,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-RECORDS = ".sitestack"
+# The rules below come from core.stackref (importable without dataclasses); records_dir is
+# imported from here by most of the tree.
+from sitestack.core.stackref import RECORDS, STACKS, given_root, stack_prefix, unsafe_root_chars
+from sitestack.core.stackref import records_dir as records_dir
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class SiteRoot:
 
     @property
     def stacks(self) -> Path:
-        return self.path / "stacks"
+        return self.path / STACKS
 
     @property
     def lmod_dir(self) -> Path:
@@ -73,7 +76,7 @@ class SiteRoot:
         return self.meta / "checked" / name / version
 
     def prefix(self, name: str, version: str) -> Path:
-        return self.stacks / name / version
+        return stack_prefix(self.path, name, version)
 
     def archive(self, name: str, version: str) -> Path:
         """Where `sitestack pack NAME/VERSION --publish` puts the stack's archive for stage."""
@@ -87,10 +90,6 @@ class SiteRoot:
         return self.locks / "state.lock"
 
 
-def records_dir(prefix: Path) -> Path:
-    return Path(prefix) / RECORDS
-
-
 def default_root() -> Path:
     from platformdirs import user_data_dir  # lazy: start-up time matters for `venv`
 
@@ -99,21 +98,8 @@ def default_root() -> Path:
 
 def resolve_root(cli_root: str | os.PathLike[str] | None) -> SiteRoot:
     """--root, then SITESTACK_ROOT, then the root of the loaded module, then a per-user folder."""
-    if cli_root:
-        raw = Path(cli_root)
-    elif os.environ.get("SITESTACK_ROOT"):
-        raw = Path(os.environ["SITESTACK_ROOT"])
-    elif os.environ.get("SITESTACK_STACK_ROOT"):
-        # Set by a loaded stack module: a user who ran `module load conda` means that site.
-        raw = Path(os.environ["SITESTACK_STACK_ROOT"])
-    else:
-        raw = default_root()
+    raw = given_root(cli_root) or default_root()
     return check_root_path(SiteRoot(Path(os.path.abspath(os.path.expanduser(raw)))))
-
-
-# The root's path is written into modulefiles, activate scripts, pyvenv.cfg, shebangs and
-# pip.conf; these characters end or bend a string in one of those languages.
-UNSAFE_ROOT_CHARS = "'\"\\$`"
 
 
 def check_root_path(root: SiteRoot) -> SiteRoot:
@@ -121,7 +107,7 @@ def check_root_path(root: SiteRoot) -> SiteRoot:
     from sitestack.errors import UsageError
 
     p = str(root.path)
-    bad = sorted({c for c in p if c in UNSAFE_ROOT_CHARS or ord(c) < 32 or ord(c) == 127})
+    bad = unsafe_root_chars(p)
     if bad:
         raise UsageError(f"site root {p!r} contains {' '.join(repr(c) for c in bad)}, which the "
                          "modulefiles and scripts sitestack writes cannot carry safely",

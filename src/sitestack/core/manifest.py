@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
+from sitestack import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from typing import Any
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+from sitestack import TYPE_CHECKING
+
 if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any

@@ -1,7 +1,9 @@
 """A stack's records: the file names under ``PREFIX/.sitestack/`` and the ``stack.json`` schema.
 
-This module is the only place that knows these names and keys. ``build`` writes records
-through ``stack_json``/``write_lock_txt``; everyone else reads them through ``StackRecord``.
+This module and ``core.stackref`` (the folder, ``stack.json``'s name and the fields it must
+hold, importable without dataclasses) are the only places that know these names and keys.
+``build`` writes records through ``stack_json``/``write_lock_txt``; everyone else reads them
+through ``StackRecord``.
 """
 
 from __future__ import annotations
@@ -11,14 +13,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sitestack.core.layout import records_dir
+from sitestack import TYPE_CHECKING
+from sitestack.core.stackref import STACK_JSON as STACK_JSON  # its name, with the reader's rules
+from sitestack.core.stackref import StackPaths, read_stack_json, records_dir, stack_fields
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
 if TYPE_CHECKING:
     from typing import Any
 
 # Files under PREFIX/.sitestack/ (read-only like the rest of the stack).
-STACK_JSON = "stack.json"  # what StackRecord reads
 SPEC = "spec.toml"  # the spec text as built
 LOCK = "lock.txt"  # name==version per line
 MANIFEST = "manifest.json"  # sha256 of every file (core.manifest.Manifest)
@@ -111,7 +113,7 @@ def stack_json(
 
 
 @dataclass(frozen=True)
-class StackRecord:
+class StackRecord(StackPaths):
     """What `.sitestack/stack.json` says about one published version."""
 
     name: str
@@ -133,18 +135,6 @@ class StackRecord:
     requested: tuple[str, ...] = ()  # the spec's requirements by name (modulefile help/whatis)
 
     @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def python_exe(self) -> Path:
-        return self.prefix / "bin" / f"python{self.python_xy}"
-
-    @property
-    def site_packages(self) -> Path:
-        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
-
-    @property
     def records(self) -> Path:
         return records_dir(self.prefix)
 
@@ -154,27 +144,10 @@ class StackRecord:
     @classmethod
     def load(cls, prefix: Path) -> StackRecord:
         """Read ``PREFIX/.sitestack/stack.json``; OSError, KeyError or ValueError if unreadable."""
-        data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+        data = read_stack_json(prefix)
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
-        return cls(
-            name=data["name"],
-            version=data["version"],
-            prefix=Path(prefix),
-            root=Path(data.get("root", Path(prefix).parents[2])),
-            site=data["site"],
-            python=data["python"],
-            python_xy=data["python_xy"],
-            kind=data.get("kind", "pypi"),
-            description=data.get("description", ""),
-            built=data.get("built", ""),
-            packages=dict(data.get("packages", {})),
-            module=dict(data.get("module", {})),
-            files=int(data.get("files", 0)),
-            bytes=int(data.get("bytes", 0)),
-            extra={k: v for k, v in data.items() if k not in known},
-            user=UserPolicy.from_json(data.get("user")),
-            requested=tuple(data.get("requested") or ()),
-        )
+        return cls(**stack_fields(prefix, data), user=UserPolicy.from_json(data.get("user")),
+                   extra={k: v for k, v in data.items() if k not in known})
 
 
 @dataclass(frozen=True)

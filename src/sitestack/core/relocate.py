@@ -14,12 +14,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core import safepath
 from sitestack.core.fsutil import temp_beside
 from sitestack.core.shebang import MAX_SHEBANG, fix_shebang  # noqa: F401 (MAX_SHEBANG: re-exported)
 from sitestack.errors import UsageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
 if TYPE_CHECKING:  # not at run time: importing manifest costs hashlib and concurrent.futures
     from sitestack.core.manifest import PrefixHit
 

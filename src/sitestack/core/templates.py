@@ -121,7 +121,11 @@ def load(package: str, name: str) -> str:
     import os
     import sys
 
-    mod = sys.modules.get(package) or __import__(package, fromlist=["__name__"])
+    mod = sys.modules.get(package)
+    if mod is None:  # callers name their own package, imported already
+        import importlib
+
+        mod = importlib.import_module(package)
     with open(os.path.join(os.path.dirname(str(mod.__file__)), "templates", name), encoding="utf-8") as f:
         return f.read()
 

@@ -7,7 +7,8 @@ so the command calls this function and build never imports scale.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from sitestack import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sitestack.build.restore import RestoreResult

@@ -27,8 +27,9 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TypeVar
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.checked import Checked
 from sitestack.core.manifest import FileEntry, Manifest
 from sitestack.errors import VerifyError

@@ -28,12 +28,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.templates import render_file, sh_quote
 
 if TYPE_CHECKING:
-    from typing import Protocol
+    from typing import Any, Protocol
 
     from sitestack.core.layout import SiteRoot
     from sitestack.core.records import RetiredRecord, StackRecord

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import NotFoundError, UsageError
 
 if TYPE_CHECKING:

@@ -8,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord, StackRecord
+from sitestack.core.stackref import split_ref
 from sitestack.errors import NotFoundError, UsageError, VerifyError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
 if TYPE_CHECKING:
     from typing import Any
 
@@ -22,13 +23,6 @@ class VersionState:
     is_default: bool
     hidden: bool
     deprecated: str | None
-
-
-def split_ref(ref: str) -> tuple[str, str | None]:
-    name, _, version = ref.strip("/").partition("/")
-    if not name or "/" in version:
-        raise UsageError(f"{ref!r} is not NAME or NAME/VERSION")
-    return name, version or None
 
 
 class Site:

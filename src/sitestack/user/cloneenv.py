@@ -6,11 +6,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.records import StackRecord
 from sitestack.core.templates import render_file
 from sitestack.errors import ConflictError, UsageError
 
-TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (clone's start-up counts)
 if TYPE_CHECKING:
     from sitestack.site.modulefiles.content import ModuleContent
 

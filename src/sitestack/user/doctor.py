@@ -6,8 +6,8 @@ import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.site.retire import default_ref, retired_of
 from sitestack.user.layer import Layer, find_stack, open_layer
 

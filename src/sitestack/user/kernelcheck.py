@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import UsageError
 
 if TYPE_CHECKING:

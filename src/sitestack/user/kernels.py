@@ -21,8 +21,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
+from sitestack import TYPE_CHECKING
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 from sitestack.site.kernels import (
     HOME_MARK,
@@ -40,6 +40,8 @@ from sitestack.site.kernels import (
 from sitestack.user.kernelcheck import has_ipykernel, problems
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from sitestack.core.records import StackRecord
     from sitestack.site.modulefiles.content import Op
 

@@ -13,32 +13,30 @@ layer made without --user-site carries `_sitestack_nousersite.pth`, whose one `i
 sets `site.ENABLE_USER_SITE = False` while site.py is still processing the layer's own
 site-packages, i.e. before it decides on the user site. See docs/layers.md.
 
-Length (over ~400 lines): reading a layer and writing one are one format (pyvenv.cfg with
-our keys, the activation scripts, the nousersite .pth), kept together; about 100 lines are
-the quick path of `sitestack venv` (QuickStack, quick_stack: the stack's record read without
-the site registry or dataclasses, so that start-up stays within 2x `uv venv`), which only the
-layer writer uses.
+The layer model: reading a layer and writing one are one format (pyvenv.cfg with our keys,
+the activation scripts, the nousersite .pth), kept together. The stack a new layer sits on is
+chosen by user/stackchoice.py (`sitestack venv`'s light start path).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core import pyvenv
+from sitestack.core.frozen import Frozen
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 
 # `sitestack venv` is benchmarked against `uv venv` (bench/venv.py): its import path holds no
-# typing, dataclasses (~10 ms with inspect), argparse, shutil or site registry. Hence the plain
-# classes below, and the TYPE_CHECKING constant that mypy reads as typing's.
-TYPE_CHECKING = False
+# typing, dataclasses, argparse, shutil or site registry. Hence the Frozen classes below.
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from sitestack.core.records import StackRecord
+    from sitestack.core.records import StackRecord, UserPolicy
+    from sitestack.user.stackchoice import QuickStack
 
 CFG = pyvenv.CFG
 KEY_INHERIT = "include-system-site-packages"
@@ -68,33 +66,7 @@ if __name__ == "__main__":
 """
 
 
-class _Frozen:
-    """Equality, repr and immutability of a frozen dataclass, without importing dataclasses."""
-
-    __slots__: tuple[str, ...] = ()
-
-    def _init(self, *values: object) -> None:
-        for name, value in zip(self.__slots__, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r} of a frozen {type(self).__name__}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r} of a frozen {type(self).__name__}")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, k) == getattr(other, k) for k in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # as a dataclass with a dict field: unhashable
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={getattr(self, k)!r}' for k in self.__slots__)})"
-
-
-class Layer(_Frozen):
+class Layer(Frozen):
     """A venv, as its pyvenv.cfg describes it."""
 
     __slots__ = ("path", "cfg", "home", "inherit", "user_site", "stack_ref", "stack_root", "python_xy")
@@ -128,7 +100,7 @@ class Layer(_Frozen):
         return self.stack_ref is not None
 
 
-class Created(_Frozen):
+class Created(Frozen):
     __slots__ = ("path", "stack", "prefix", "inherit", "user_site", "pip")
     path: Path
     stack: str
@@ -140,35 +112,6 @@ class Created(_Frozen):
     def __init__(self, path: Path, stack: str, prefix: Path, inherit: bool, user_site: bool,
                  pip: bool) -> None:
         self._init(path, stack, prefix, inherit, user_site, pip)
-
-
-class QuickStack(_Frozen):
-    """What a layer needs of a stack, read from its stack.json by `quick_stack`."""
-
-    __slots__ = ("name", "version", "prefix", "root", "python", "python_xy")
-    name: str
-    version: str
-    prefix: Path
-    root: Path
-    python: str
-    python_xy: str
-    user = ()  # quick_stack takes only stacks whose [user] table is empty
-
-    def __init__(self, name: str, version: str, prefix: Path, root: Path, python: str,
-                 python_xy: str) -> None:
-        self._init(name, version, prefix, root, python, python_xy)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def python_exe(self) -> Path:
-        return self.prefix / "bin" / f"python{self.python_xy}"
-
-    @property
-    def site_packages(self) -> Path:
-        return self.prefix / "lib" / f"python{self.python_xy}" / "site-packages"
 
 
 def _xy(cfg: dict[str, str]) -> str | None:
@@ -235,75 +178,6 @@ def layer_stack(layer: Layer) -> StackRecord:
     raise NotFoundError(f"{layer.path} is a venv of an unknown stack (home = {layer.home})")
 
 
-# What core.layout.check_root_path refuses in a root's path (its UNSAFE_ROOT_CHARS, controls).
-_UNSAFE_ROOT = frozenset("'\"\\$`" + "".join(map(chr, range(32))) + chr(127))
-
-
-def quick_stack(stack_arg: str | None, root_arg: str | None) -> QuickStack | None:
-    """choose_stack's two common cases, `--stack NAME/VERSION` with a root given (--root,
-    $SITESTACK_ROOT, the loaded module's root) and a loaded module ($SITESTACK_PREFIX),
-    read without the site registry and StackRecord (they import dataclasses).
-
-    None whenever anything is unusual (a bad path, a missing or odd record, a [user]
-    policy to write as pip.conf, a version to look up): choose_stack then decides, and
-    raises its own errors. It reads what StackRecord.load reads, and checks the same fields.
-    """
-    if stack_arg:
-        name, _, version = stack_arg.strip("/").partition("/")  # as site.registry.split_ref
-        raw = root_arg or os.environ.get("SITESTACK_ROOT") or os.environ.get("SITESTACK_STACK_ROOT")
-        if not name or not version or "/" in version or not raw:
-            return None
-        root = os.path.abspath(os.path.expanduser(raw))
-        if any(c in _UNSAFE_ROOT for c in root):
-            return None
-        prefix = Path(root) / "stacks" / name / version  # SiteRoot.prefix
-    else:
-        loaded = os.environ.get("SITESTACK_PREFIX")
-        if not loaded:
-            return None
-        prefix = Path(loaded)
-    try:
-        # core.layout.RECORDS / core.records.STACK_JSON, the fields StackRecord.load converts
-        data = json.loads((prefix / ".sitestack" / "stack.json").read_text(encoding="utf-8"))
-        user = data.get("user")
-        if isinstance(user, dict) and any(user.values()):
-            return None
-        dict(data.get("packages", {}))
-        dict(data.get("module", {}))
-        int(data.get("files", 0))
-        int(data.get("bytes", 0))
-        tuple(data.get("requested") or ())
-        data["site"]
-        return QuickStack(data["name"], data["version"], prefix, Path(data.get("root", prefix.parents[2])),
-                          data["python"], data["python_xy"])
-    except Exception:  # noqa: BLE001  # whatever it is, choose_stack meets it again and says so
-        return None
-
-
-def choose_stack(stack_arg: str | None, root_arg: str | None) -> StackRecord | QuickStack:
-    """--stack, then the loaded module (SITESTACK_PREFIX), then the root's default."""
-    quick = quick_stack(stack_arg, root_arg)
-    if quick is not None:
-        return quick
-    from sitestack.core.layout import resolve_root
-    from sitestack.site.registry import Site
-
-    if stack_arg:
-        return Site(resolve_root(root_arg)).get(stack_arg)
-    loaded = os.environ.get("SITESTACK_PREFIX")
-    if loaded:
-        rec = Site.from_prefix(Path(loaded))
-        if rec is not None:
-            return rec
-    site = Site(resolve_root(root_arg))
-    names = site.names()
-    if len(names) == 1:
-        return site.get(names[0])
-    if not names:
-        raise NotFoundError(f"no stacks in {site.root.path}; load a module or give --stack/--root")
-    raise UsageError(f"{site.root.path} has several stacks ({', '.join(names)}): give --stack NAME[/VERSION]")
-
-
 def _activate_scripts(rec: StackRecord | QuickStack, layer: Path, prompt: str) -> dict[str, str]:
     """The stdlib venv templates of the stack's own Python, filled in as venv would."""
     scripts = rec.prefix / "lib" / f"python{rec.python_xy}" / "venv" / "scripts"
@@ -368,8 +242,9 @@ def populate(tmp: Path, final: Path, rec: StackRecord | QuickStack, *, inherit: 
         _write(bindir / name, text)
     if not user_site:
         _write(sp / NOUSERSITE_PTH, NOUSERSITE_LINE)
-    if not isinstance(rec, QuickStack) and rec.user:
-        write_pip_conf(tmp, final, rec)
+    policy = rec.user  # a QuickStack's is always empty
+    if policy:
+        write_pip_conf(tmp, final, rec.ref, policy)
     layer_pip = rec.prefix / "lib" / "sitestack-pip"
     has_pip = layer_pip.is_dir() or _has_pip_dist(rec.site_packages)
     if layer_pip.is_dir():
@@ -394,14 +269,13 @@ def _has_pip_dist(site_packages: Path) -> bool:
     return any(n.startswith("pip-") and n.endswith(".dist-info") for n in names)
 
 
-def write_pip_conf(tmp: Path, final: Path, rec: StackRecord) -> None:
-    """The stack's [user] policy as `pip.conf` (pip reads $VIRTUAL_ENV/pip.conf), so plain pip
+def write_pip_conf(tmp: Path, final: Path, ref: str, u: UserPolicy) -> None:
+    """Stack `ref`'s [user] policy as `pip.conf` (pip reads $VIRTUAL_ENV/pip.conf), so plain pip
     in the layer follows it; constraints go in a file, since pip's `constraint` takes a path."""
-    from sitestack.core.layout import records_dir
     from sitestack.core.records import LAYER_CONSTRAINTS, LAYER_PIP_CONF
+    from sitestack.core.stackref import records_dir
 
-    u = rec.user
-    lines = [f"# Written by sitestack from the [user] table of {rec.ref}: plain pip in this layer",
+    lines = [f"# Written by sitestack from the [user] table of {ref}: plain pip in this layer",
              "# follows the site's package policy, as `sitestack install` does.", "[global]"]
     if u.find_links:
         lines += ["find-links ="] + [f"    {x}" for x in u.find_links]

@@ -26,8 +26,9 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.templates import sh_quote
 from sitestack.errors import UsageError
 from sitestack.site.modulefiles.content import Op, apply_plan

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sitestack import TYPE_CHECKING
 from sitestack.site.modulefiles import lmod, tcl
 from sitestack.site.modulefiles.content import HEADER, ModuleContent
 

@@ -7,8 +7,7 @@ from values quoted by ``q``, the one Lua quoting rule (core.templates.lua_quote)
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from sitestack import TYPE_CHECKING
 from sitestack.core.templates import lua_quote, render_file
 
 if TYPE_CHECKING:

@@ -7,8 +7,7 @@ The error is raised only in load mode, so `module avail`, `spider` and `show` ne
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from sitestack import TYPE_CHECKING
 from sitestack.core.templates import render_file
 from sitestack.site.modulefiles.lmod import PACKAGE
 

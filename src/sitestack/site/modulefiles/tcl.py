@@ -7,8 +7,7 @@ The bodies are package data; this module only decides which optional parts a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from sitestack import TYPE_CHECKING
 from sitestack.core.templates import render_file, tcl_quote
 
 if TYPE_CHECKING:

@@ -1,63 +1,21 @@
-"""`sitestack venv`'s quick paths agree with the slow ones they stand in for.
+"""`sitestack venv`'s quick stack choice agrees with the slow one it stands in for.
 
-commands/venv.quick_args parses plain command lines without argparse, and
-user/layer.quick_stack reads a stack's record without the site registry (both for start-up
-time, bench/venv.py). Each either gives what the slow path gives, or None.
+user/stackchoice.quick_stack reads a stack's record without the site registry (for start-up time,
+bench/venv.py): it either gives what the slow path gives, or None. (Its command line is parsed
+by the walk of its declaration: tests/unit/test_options.py.)
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from sitestack.cli import _command_module, _quick_args, parser
-from sitestack.user.layer import QuickStack, choose_stack, quick_stack
-
-CASES = [
-    ["venv", "L"],
-    ["venv", "L", "--stack", "s/1"],
-    ["--root", "/r", "venv", "--stack=s/1", "L", "--json"],
-    ["--root=/r", "venv", "L", "--root", "/q", "--no-inherit", "--user-site", "--prompt", "p q"],
-    ["venv", "--prompt=", "L", "--stack", "", "--prompt", "x=y"],
-    ["venv", "L", "--stack", "a", "--stack", "b"],
-    ["--root", "/r", "--root", "/s", "venv", "L"],
-    ["venv", "-my layer"],
-    ["venv", "L", "--"],
-    ["venv", "--", "L"],
-    ["venv", "L", "M"],
-    ["venv"],
-    ["venv", "L", "--st", "s/1"],
-    ["venv", "L", "--stack"],
-    ["venv", "L", "--stack", "-1"],
-    ["venv", "L", "--json=1"],
-    ["venv", "-h"],
-    ["venv", "L", "-"],
-    ["--root", "-x", "venv", "L"],
-]
-
-
-def _slow(argv: list[str]) -> dict[str, object] | None:
-    try:
-        return vars(parser("venv").parse_args(argv))
-    except SystemExit:
-        return None
-
-
-@pytest.mark.parametrize("argv", CASES, ids=" ".join)
-def test_quick_args_match_argparse(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
-    only = _command_module(argv)
-    quick = _quick_args(only, argv) if only else None
-    slow = _slow(argv)
-    capsys.readouterr()
-    if quick is not None:
-        assert slow is not None and vars(quick) == slow
-
-
-def test_quick_args_take_the_usual_lines() -> None:
-    for argv in (["venv", "L"], ["--root", "/r", "venv", "--stack", "s/1", "L", "--json"]):
-        assert _quick_args("venv", argv) is not None
+import sitestack
+from sitestack.user.stackchoice import QuickStack, choose_stack, quick_stack
 
 
 def _record(prefix: Path, **data: object) -> None:
@@ -84,7 +42,7 @@ def test_quick_stack_reads_what_the_registry_reads(tmp_path: Path, monkeypatch: 
     _record(root / "stacks" / "s" / "1", **GOOD)
     quick = quick_stack("s/1", str(root))
     assert quick is not None
-    monkeypatch.setattr("sitestack.user.layer.quick_stack", lambda *a: None)
+    monkeypatch.setattr("sitestack.user.stackchoice.quick_stack", lambda *a: None)
     slow = choose_stack("s/1", str(root))
     assert not isinstance(slow, QuickStack)
     _same(quick, slow)
@@ -117,3 +75,23 @@ def test_quick_stack_needs_an_exact_version_and_a_safe_root(tmp_path: Path, monk
     assert quick_stack("s/1", str(root)) is None
     assert quick_stack("s", str(tmp_path / "site")) is None
     assert quick_stack("s/1/2", str(tmp_path / "site")) is None
+
+
+def test_sitestack_venv_starts_without_typing_argparse_or_dataclasses(tmp_path: Path) -> None:
+    """The whole `sitestack venv --root R --stack s/1 L` run, in a fresh interpreter: the layer is
+    made, and none of the modules the start path is kept free of was imported."""
+    prefix = tmp_path / "site" / "stacks" / "s" / "1"
+    _record(prefix, **{**GOOD, "python_xy": f"{sys.version_info[0]}.{sys.version_info[1]}"})
+    (prefix / "bin").mkdir()
+    (prefix / "bin" / f"python{sys.version_info[0]}.{sys.version_info[1]}").symlink_to(sys.executable)
+    code = ("import sys; from sitestack.cli import main; rc = main(sys.argv[1:]); "
+            "print(rc, sorted(m for m in ('typing', 'argparse', 'dataclasses', 'inspect', 'shutil', "
+            "'sitestack.site.registry', 'sitestack.core.records', 'sitestack.core.layout') if m in sys.modules))")
+    src = str(Path(sitestack.__file__).parents[1])
+    # -S: no site-packages, whose .pth files (an editable install's finder) import typing.
+    out = subprocess.run([sys.executable, "-S", "-c", code, "venv", "--root", str(tmp_path / "site"),
+                          "--stack", "s/1", str(tmp_path / "L")], capture_output=True, text=True,
+                         env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "0 []"
+    assert (tmp_path / "L" / "pyvenv.cfg").read_text().count("sitestack-stack = s/1") == 1
