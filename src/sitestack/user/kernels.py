@@ -217,11 +217,16 @@ def render(t: Target, kdir: Path, display_name: str) -> KernelFiles:
 
 
 def _holder(name: str, env: Mapping[str, str]) -> Spec | None:
-    """The kernel Jupyter would find under `name`, first on its search path (or a folder
-    that is none: a link, a file, no kernel.json)."""
+    """What holds `name` in the user's folder or one Jupyter searches before it (or a folder
+    there that is no kernel: a link, a file, no kernel.json). A system kernel searched after
+    the user's folder is only shadowed by a user kernel of its name, as `ipykernel install
+    --user` does, never changed."""
+    mine = user_kernels(env)
     for d in search_path(env):
         if os.path.lexists(d / name):
             return read_spec(d / name) or Spec(d / name, name, (), name, {})
+        if d == mine:
+            break
     return None
 
 
