@@ -38,7 +38,7 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(
   lmod
   openmpi-bin libopenmpi-dev
-  squashfs-tools xfsprogs fuse3 libfuse3-dev
+  squashfs-tools squashfuse xfsprogs fuse3 libfuse3-dev   # `stage --mount`: mksquashfs/unsquashfs, squashfuse_ll as a user, fusermount3
   tcl tcl8.6 zstd
   gcc make
   python3.11 python3.11-venv
@@ -63,10 +63,17 @@ else
 fi
 
 # Playwright (pip, test extra) drives /usr/bin/chromium; `playwright install` is never needed.
-for tool in tclsh8.6 useradd runuser setpriv mpiexec mksquashfs mkfs.xfs fusermount3 zstd gcc make chromium zsh dash fish; do
+for tool in tclsh8.6 useradd runuser setpriv mpiexec mksquashfs unsquashfs squashfuse_ll squashfuse mkfs.xfs fusermount3 zstd gcc make chromium zsh dash fish; do
   command -v "$tool" >/dev/null || die "$tool not found after installing packages"
 done
 [ -f /usr/share/lmod/lmod/init/bash ] || die "Lmod's /usr/share/lmod/lmod/init/bash is missing"
+# Unprivileged FUSE mounts (`stage --mount` as a user: squashfuse_ll through fusermount3) need
+# /dev/fuse to be 0666, as Debian's udev rule makes it; where no udev runs (a container) it
+# may be 0600, and fusermount3 then fails with "failed to open /dev/fuse: Permission denied".
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  say "chmod 0666 /dev/fuse (udev's default mode; unprivileged FUSE mounts need it)"
+  chmod 0666 /dev/fuse
+fi
 /usr/bin/python3.11 -c 'import ensurepip, venv' || die "/usr/bin/python3.11 cannot make venvs"
 
 # ---------------------------------------------------------------------------------------------
