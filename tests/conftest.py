@@ -191,3 +191,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.mpi)
         if ROOT_WORDS.search(src):
             item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(scope="session")
+def jupyter_stack(workdir: Path, wheelhouse: Path) -> StackRecord:
+    """jk/1.0 with ipykernel (real wheels, downloaded once by install-test-deps) in a site root
+    of its own (a space in its path), built once per session: every kernel test shares it."""
+    from sitestack.build.stack import BuildLog, build
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.registry import Site
+    from sitestack.site.spec import parse_spec
+    from tests.helpers import jupyter
+
+    jupyter.require()
+    root = SiteRoot(workdir / "jupyter site")
+    build(parse_spec(jupyter.spec("jk", wheelhouse)), root, version="1.0", make_default=True,
+          log=BuildLog(echo=False))
+    return Site(root).get("jk/1.0")

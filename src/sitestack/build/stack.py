@@ -122,6 +122,7 @@ def build(
             if expect_packages is not None and packages != expect_packages:
                 diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
+            extra = {**extra, "jupyter": _jupyter(spec, tmp, py_xy)}
             finish(spec, tmp, final, root, version, python, py_xy, packages,
                    lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-")),
                    log, extra, installed)
@@ -143,6 +144,17 @@ def build(
         files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
         default=site.default_version(spec.name) == version,
     )
+
+
+def _jupyter(spec: StackSpec, prefix: Path, py_xy: str) -> dict[str, object]:
+    """The [jupyter] table for the records; `kernel = true` needs ipykernel in the stack."""
+    from sitestack.core.dists import python_dists
+    from sitestack.errors import SpecError
+
+    if spec.jupyter.kernel and "ipykernel" not in python_dists(prefix, py_xy):
+        raise SpecError("jupyter.kernel", "is true, but the stack has no ipykernel: add ipykernel to "
+                        "[packages] requirements, or set kernel = false; nothing was published")
+    return spec.jupyter.to_json()
 
 
 def _pin_to_lock(spec: StackSpec, lock: Path) -> StackSpec:

@@ -7,6 +7,7 @@ ROOT/stacks/NAME/VERSION/.sitestack/   its records: stack.json, spec.toml, lock.
 ROOT/modulefiles/NAME/VERSION.lua      Lmod, with NAME/.modulerc.lua
 ROOT/modulefiles-tcl/NAME/VERSION      Environment Modules, with NAME/.modulerc
 ROOT/archives/NAME/VERSION.tar.zst     optional, from `pack --publish`: what `stage` reads
+ROOT/archives/NAME/VERSION.sqfs        optional, from `pack --publish --format squashfs --to DIR`: what `stage --mount` mounts
 ROOT/.sitestack/state.json             default / hidden / deprecated per stack name
 ROOT/.sitestack/locks/                 lock files
 ROOT/.sitestack/tmp/                   builds in progress (same filesystem as stacks/)
@@ -93,6 +94,11 @@ class SiteRoot:
     def archive(self, name: str, version: str) -> Path:
         """Where `sitestack pack NAME/VERSION --publish` puts the stack's archive for stage."""
         return self.path / "archives" / name / f"{version}.tar.zst"
+
+    def image(self, name: str, version: str) -> Path:
+        """Where `pack NAME/VERSION --publish --format squashfs --to DIR` puts the image that
+        `stage --mount --to DIR` mounts."""
+        return self.path / "archives" / name / f"{version}.sqfs"
 
     def lock_for(self, name: str) -> Path:
         return self.locks / f"{name}.lock"

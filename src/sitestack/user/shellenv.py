@@ -16,9 +16,10 @@ stderr and the stack is loaded without it.
 The modulefile's shell functions (the `conda` front door) are defined too, for bash, zsh
 and sh. What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
 variable's old value (or null: it was unset), the value load gave it, the entries it
-prepended, and the functions it defined. Unload puts back the old value of every variable still as load left it; a path
-variable changed since (the user prepended more) only loses the entries load added. Loading
-a second stack first unloads the first, as Lmod's family() swap does.
+prepended, and the functions it defined. Unload puts back the old value of every variable
+still as load left it; a path variable changed since (the user prepended more) only loses the
+entries load added. Loading a second stack first unloads the first, as Lmod's family() swap
+does.
 """
 
 from __future__ import annotations
@@ -96,46 +97,23 @@ def _loaded(module: str, env: Mapping[str, str]) -> bool:
     return any(m == module or m.split("/")[0] == module for m in env.get("LOADEDMODULES", "").split(":") if m)
 
 
-def _plan(site: Site, ref: str, env: Mapping[str, str], chain: tuple[str, ...], messages: list[str]
-          ) -> tuple[str, list[Op]]:
+def _plan(site: Site, ref: str, env: Mapping[str, str], messages: list[str]) -> tuple[str, list[Op]]:
     """(the stack's ref, its ops with those of the depends_on stacks it loads first)."""
-    from sitestack.errors import NotFoundError
-    from sitestack.site.modulefiles import content_for
+    from sitestack.site.loadplan import load_plan
 
-    rec = site.get(ref)
-    if rec.ref in chain:
-        raise UsageError(f"{chain[0]}: depends_on loops: {' -> '.join((*chain, rec.ref))}")
-    c = content_for(rec, site.stack_state(rec.name))
-    ops = c.env_plan(env.get("HOME", ""))
-    n_family = 2 if c.family else 0  # family() comes before depends_on in the modulefile
-    deps: list[Op] = []
-    unknown = []
-    for dep in c.depends_on:
-        if _loaded(dep, env):
-            continue  # Lmod's depends_on leaves a loaded module as it is
-        try:
-            dep_ref, dep_ops = _plan(site, dep, env, (*chain, rec.ref), messages)
-        except NotFoundError:
-            unknown.append(dep)
-            continue
-        if c.family and any(var == f"LMOD_FAMILY_{c.family.upper()}" for _, var, _ in dep_ops):
-            # Lmod never has both loaded either: it swaps the module asked for out for its dependency.
-            raise UsageError(f"{rec.ref} depends on {dep_ref}, of the same family {c.family!r}: "
-                             "the two cannot be loaded together")
-        deps += dep_ops
-    if c.deprecated:
-        messages.append(f"{rec.ref} is deprecated: {c.deprecated}")
-    if unknown:
-        messages.append(f"{rec.ref} needs the modules {', '.join(unknown)}, which `sitestack load` "
-                        "cannot load: load them with your module system first")
-    return rec.ref, ops[:n_family] + deps + ops[n_family:]
+    plan = load_plan(site, ref, env.get("HOME", ""), lambda module: _loaded(module, env))
+    for kind, stack, text in plan.notes:
+        messages.append(f"{stack} is deprecated: {text}" if kind == "deprecated" else
+                        f"{stack} needs the modules {text}, which `sitestack load` cannot load: "
+                        "load them with your module system first")
+    return plan.ref, list(plan.ops)
 
 
 def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, str], str, list[str]]:
     """(the environment after loading `ref`, the stack's ref, messages for stderr)."""
     base = restored(env)
     messages: list[str] = []
-    stack, ops = _plan(site, ref, base, (), messages)
+    stack, ops = _plan(site, ref, base, messages)
     new = apply_plan(base, ops)
     touched = list(dict.fromkeys(var for _, var, _ in ops))
     added: dict[str, list[str]] = {}

@@ -219,6 +219,11 @@ class ModuleContent:
         )
         return "\n".join(parts)
 
+    @property
+    def jupyter_path(self) -> str:
+        """ROOT/share/jupyter: where the site's kernelspecs live (JUPYTER_PATH)."""
+        return path_join(self.root, "share", "jupyter")
+
     def env_plan(self, home: str) -> list[Op]:
         """Every change the modulefile makes, in its order, with HOME as given (the modulefile
         reads it at load time)."""
@@ -235,14 +240,18 @@ class ModuleContent:
             ("set", "PYTHONUSERBASE", userbase),
             ("prepend", "PATH", path_join(userbase, "bin")),
         ]
-        if self.clone:
-            ops.append(("set", "SITESTACK_CLONE", self.prefix))
+        if self.clone:  # clone-env and conda-clone: the clone is not the site's stack
+            ops += [("set", "SITESTACK_CLONE", self.prefix)]
+            ops += [("set", "CONDA_PREFIX", self.prefix)] if self.conda else []
         else:
-            ops += [("set", "SITESTACK_STACK", ref), ("set", "SITESTACK_PREFIX", self.prefix),
-                    ("set", "SITESTACK_STACK_ROOT", self.root)]
-        if self.conda and self.clone:
-            ops.append(("set", "CONDA_PREFIX", self.prefix))
-        elif self.conda:
+            ops += [
+                ("set", "SITESTACK_STACK", ref),
+                ("set", "SITESTACK_PREFIX", self.prefix),
+                ("set", "SITESTACK_STACK_ROOT", self.root),
+                # The site's kernels (site/kernels.py): Jupyter searches JUPYTER_PATH first.
+                ("prepend", "JUPYTER_PATH", self.jupyter_path),
+            ]
+        if self.conda and not self.clone:
             ops += [("set", "CONDA_PREFIX", self.prefix), ("set", "CONDA_DEFAULT_ENV", ref),
                     ("set", "CONDA_SHLVL", "1"), ("set", "CONDA_PROMPT_MODIFIER", "")]
         if self.conda_shell is not None and not self.clone:

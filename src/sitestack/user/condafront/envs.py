@@ -7,7 +7,7 @@
   --system-site-packages` venv of a stack; ``layer_plan``, as its bin/activate), or the loaded
   stack's own prefix (base).
 - a NAME: a clone or layer in the user's envs folder (``~/.conda/envs`` unless the site sets
-  ``conda-envs-dir``), as conda looks names up.
+  ``conda_envs_dir``), as conda looks names up.
 
 Names follow conda's: ``base``, the folder's name for an environment in an envs folder (or
 in any folder called ``envs``), else its full path; the prompt shows ``(NAME)``. Every path
@@ -86,13 +86,13 @@ def need_stack(env: Mapping[str, str]) -> StackRecord:
 
 
 def envs_dirs(env: Mapping[str, str], rec: StackRecord | None) -> list[Path]:
-    """Where `-n NAME` goes and names are looked up: the site's `conda-envs-dir`, else conda's."""
+    """Where `-n NAME` goes and names are looked up: the site's `conda_envs_dir`, else conda's."""
     configured = None
     if rec is not None:
         from sitestack.core.layout import SiteRoot
         from sitestack.site.config import read_config
 
-        value = read_config(SiteRoot(rec.root)).get("conda-envs-dir")
+        value = read_config(SiteRoot(rec.root)).get("conda_envs_dir")
         configured = value if isinstance(value, str) and value else None
     return [expand(configured or ENVS_DIR, env)]
 
