@@ -2,13 +2,22 @@
 
     python bench/stage.py [--work DIR] [--repeat 3] [--ranks 8] [--latency-ms 1]
                           [--fuse-cache-s 1] [--skip-extract] [--skip-bcast] [--skip-fuse]
+                          [--skip-mount] [--nodes 4] [--import-rounds 10]
 
+0. stage --mount (root; builds examples/conda.toml from PyPI once): on --nodes simulated
+   nodes (mpiexec ... unshare -m: each rank a private mount namespace with its own empty
+   tmpfs, the same path everywhere), `stage --mount` of the published image against `stage`
+   of the published tar.zst (extraction), alternated --repeat times, page cache dropped before
+   each: seconds until every node is ready; then `import numpy` from a kernel mount, from a
+   squashfuse_ll mount of the same image at the same path and from an extracted copy,
+   alternated, cold and warm; then this machine's rates and the model (5 GB on 1,000 and 4,096
+   nodes, every term, with the issue's published rates and with these);
 1. extract rate: `sitestack stage --archive --no-mpi` (extract + sha256 of every file from
    the stream + relocate + atomic rename) against a bare `tar -I zstd -x` of the same tree
    (what python-mpi-bcast does, without checksums or relocation), alternated --repeat times,
    page cache dropped before each;
 2. broadcast bandwidth: mpi4py Bcast of 64 MiB chunks between 2 ranks (loopback);
-3. slow shared filesystem: a FUSE passthrough (mfusepy) mounted over the site root's own
+3. slow shared filesystem: a FUSE passthrough (bench/slowfs.py, mfusepy) mounted over the site root's own
    path that sleeps --latency-ms on every metadata operation (getattr, which is also every
    lookup, readdir, open, readlink, access, statfs), standing in for Lustre. Like a Lustre
    client, the kernel caches attributes, lookups and misses for --fuse-cache-s, and file
@@ -18,6 +27,8 @@
    Every step runs under a time limit; the mount is always unmounted.
 
 Set PYTHONPATH=/path/to/other/src to time another sitestack tree the same way.
+Length (over ~400 lines, on purpose): one entry point for every staging figure, as the issues
+name it; the slow filesystem's server is bench/slowfs.py.
 Builds a pandas+scipy stack from PyPI once (network) with `sitestack build`.
 """
 
@@ -25,7 +36,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
+import json
+import math
 import os
 import shutil
 import signal
@@ -33,8 +45,10 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from slowfs import slow_mount  # noqa: E402
 
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 SPEC = """[stack]
@@ -142,108 +156,6 @@ def bench_bcast() -> float:
     return float(out.split()[0])
 
 
-# --- the slow filesystem ------------------------------------------------------------------------
-
-def serve_fuse(path: str, latency: float, cache_s: float) -> None:
-    """Passthrough mounted over `path` itself; the real tree is reached through a dir fd."""
-    import mfusepy as fuse
-
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    base = f"/proc/self/fd/{fd}"
-
-    def slow() -> None:
-        time.sleep(latency)
-
-    class Slow(fuse.Operations):  # type: ignore[misc]
-        use_ns = True
-
-        def _p(self, p: str) -> str:
-            return base + p
-
-        def getattr(self, p: str, fh: int | None = None) -> dict[str, int]:
-            slow()
-            try:
-                st = os.lstat(self._p(p))
-            except OSError as e:
-                raise fuse.FuseOSError(e.errno or errno.EIO) from None
-            keys = ("st_mode", "st_nlink", "st_size", "st_uid", "st_gid", "st_atime_ns",
-                    "st_mtime_ns", "st_ctime_ns", "st_ino")
-            d = {k: getattr(st, k) for k in keys}
-            for k in ("atime", "mtime", "ctime"):
-                d[f"st_{k}"] = d.pop(f"st_{k}_ns")
-            return d
-
-        def readdir(self, p: str, fh: int) -> list[str]:
-            slow()
-            return [".", "..", *os.listdir(self._p(p))]
-
-        def readlink(self, p: str) -> str:
-            slow()
-            return os.readlink(self._p(p))
-
-        def access(self, p: str, mode: int) -> int:
-            slow()
-            if not os.access(self._p(p), mode):
-                raise fuse.FuseOSError(errno.EACCES)
-            return 0
-
-        def open(self, p: str, flags: int) -> int:
-            slow()
-            try:
-                return os.open(self._p(p), flags)
-            except OSError as e:
-                raise fuse.FuseOSError(e.errno or errno.EIO) from None
-
-        def read(self, p: str, size: int, offset: int, fh: int) -> bytes:
-            return os.pread(fh, size, offset)
-
-        def release(self, p: str, fh: int) -> int:
-            os.close(fh)
-            return 0
-
-        def statfs(self, p: str) -> dict[str, int]:
-            slow()
-            st = os.statvfs(self._p(p))
-            return {k: getattr(st, k) for k in ("f_bavail", "f_bfree", "f_blocks", "f_bsize",
-                                                 "f_favail", "f_ffree", "f_files", "f_flag",
-                                                 "f_frsize", "f_namemax")}
-
-    # Like a Lustre client: attributes, lookups and misses are cached for cache_s (Lustre
-    # holds them under DLM locks, longer), and file data stays in the page cache across opens.
-    # Requests are served by several threads (the sleep releases the GIL), as an MDS serves
-    # many clients at once.
-    fuse.FUSE(Slow(), path, foreground=True, nothreads=False, ro=True, allow_other=True,
-              kernel_cache=True, attr_timeout=cache_s, entry_timeout=cache_s,
-              negative_timeout=cache_s)
-
-
-@contextlib.contextmanager
-def slow_mount(root: Path, latency_ms: float, cache_s: float) -> Iterator[None]:
-    """The FUSE server over `root` for the duration of the block; always unmounted."""
-    proc = subprocess.Popen([sys.executable, __file__, "--serve-fuse", str(root),
-                             "--latency-ms", str(latency_ms), "--fuse-cache-s", str(cache_s)])
-    try:
-        for _ in range(100):
-            if os.path.ismount(root):
-                break
-            if proc.poll() is not None:
-                raise SystemExit("the FUSE server exited before mounting")
-            time.sleep(0.1)
-        else:
-            raise SystemExit("FUSE mount did not come up")
-        yield
-    finally:
-        for args in (["-u"], ["-u", "-z"]):  # lazy unmount if something still holds it
-            if not os.path.ismount(root):
-                break
-            subprocess.run(["fusermount3", *args, str(root)], capture_output=True, timeout=30)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-
-
 IMPORT = "import pandas, scipy"
 
 
@@ -289,6 +201,250 @@ def bench_fuse(work: Path, root: Path, prefix: Path, ranks: int, latency_ms: flo
     return out
 
 
+# --- stage --mount on simulated nodes -----------------------------------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "conda.toml"
+EXAMPLE_REF = "conda/2022-07-19"
+EXAMPLE_IMPORT = "import numpy"
+
+NODE = r"""mount --make-rprivate / && mount -t tmpfs tmpfs "$LOCAL" || exit 99
+O="$OUT/r$OMPI_COMM_WORLD_RANK"
+t0=$(date +%s.%N); "$PY" -m sitestack stage "$REF" --to "$LOCAL" $MODE --json >"$O.json" 2>"$O.err"
+rc=$?; t1=$(date +%s.%N); echo "$rc $t0 $t1" >"$O.t"
+"""
+
+
+def ensure_example(work: Path) -> Path:
+    """The README's example stack (examples/conda.toml: numpy) in its own site root."""
+    root = work / "example-site"
+    if not (root / "stacks" / EXAMPLE_REF).is_dir():
+        print(f"building {EXAMPLE_REF} from {EXAMPLE} (PyPI) ...", flush=True)
+        timed(sitestack("build", str(EXAMPLE), "--root", str(root), "--version", "2022-07-19", "--default"),
+              env=env())
+    return root
+
+
+def stage_on_nodes(root: Path, local: Path, mode: str, nodes: int) -> dict[str, object]:
+    """`stage EXAMPLE` on `nodes` ranks under mpiexec, each rank a node with a private mount
+    namespace and its own empty tmpfs on `local`. Seconds until every node was ready (the
+    first rank's start to the last rank's end), and the slowest rank's own `seconds`."""
+    out = local.parent / "node-out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    e = env(LOCAL=str(local), OUT=str(out), PY=sys.executable, REF=EXAMPLE_REF, SITESTACK_ROOT=str(root),
+            MODE="--mount" if mode == "mount" else "",
+            SITESTACK_STAGE_NODE_MAP=",".join(f"{i}:n{i}" for i in range(nodes)))
+    run(["mpiexec", "-n", str(nodes), "--oversubscribe", "unshare", "-m", "sh", "-c", NODE], 600, env=e)
+    starts, ends, own, hows = [], [], [], set()
+    for i in range(nodes):
+        rc, t0, t1 = (out / f"r{i}.t").read_text().split()
+        if rc != "0":
+            raise SystemExit(f"stage ({mode}) failed on rank {i}: {(out / f'r{i}.err').read_text()[-2000:]}")
+        res = json.loads((out / f"r{i}.json").read_text())
+        starts.append(float(t0))
+        ends.append(float(t1))
+        own.append(res["seconds"])
+        hows.add(res["how"])
+    return {"ready_s": max(ends) - min(starts), "own_s": max(own), "how": sorted(hows)}
+
+
+TIME_IMPORT = r"""set -e
+mount --make-rprivate / && mount -t tmpfs tmpfs "$LOCAL"
+"$PY" -m sitestack stage "$REF" --to "$LOCAL" --mount --no-mpi --json >"$OUT/m.json"
+"$PY" -m sitestack stage "$REF" --to "$LOCAL/x" --no-mpi --json >"$OUT/x.json"
+"$PY" "$BENCH" --time-imports "$OUT" "$ROUNDS"
+"""
+
+
+def time_imports(out: Path, rounds: int) -> None:
+    """(inside the namespace TIME_IMPORT makes) `python -c IMPORT` from the kernel mount, from a
+    squashfuse_ll mount of the same image at the same path (in a namespace of its own, entered
+    with nsenter: it stays mounted across runs, as a node's mount does), and from the extracted
+    copy, alternating; cold (caches dropped before each run), then warm. Writes times.json."""
+    m = json.loads((out / "m.json").read_text())["path"]
+    x = json.loads((out / "x.json").read_text())["path"]
+    image = str(Path(m).parent / ".images" / f"{Path(m).name}.sqfs")
+    fuse = subprocess.Popen(["unshare", "-m", "sh", "-c", 'umount "$1" && squashfuse_ll -o ro "$2" "$1" '
+                             '&& echo mounted && exec sleep 3600', "sh", m, image],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert fuse.stdout is not None and fuse.stdout.readline().strip() == "mounted"
+        one = 't0=$(date +%s%N); "$1/stack/bin/python" -c "$2"; t1=$(date +%s%N); echo $((t1 - t0))'
+        times: dict[str, list[float]] = {}
+        for cold in (True, False):
+            pre = "sync; echo 3 >/proc/sys/vm/drop_caches; " if cold else ""
+            variants = {
+                "kernel": ["sh", "-c", pre + one, "sh", m, EXAMPLE_IMPORT],
+                "squashfuse_ll": ["nsenter", "-t", str(fuse.pid), "-m", "sh", "-c", pre + one, "sh", m,
+                                  EXAMPLE_IMPORT],
+                "extracted": ["sh", "-c", pre + one, "sh", x, EXAMPLE_IMPORT],
+            }
+            for i in range(rounds + (0 if cold else 1)):  # warm: a first round warms up, untimed
+                for name, argv in variants.items():
+                    r = subprocess.run(argv, capture_output=True, text=True, check=True)
+                    if cold or i:
+                        times.setdefault(f"{name} {'cold' if cold else 'warm'}", []).append(
+                            int(r.stdout.split()[-1]) / 1e9)
+    finally:  # the daemon lives in that namespace: unmounted there, it exits, and the namespace goes
+        subprocess.run(["nsenter", "-t", str(fuse.pid), "-m", "fusermount3", "-u", m], capture_output=True)
+        fuse.kill()
+        fuse.wait()
+    (out / "times.json").write_text(json.dumps(times))
+
+
+def measure_rates(image: Path, nodes: int) -> dict[str, float]:
+    """Rates of this machine for the model: sha256 per thread and on all cores, writing to
+    /dev/shm, reading the image cold, listing it, mounting it, the loopback broadcast."""
+    import hashlib
+    from concurrent.futures import ThreadPoolExecutor
+
+    buf = os.urandom(64 << 20)
+    t = time.perf_counter()
+    for _ in range(4):
+        hashlib.sha256(buf).digest()
+    sha1 = 4 * len(buf) / (time.perf_counter() - t)
+    cores = os.cpu_count() or 1
+    pieces = [memoryview(buf)[i:i + (2 << 20)] for i in range(0, len(buf), 2 << 20)]
+    with ThreadPoolExecutor(8) as pool:
+        t = time.perf_counter()
+        for _ in range(4):
+            list(pool.map(lambda v: hashlib.sha256(v).digest(), pieces))
+        sha8 = 4 * len(buf) / (time.perf_counter() - t)
+    shm = Path("/dev/shm") / f"sitestack-bench-{os.getpid()}"
+    t = time.perf_counter()
+    with open(shm, "wb") as f:
+        for _ in range(8):
+            f.write(buf)
+    write = 8 * len(buf) / (time.perf_counter() - t)
+    shm.unlink()
+    drop_caches()
+    t = time.perf_counter()
+    size = len(image.read_bytes())
+    read = size / (time.perf_counter() - t)
+    t = time.perf_counter()
+    listing = subprocess.run(["unsquashfs", "-lln", "-d", "", str(image)], capture_output=True, check=True).stdout
+    entries = listing.count(b"\n") / (time.perf_counter() - t)
+    mnt = image.parent / "mount-probe"
+    mnt.mkdir(exist_ok=True)
+    t = time.perf_counter()
+    subprocess.run(["mount", "-t", "squashfs", "-o", "ro,loop", str(image), str(mnt)], check=True)
+    mount_s = time.perf_counter() - t
+    subprocess.run(["umount", str(mnt)], check=True)
+    mnt.rmdir()
+    # rank 0 reads the stack's records to see that the published image is the stack's own
+    from sitestack.core.layout import SiteRoot
+    from sitestack.scale.pack import resolve
+
+    root = SiteRoot(image.parent.parent.parent)
+    t = time.perf_counter()
+    header, _parts = resolve(EXAMPLE_REF, root)
+    records_files_s = header.files / (time.perf_counter() - t)
+    return {"sha256_1": sha1, "sha256_8": sha8, "cores": cores, "write_shm": write, "read_cold": read,
+            "list_entries_s": entries, "records_files_s": records_files_s, "mount_s": mount_s,
+            "bcast": bench_bcast()}
+
+
+def model(rates: dict[str, float], fixed_s: float) -> None:
+    """5 GB ready on N nodes: every term, with the issue's published rates and with this
+    machine's, serial and overlapped (reading, sending, writing and checking run at once)."""
+    from sitestack.scale.mpibcast import DEPTH
+    from sitestack.scale.stage import DEFAULT_CHUNK
+
+    u, s = 5e9, 1.45e9  # the stack; its image (zstd, measured ratio 0.29)
+    files = 5e9 * 11441 / 396e6  # pandas+scipy's 11,441 files in 396 MB, scaled
+    columns = {
+        "published": {"R_fs": 1.2e9, "B": 10e9, "W": 1.6e9, "H": 8 * rates["sha256_1"], "mount": 0.020},
+        "this machine": {"R_fs": rates["read_cold"], "B": rates["bcast"], "W": rates["write_shm"],
+                         "H": rates["sha256_8"], "mount": rates["mount_s"]},
+    }
+    print(f"\nmodel: {u / 1e9:.0f} GB stack, {s / 1e9:.2f} GB image, {files:,.0f} files, "
+          f"{DEFAULT_CHUNK >> 20} MiB chunks x {DEPTH} buffers; sha256 {rates['sha256_1'] / 1e9:.2f} GB/s "
+          f"per thread here (H published = 8 threads of it)")
+    for n in (1000, 4096):
+        steps = math.ceil(math.log2(n))
+        print(f"  {n} nodes ({steps} broadcast steps):")
+        for col, r in columns.items():
+            terms = {
+                "rank 0 reads the stack's records (is the image its own?)": files / rates["records_files_s"],
+                "read the image once (rank 0)": s / r["R_fs"],
+                "pipelined broadcast": s / r["B"] + steps * DEFAULT_CHUNK / r["B"],
+                "write on every node": s / r["W"],
+                "sha256 per chunk as it arrives": s / r["H"],
+                "sha256 again from disk": s / r["H"],
+                "listing check": files / rates["list_entries_s"],
+                "mount": r["mount"],
+                "launch, Python, MPI_Init, header, locks (1 node, measured here)": fixed_s,
+            }
+            serial = sum(terms.values())
+            stream = ("read the image once (rank 0)", "pipelined broadcast", "write on every node",
+                      "sha256 per chunk as it arrives")
+            fill = sum(DEFAULT_CHUNK / v for v in (r["R_fs"], r["B"], r["W"], r["H"]))
+            overlapped = max(terms[k] for k in stream) + fill + sum(v for k, v in terms.items() if k not in stream)
+            goal = 10 if n == 1000 else 15
+            print(f"    {col}: " + "; ".join(f"{k} {v:.2f} s" for k, v in terms.items()))
+            print(f"    {col}: serial {serial:.2f} s, overlapped {overlapped:.2f} s (goal <= {goal} s: "
+                  f"{'met' if overlapped <= goal else 'NOT met'})")
+
+
+def bench_mount(work: Path, nodes: int, repeat: int, rounds: int) -> None:
+    root = ensure_example(work)
+    local = work / "local"
+    local.mkdir(exist_ok=True)
+    timed(sitestack("pack", EXAMPLE_REF, "--publish", "--root", str(root)), env=env())
+    timed(sitestack("pack", EXAMPLE_REF, "--publish", "--format", "squashfs", "--to", str(local),
+                    "--root", str(root)), env=env())
+    prefix = root / "stacks" / EXAMPLE_REF
+    size = sum(f.stat().st_size for f in prefix.rglob("*") if f.is_file() and not f.is_symlink())
+    arch = root / "archives" / "conda"
+    print(f"\nexample stack {EXAMPLE_REF}: {size / 1e6:.0f} MB; published tar.zst "
+          f"{(arch / '2022-07-19.tar.zst').stat().st_size / 1e6:.1f} MB, image "
+          f"{(arch / '2022-07-19.sqfs').stat().st_size / 1e6:.1f} MB")
+    one_node_ready = 0.0
+    for n in sorted({1, nodes}):  # one node: a node's own work, without the others on these 2 cores
+        runs: dict[str, list[dict[str, object]]] = {"extract": [], "mount": []}
+        for _ in range(repeat):
+            for mode in ("extract", "mount"):  # alternating, page cache dropped before each
+                drop_caches()
+                runs[mode].append(stage_on_nodes(root, local, mode, n))
+        med = {m: statistics.median(float(r["ready_s"]) for r in rs) for m, rs in runs.items()}  # type: ignore[arg-type]
+        own = {m: statistics.median(float(r["own_s"]) for r in rs) for m, rs in runs.items()}  # type: ignore[arg-type]
+        for mode, rs in runs.items():
+            print(f"stage{' --mount' if mode == 'mount' else ''} on {n} node(s) ({rs[0]['how']}): ready in "
+                  + _figures([float(r["ready_s"]) for r in rs])  # type: ignore[arg-type]
+                  + "; the command's own seconds " + ", ".join(f"{float(r['own_s']):.2f}" for r in rs))  # type: ignore[arg-type]
+        if n == 1:
+            one_node_ready = med["mount"]
+        print(f"ratio stage --mount / stage on {n} node(s) (medians): {med['mount'] / med['extract']:.2f}x "
+              f"ready (the whole mpiexec), {own['mount'] / own['extract']:.2f}x the command's own seconds "
+              "(goal <= 0.3x)")
+
+    out = local.parent / "import-out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    run(["unshare", "-m", "sh", "-c", TIME_IMPORT], 900,
+        env=env(LOCAL=str(local), OUT=str(out), PY=sys.executable, REF=EXAMPLE_REF, SITESTACK_ROOT=str(root),
+                BENCH=str(Path(__file__).resolve()), ROUNDS=str(rounds)))
+    times = json.loads((out / "times.json").read_text())
+    print(f"`{EXAMPLE_IMPORT}` (whole `python -c`), {rounds} alternating runs each:")
+    for kind in ("cold", "warm"):
+        base = statistics.median(times[f"extracted {kind}"])
+        for name in ("kernel", "squashfuse_ll", "extracted"):
+            xs = times[f"{name} {kind}"]
+            print(f"  {kind} {name:<13} median {statistics.median(xs) * 1000:6.1f} ms "
+                  f"({statistics.median(xs) / base:.2f}x extracted; min {min(xs) * 1000:.1f} ms)")
+    print("goal: from the mount <= 1.1x from an extracted copy")
+
+    rates = measure_rates(arch / "2022-07-19.sqfs", nodes)
+    print("rates here: " + ", ".join(f"{k} {v / 1e9:.2f} GB/s" if k not in ("cores", "list_entries_s",
+                                                                         "records_files_s", "mount_s")
+                                     else f"{k} {v:.3g}" for k, v in rates.items()))
+    # What a stage costs beyond the data path (mpiexec, Python, MPI_Init, the header, locks,
+    # listing, mount): one node's whole `stage --mount`, less the data terms for this small image.
+    img = (arch / "2022-07-19.sqfs").stat().st_size
+    data = img / rates["read_cold"] + img / rates["write_shm"] + 2 * img / rates["sha256_8"]
+    model(rates, max(0.0, one_node_ready - data))
+
+
 def _figures(xs: list[float]) -> str:
     return f"median {statistics.median(xs):.2f} s (" + ", ".join(f"{x:.2f}" for x in xs) + ")"
 
@@ -303,13 +459,22 @@ def main() -> None:
     ap.add_argument("--skip-extract", action="store_true")
     ap.add_argument("--skip-bcast", action="store_true")
     ap.add_argument("--skip-fuse", action="store_true")
-    ap.add_argument("--serve-fuse", help=argparse.SUPPRESS)
+    ap.add_argument("--skip-mount", action="store_true")
+    ap.add_argument("--nodes", type=int, default=4, help="simulated nodes for stage --mount")
+    ap.add_argument("--import-rounds", type=int, default=10)
+    ap.add_argument("--time-imports", nargs=2, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.serve_fuse:
-        serve_fuse(a.serve_fuse, a.latency_ms / 1000, a.fuse_cache_s)
+    if a.time_imports:
+        time_imports(Path(a.time_imports[0]), int(a.time_imports[1]))
         return
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
+    if not a.skip_mount:
+        print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+        bench_mount(work, a.nodes, a.repeat, a.import_rounds)
+        print(f"uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    if a.skip_extract and a.skip_bcast and a.skip_fuse:
+        return
     prefix = ensure_stack(work)
     root = work / "site"
     if not a.skip_extract or not (work / "bench.tar.zst").is_file():

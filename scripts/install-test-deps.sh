@@ -38,7 +38,7 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES=(
   lmod
   openmpi-bin libopenmpi-dev
-  squashfs-tools xfsprogs fuse3 libfuse3-dev
+  squashfs-tools squashfuse xfsprogs fuse3 libfuse3-dev   # `stage --mount`: mksquashfs/unsquashfs, squashfuse_ll as a user, fusermount3
   tcl tcl8.6 zstd
   gcc make
   python3.11 python3.11-venv
@@ -63,10 +63,17 @@ else
 fi
 
 # Playwright (pip, test extra) drives /usr/bin/chromium; `playwright install` is never needed.
-for tool in tclsh8.6 useradd runuser setpriv mpiexec mksquashfs mkfs.xfs fusermount3 zstd gcc make chromium zsh dash fish; do
+for tool in tclsh8.6 useradd runuser setpriv mpiexec mksquashfs unsquashfs squashfuse_ll squashfuse mkfs.xfs fusermount3 zstd gcc make chromium zsh dash fish; do
   command -v "$tool" >/dev/null || die "$tool not found after installing packages"
 done
 [ -f /usr/share/lmod/lmod/init/bash ] || die "Lmod's /usr/share/lmod/lmod/init/bash is missing"
+# Unprivileged FUSE mounts (`stage --mount` as a user: squashfuse_ll through fusermount3) need
+# /dev/fuse to be 0666, as Debian's udev rule makes it; where no udev runs (a container) it
+# may be 0600, and fusermount3 then fails with "failed to open /dev/fuse: Permission denied".
+if [ -c /dev/fuse ] && [ "$(stat -c %a /dev/fuse)" != 666 ]; then
+  say "chmod 0666 /dev/fuse (udev's default mode; unprivileged FUSE mounts need it)"
+  chmod 0666 /dev/fuse
+fi
 /usr/bin/python3.11 -c 'import ensurepip, venv' || die "/usr/bin/python3.11 cannot make venvs"
 
 # ---------------------------------------------------------------------------------------------
@@ -184,5 +191,50 @@ else
   "$PY" -m pip install -e "$REPO[test]"
   "$PY" -c 'import sitestack, pytest; print("sitestack", sitestack.__file__)'
 fi
+
+# ---------------------------------------------------------------------------------------------
+# 5. Jupyter: ipykernel's wheels for test stacks, a server venv, configurable-http-proxy.
+#    Downloaded once; the suite itself stays offline (--no-index --find-links).
+# ---------------------------------------------------------------------------------------------
+WHEELS_DIR=${SITESTACK_TEST_WHEELS:-/opt/sitestack-test/wheels}
+JUPYTER_DIR=${SITESTACK_TEST_JUPYTER:-/opt/sitestack-test/jupyter}
+CHP_DIR=${SITESTACK_TEST_CHP:-/opt/sitestack-test/chp}
+CHP_VERSION=5.3.0
+PY=$(command -v python3) || die "no python3 on PATH"
+# The stacks tests build use the python3 that runs pytest: its wheels, its tag.
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+want="$(stamp_of "$REPO/scripts/kernel-wheels.txt")-$("$PY" -c 'import sys; print("%d%d" % sys.version_info[:2])')"
+if [ "$(cat "$WHEELS_DIR/.stamp" 2>/dev/null)" = "$want" ]; then
+  say "ipykernel wheels already in $WHEELS_DIR"
+else
+  say "downloading ipykernel's wheels (scripts/kernel-wheels.txt) into $WHEELS_DIR"
+  mkdir -p "$WHEELS_DIR"
+  "$PY" -m pip download -q --only-binary=:all: --no-deps -d "$WHEELS_DIR" -r "$REPO/scripts/kernel-wheels.txt"
+  chmod -R a+rX "$WHEELS_DIR"
+  echo "$want" >"$WHEELS_DIR/.stamp"
+fi
+want=$(stamp_of "$REPO/scripts/jupyter-server.txt")
+if [ "$(cat "$JUPYTER_DIR/.stamp" 2>/dev/null)" = "$want" ] && [ -x "$JUPYTER_DIR/bin/jupyterhub" ]; then
+  say "Jupyter server venv already in $JUPYTER_DIR"
+else
+  say "making the Jupyter server venv $JUPYTER_DIR (scripts/jupyter-server.txt)"
+  rm -rf "$JUPYTER_DIR"
+  /usr/bin/python3.11 -m venv "$JUPYTER_DIR"
+  "$JUPYTER_DIR/bin/python" -m pip install -q -r "$REPO/scripts/jupyter-server.txt"
+  chmod -R a+rX "$JUPYTER_DIR"
+  echo "$want" >"$JUPYTER_DIR/.stamp"
+fi
+if [ -x "$CHP_DIR/node_modules/.bin/configurable-http-proxy" ] \
+   && [ "$(cat "$CHP_DIR/.stamp" 2>/dev/null)" = "$CHP_VERSION" ]; then
+  say "configurable-http-proxy $CHP_VERSION already in $CHP_DIR"
+else
+  say "npm install configurable-http-proxy@$CHP_VERSION into $CHP_DIR"
+  command -v npm >/dev/null || { apt-get update && apt-get install -y --no-install-recommends nodejs npm; }
+  mkdir -p "$CHP_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$CHP_DIR" "configurable-http-proxy@$CHP_VERSION"
+  echo "$CHP_VERSION" >"$CHP_DIR/.stamp"
+fi
+"$CHP_DIR/node_modules/.bin/configurable-http-proxy" --version >/dev/null \
+  || die "configurable-http-proxy does not run"
 
 say "test dependencies ready (Tcl modules: $MODULECMD)"

@@ -19,8 +19,9 @@ import zstandard
 from sitestack.core.manifest import Manifest
 from sitestack.core.records import StackRecord
 from sitestack.errors import VerifyError
+from sitestack.scale.image import read_header
 from sitestack.scale.pack import META, content_hash
-from sitestack.scale.unpack import read_header, unpack_squashfs, unpack_tar
+from sitestack.scale.unpack import unpack_tar
 from tests.conftest import run_cli
 from tests.helpers.archives import craft, write_archive
 from tests.helpers.archives import manifest_entry as _entry
@@ -85,19 +86,36 @@ def test_pack_clone_path_is_hashed_at_pack_time(stack: StackRecord, site_root, t
     assert f"stack/lib/python{stack.python_xy}/site-packages/added.py" in _members(out)
 
 
-@pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
-def test_pack_squashfs_roundtrip(stack: StackRecord, stack_archive: Path, site_root, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.skipif(not shutil.which("mksquashfs"), reason="squashfs-tools missing")
+def test_pack_squashfs_image_is_a_staged_copy(stack: StackRecord, stack_archive: Path, site_root,  # type: ignore[no-untyped-def]
+                                              tmp_path: Path) -> None:
+    """`pack --format squashfs --to DIR`: the staged copy, relocated for DIR/sitestack/ID, in a
+    squashfs image whose table (after the image) holds the sha256 of each of its chunks."""
+    from sitestack.scale.image import read_image
+
     out = tmp_path / "stack.sqfs"
-    run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path), check=True)
+    r = run_cli("pack", stack.ref, "-o", str(out), "--root", str(site_root.path))
+    assert r.returncode == 2 and "give --to DIR" in r.stderr and not out.exists()
+    to = tmp_path / "local"
+    run_cli("pack", stack.ref, "-o", str(out), "--to", str(to), "--root", str(site_root.path), check=True)
     fmt, header = read_header(out)
-    assert fmt == "squashfs" and header.name == stack.name
+    img = read_image(out)
+    assert fmt == "squashfs" and header.name == stack.name and header == read_header(stack_archive)[1]
+    final = to / "sitestack" / header.dirname
+    assert img.mount == str(final) and img.size < out.stat().st_size
+    assert len(img.chunks) == -(-img.size // img.chunk)
+    with open(out, "rb") as f:  # each chunk's sha256 is that of the image's bytes
+        assert hashlib.sha256(f.read(img.chunk)).hexdigest() == img.chunks[0]
     dest = tmp_path / "x"
-    dest.mkdir()
-    unpack_squashfs(out, dest)
+    subprocess.run(["unsquashfs", "-d", str(dest), "-q", "-n", str(out)], check=True, capture_output=True)
+    assert sorted(os.listdir(dest)) == [".sitestack-stage", "activate", "stack"]
     rel = f"lib/python{stack.python_xy}/site-packages/shadowme/__init__.py"
     assert (dest / "stack" / rel).read_bytes() == (stack.prefix / rel).read_bytes()
-    assert sorted(os.listdir(dest)) == ["stack"]
-    links = _hard_links(stack_archive)  # the same stack's hard links: squashfs keeps them too
+    sysconfig = next((dest / "stack" / "lib" / f"python{stack.python_xy}").glob("_sysconfigdata_*.py"))
+    assert str(final / "stack").encode() in sysconfig.read_bytes()  # relocated for its mount path
+    assert str(stack.prefix).encode() not in sysconfig.read_bytes()
+    assert f"{final}/stack/bin" in (dest / "activate").read_text()
+    links = _hard_links(stack_archive)  # the same stack's hard links: the image keeps them too
     assert links
     _same_inodes(dest, links)
 
@@ -387,7 +405,7 @@ def test_refuses_hard_link_into_another_part(tmp_path: Path) -> None:
 def test_relocation_never_writes_through_a_hard_link(tmp_path: Path) -> None:
     """Relocation replaces a file by a new inode: its hard-linked twin keeps its own bytes."""
     from sitestack.core.manifest import verify
-    from sitestack.scale.stage import finish_copy
+    from sitestack.scale.node import finish_copy
 
     text = b"prefix = '/opt/orig/stack'\n"
     files = {"a.txt": _entry(text), "b.txt": _entry(text), "c.txt": _entry(text)}

@@ -169,6 +169,8 @@ def test_gc_frees_unused_cache_entries(retired: SiteRoot) -> None:
     (junk / "bin" / "x").write_bytes(b"x" * 100_000)
     orphan = root.path / "archives" / "rt" / "7.tar.zst"  # an archive of a version that is gone
     orphan.write_bytes(b"\0" * 50_000)
+    orphan_image = orphan.with_name("7.sqfs")  # and its `pack --publish --format squashfs` image
+    orphan_image.write_bytes(b"\0" * 50_000)
     entries = {p.name.split("-")[0] + "-" + p.name.split("-")[1] for p in pkgcache.entries(root)}
     assert {"shadowme-1.0", "shadowme-2.0", "tinyapp-1.0"} <= entries
     before = cache_bytes(root)
@@ -186,7 +188,7 @@ def test_gc_frees_unused_cache_entries(retired: SiteRoot) -> None:
     assert [r["path"] for r in res["removed"]] == [r["path"] for r in dry["removed"]]
     gone = {Path(r["path"]).name for r in res["removed"]}
     assert any(n.startswith("shadowme-1.0-") for n in gone) and any(n.startswith("tinyapp-1.0-") for n in gone)
-    assert junk.name in gone and orphan.name in gone
+    assert junk.name in gone and orphan.name in gone and orphan_image.name in gone
     assert retired.archive("rt", "1").is_file()  # kept on purpose by --keep-archive
     left = {p.name.rsplit("-", 1)[0] for p in pkgcache.entries(root)}
     assert any(n.startswith("shadowme-2.0") for n in left) and not any(n.startswith("tinyapp") for n in left)

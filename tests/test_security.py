@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import zstandard
 
 from sitestack.core.fsutil import rmtree
 from sitestack.core.manifest import Manifest
@@ -154,7 +153,7 @@ def test_relocate_map_refuses_a_path_through_a_link(tmp_path: Path) -> None:
 
 def test_forged_header_of_a_real_stack_is_refused_and_never_reused(
         stack: StackRecord, stack_archive: Path, site_root, scratch: Path) -> None:
-    from sitestack.scale.unpack import read_header
+    from sitestack.scale.image import read_header
 
     _fmt, real = read_header(stack_archive)
     evil = b"print('forged')\n"
@@ -179,7 +178,7 @@ def test_forged_header_of_a_real_stack_is_refused_and_never_reused(
 
 def test_copy_with_another_recorded_hash_is_not_reused(stack: StackRecord, stack_archive: Path,
                                                        scratch: Path) -> None:
-    from sitestack.scale.unpack import read_header
+    from sitestack.scale.image import read_header
 
     _fmt, real = read_header(stack_archive)
     fake = scratch / "to" / "sitestack" / real.dirname
@@ -218,22 +217,79 @@ def test_absolute_link_with_dotdot_after_a_prefix_is_refused(scratch: Path) -> N
     assert r.returncode == 6 and "points outside" in one_error(r), r.stderr
 
 
-@pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
-def test_squashfs_link_chain_is_refused(scratch: Path) -> None:
-    """The same links in a squashfs image (made with sqfstar from the crafted tar)."""
-    tz = forge(scratch / "a.tar.zst", [
-        *[_ti(f"stack/{d}", kind=tarfile.DIRTYPE) for d in ("a", "a/b", "a/b/c")],
-        _ti("stack/a/b/c/l1", link="../../.."), _ti("stack/a/b/c/l2", link="l1/../../../../outside")],
-        {"files": {}, "symlinks": {"a/b/c/l1": "../../..", "a/b/c/l2": "l1/../../../../outside"},
-         "dirs": ["a", "a/b", "a/b/c"]})
-    img = scratch / "a.sqfs"
-    raw = zstandard.ZstdDecompressor().decompress(tz.read_bytes(), max_output_size=1 << 26)
-    subprocess.run(["sqfstar", "-quiet", "-no-progress", "-comp", "lz4", "-no-xattrs", str(img)],
-                   input=raw, check=True, capture_output=True)
-    r = stage_cli(img, scratch / "to")
-    assert r.returncode == 6, r.stderr
-    assert "points outside" in one_error(r)
-    assert staged(scratch / "to") == []
+def _image_tree(scratch: Path) -> Path:
+    """The skeleton of a staged copy (what an image holds), for a hostile image to add to."""
+    tree = scratch / "tree"
+    for d in ("stack/bin", ".sitestack-stage"):
+        (tree / d).mkdir(parents=True)
+    (tree / "activate").write_text("true\n")
+    return tree
+
+
+EVIL = "evil-1-0123456789ab"
+
+
+@pytest.mark.skipif(not shutil.which("mksquashfs"), reason="squashfs-tools missing")
+@pytest.mark.parametrize("case", ["link-chain", "absolute-link", "device", "setuid", "stray-top"])
+def test_hostile_image_is_refused_before_it_is_mounted(scratch: Path, case: str) -> None:
+    """An image's chunks match its table (anyone can make both); what it holds is checked from
+    its listing before it is mounted or extracted: every link stays inside the copy (absolute
+    ones may name only the mount path), no devices, no setuid files, nothing but a copy's parts."""
+    from tests.helpers.archives import forge_image
+
+    tree = _image_tree(scratch)
+    to = scratch / "to"
+    pseudo: list[str] = []
+    if case == "link-chain":  # resolved through each other, as the kernel would
+        (tree / "stack/a/b/c").mkdir(parents=True)
+        os.symlink("../../..", tree / "stack/a/b/c/l1")
+        os.symlink("l1/../../../../outside", tree / "stack/a/b/c/l2")
+    elif case == "absolute-link":
+        os.symlink("/etc/shadow", tree / "stack/bin/python3")
+    elif case == "device":
+        pseudo = ["-p", "stack/null c 666 0 0 1 3"]
+    elif case == "setuid":
+        (tree / "stack/bin/su").write_text("x")
+        os.chmod(tree / "stack/bin/su", 0o4755)
+    else:
+        (tree / "etc").mkdir()
+    img = forge_image(tree, scratch / "a.sqfs", f"{to}/sitestack/{EVIL}", pseudo=pseudo)
+    for mode in ("--mount", "--mount=auto", None):
+        r = stage_cli(img, to, *([mode] if mode else []))
+        assert r.returncode == 6, r.stderr
+        err = one_error(r)
+        assert {"link-chain": "points outside", "absolute-link": "points outside",
+                "device": "device or special file", "setuid": "setuid", "stray-top": "not part of a staged copy"}[case] in err
+        assert staged(to) == [] and not os.path.ismount(to / "sitestack" / EVIL)
+
+
+@pytest.mark.skipif(not shutil.which("mksquashfs"), reason="squashfs-tools missing")
+def test_image_table_is_checked_before_anything_is_sent(scratch: Path) -> None:
+    """A table that is not the image's (other length, a chunk list of the wrong size, a sha256
+    that is not its chunks') or none at all: exit 6 on rank 0, before any node receives it."""
+    from sitestack.scale.image import FOOTER, MAGIC
+    from tests.helpers.archives import forge_image
+
+    to = scratch / "to"
+    img = forge_image(_image_tree(scratch), scratch / "a.sqfs", f"{to}/sitestack/{EVIL}")
+    data = img.read_bytes()
+    tail = len(data) - 16
+    start = data.rindex(b'{"format": "sitestack-image"')
+    table = json.loads(data[start:tail])
+    cases = {"without a sitestack table": data[:start]}
+    table["chunks"] = table["chunks"] + table["chunks"]
+    forged = json.dumps(table).encode()
+    cases["bad list of chunk sha256s"] = data[:start] + forged + FOOTER.pack(MAGIC, len(forged))
+    bad = bytearray(data)
+    i = data.index(b'"chunks": ["', start) + 12
+    bad[i] = ord("0") if bad[i] != ord("0") else ord("1")  # one hex digit of a chunk's sha256
+    cases["sha256 is not that of its chunks"] = bytes(bad)
+    for what, blob in cases.items():
+        img.write_bytes(blob)
+        r = stage_cli(img, to, "--mount")
+        assert r.returncode == 6, (what, r.stderr)
+        assert what in one_error(r)
+        assert not (to / "sitestack").exists(), what
 
 
 # --- 4. the content hash as a path ---------------------------------------------------------------

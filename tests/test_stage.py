@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sitestack.core.records import StackRecord
-from sitestack.scale.unpack import read_header
+from sitestack.scale.image import read_header
 from tests.conftest import run_cli
 from tests.helpers.archives import craft
 from tests.helpers.env import offline_env as clean_env
@@ -276,20 +276,23 @@ def test_mpi_bad_target_same_error_everywhere(site_root, scratch: Path) -> None:
     assert not (scratch / "sitestack").exists()
 
 
-@pytest.mark.skipif(not shutil.which("sqfstar"), reason="squashfs-tools missing")
-def test_mpi_stage_from_squashfs_archive(stack: StackRecord, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.skipif(not shutil.which("mksquashfs"), reason="squashfs-tools missing")
+def test_stage_extracts_a_squashfs_image_without_mount(stack: StackRecord, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
+    """Without --mount, an image is extracted (unsquashfs) at the path it was made for."""
     sqfs = scratch / "stack.sqfs"
-    run_cli("pack", stack.ref, "-o", str(sqfs), "--root", str(site_root.path), check=True)
-    ranks = mpirun(STAGE, scratch, mpi_env(site_root.path), "--archive", str(sqfs),
-                   "--to", str(scratch / "{node}"), "--json")
-    assert [r.rc for r in ranks] == [0, 0, 0, 0], [r.err for r in ranks]
-    finals = {Path(json.loads(r.out)["path"]) for r in ranks}
-    assert {f.parent.parent.name for f in finals} == {"nodeA", "nodeB"}
-    for final in finals:
-        out = subprocess.run([str(final / "stack" / "bin" / "python3"), "-c",
-                              "import sys, shadowme; print(sys.prefix, shadowme.__file__)"],
-                             capture_output=True, text=True, check=True).stdout.split()
-        assert out[0] == str(final / "stack") and out[1].startswith(out[0] + "/")
+    to = scratch / "local"
+    run_cli("pack", stack.ref, "-o", str(sqfs), "--to", str(to), "--root", str(site_root.path), check=True)
+    r = run_cli("stage", "--archive", str(sqfs), "--to", str(scratch / "other"), "--no-mpi", env=clean_env())
+    assert r.returncode == 2 and f"stage it with --to {to}" in r.stderr, r.stderr
+    res = json.loads(run_cli("stage", "--archive", str(sqfs), "--to", str(to), "--no-mpi", "--json",
+                             env=clean_env(), check=True).stdout)
+    final = Path(res["path"])
+    assert res["how"] == "extracted" and not os.path.ismount(final)
+    assert staged_items(to / "sitestack") == [final.name]  # the image itself is not kept
+    out = subprocess.run([str(final / "stack" / "bin" / "python3"), "-c",
+                          "import sys, shadowme; print(sys.prefix, shadowme.__file__)"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == str(final / "stack") and out[1].startswith(out[0] + "/")
 
 
 def test_stage_reads_the_published_archive(stack: StackRecord, build_stack, site_root, scratch: Path) -> None:  # type: ignore[no-untyped-def]
@@ -323,3 +326,43 @@ def test_stage_reads_the_published_archive(stack: StackRecord, build_stack, site
         assert (final / "stack" / "lib" / f"python{stack.python_xy}" / "site-packages" / "shadowme-1.0.dist-info").is_dir()
     finally:
         published.unlink(missing_ok=True)
+
+
+PUMP = r"""
+import json, sys, time
+from mpi4py import MPI
+from sitestack.scale.mpibcast import DEPTH, iter_source, pump
+
+comm = MPI.COMM_WORLD
+chunk, n = 1 << 20, DEPTH - 1
+got = []
+
+def consume(chunks):
+    for i, c in enumerate(chunks):
+        if comm.rank == 1 and i == 0:
+            time.sleep(2)  # a node whose disk stalls on the first chunk
+        got.append((bytes(c[:1]), len(c)))
+    return time.monotonic()
+
+source = iter_source(iter([bytes([65 + i]) * chunk for i in range(n)])) if comm.rank == 0 else None
+done = pump(MPI, comm, source, chunk, consume if comm.rank else None)
+print(json.dumps({"rank": comm.rank, "returned": time.monotonic(), "consumed": done, "got": [[g[0].decode(), g[1]] for g in got]}))
+"""
+
+
+@needs_mpi
+def test_mpi_broadcast_runs_ahead_of_a_slow_node(scratch: Path) -> None:
+    """The broadcast does not wait for a node's consumer: rank 0 has sent every chunk (fewer
+    than DEPTH) while rank 1 still sleeps on the first one, which it then gets intact, in order."""
+    script = scratch / "pump.py"
+    script.write_text(PUMP)
+    r = subprocess.run([str(MPIEXEC), "-n", "2", "--oversubscribe", sys.executable, str(script)],
+                       capture_output=True, text=True, env=clean_env(OMPI_ALLOW_RUN_AS_ROOT="1",
+                                                                     OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1"),
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = {d["rank"]: d for d in map(json.loads, r.stdout.splitlines())}
+    from sitestack.scale.mpibcast import DEPTH
+
+    assert out[1]["got"] == [[chr(65 + i), 1 << 20] for i in range(DEPTH - 1)]
+    assert out[0]["returned"] < out[1]["consumed"] - 1.5  # rank 0 was done before rank 1 woke up

@@ -78,7 +78,7 @@ class VerifyError(SitestackError):
 
 
 class ArchiveError(BuildError):
-    """Writing an archive failed: the external archiver (sqfstar) exited with an error."""
+    """Writing an archive failed: the external archiver (mksquashfs) exited with an error."""
 
 
 class ToolMissingError(SitestackError):

@@ -74,12 +74,18 @@ class OneOf:
 
 class Command:
     """A command's help and options. `quick=True` (for commands whose start-up is benchmarked):
-    the CLI parses their plain lines with `parse`, without importing argparse."""
+    the CLI parses their plain lines with `parse`, without importing argparse. `words=HELP`: the
+    command reads a command line of another program's grammar (`sitestack conda`: conda's,
+    which argparse cannot take: `conda --version`, `conda -h`); every word after its name is
+    handed over as `words`, without argparse (quick), and the command parses them itself."""
 
-    __slots__ = ("help", "options", "description", "quick")
+    __slots__ = ("help", "options", "description", "quick", "passthrough")
 
     def __init__(self, help: str, options: Sequence[Option | OneOf] = (), *,
-                 description: str | None = None, quick: bool = False) -> None:
+                 description: str | None = None, quick: bool = False, words: str | None = None) -> None:
+        self.passthrough = words is not None
+        if words is not None:  # argparse's REMAINDER ("..."), for `sitestack --help` and the like
+            options, quick = (Option("words", nargs="...", metavar="WORDS", help=words),), True
         self.help, self.options, self.description, self.quick = help, tuple(options), description, quick
         if quick and not self.walkable():
             raise ValueError(f"{help!r}: quick, but its positionals are more than `parse` models")
@@ -93,6 +99,8 @@ class Command:
         """Whether `parse` can answer at all: it models one optional positional, or any number of
         required ones (several with an optional one argparse matches in chunks, not in order),
         and no help or version action (argparse sets no default for those)."""
+        if self.passthrough:
+            return True
         opts = self.flat()
         pos = [o for o in opts if o.positional]
         return (all(o.kind == "value" for o in pos) and (len(pos) < 2 or not any(o.nargs for o in pos))
@@ -118,6 +126,8 @@ class Command:
         (the global options', `set_defaults`); `extra`: options the CLI adds to every command."""
         if not self.walkable():
             return None
+        if self.passthrough:
+            return SimpleNamespace(**preset, words=list(argv))
         opts = self.flat() + list(extra)
         positionals = [o for o in opts if o.positional]
         by_flag = {f: o for o in opts if not o.positional for f in o.flags}

@@ -56,3 +56,23 @@ def tar_file(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
 
 def manifest_entry(data: bytes) -> list[object]:
     return [hashlib.sha256(data).hexdigest(), len(data), 0o644]
+
+
+def forge_image(tree: Path, out: Path, mount: str, name: str = "evil", pseudo: list[str] | None = None) -> Path:
+    """A squashfs image of `tree` with a valid sitestack table for `mount` (which must end in
+    /sitestack/<name>-1-<hash>), as anyone can make with mksquashfs: nothing in it is checked
+    against a manifest, only its listing and its chunks."""
+    import subprocess
+
+    from sitestack.scale.image import append_table
+    from sitestack.scale.pack import Header
+
+    digest = mount.rsplit("-", 1)[1]
+    header = Header.from_json({"format": "sitestack-pack", "name": name, "version": "1",
+                               "kind": "stack", "python_xy": "3.11",
+                               "prefixes": {"stack": "/opt/orig/stack"},
+                               "content_hash": digest + "0" * (64 - len(digest)), "files": 0, "bytes": 0})
+    subprocess.run(["mksquashfs", str(tree), str(out), "-noappend", "-quiet", "-no-progress",
+                    "-no-xattrs", *(pseudo or [])], check=True, capture_output=True)
+    append_table(out, header, mount)
+    return out

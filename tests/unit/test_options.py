@@ -23,7 +23,10 @@ from sitestack import commands
 from sitestack.cli import ROOT, _command, _command_module, _quick_args, parser
 from sitestack.options import Command, OneOf, Option
 
-NAMES = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
+# A command that reads another program's command line (`conda`: Command(words=...)) takes every
+# word as it is; test_a_command_of_words_takes_every_word says so, the rest compare with argparse.
+NAMES = sorted(m.name for m in pkgutil.iter_modules(commands.__path__)
+               if not _command(m.name).COMMAND.passthrough)
 QUICK = [n for n in NAMES if _command(n).COMMAND.quick]
 
 
@@ -296,3 +299,16 @@ def test_the_walk_declines_what_it_does_not_model() -> None:
     assert vars(cmd.parse(["--y", "1"], {}) or argparse.Namespace()) == {"on": True, "y": "1"}
     assert cmd.parse(["--off"], {}) is None
     assert Command("t", options=(Option("--v", action="version"),)).walkable() is False
+
+
+def test_a_command_of_words_takes_every_word() -> None:
+    """`sitestack conda ...` (what the site's `conda` runs): every word after the name, options of
+    conda's own included, goes to the command untouched, without argparse."""
+    for words in (["--version"], ["-h"], ["create", "--clone", "base", "-p", "/x y"], [],
+                  ["run", "-n", "e", "python", "-c", "1", "--root", "/r"], ["--root", "x"]):
+        ns = _quick_args("conda", ["conda", *words])
+        assert ns is not None and vars(ns)["words"] == words and vars(ns)["root"] is None
+    ns = _quick_args("conda", ["--root", "/g", "conda", "list"])
+    assert ns is not None and vars(ns)["root"] == "/g" and vars(ns)["words"] == ["list"]
+    cmd = Command("t", words="w")
+    assert cmd.passthrough and cmd.quick and [o.dest for o in cmd.flat()] == ["words"]

@@ -12,7 +12,7 @@ What goes:
   killed clones (`.NAME.clone-HOST-PID-*`) in the site's own folders (archives/, and any
   folder up to three levels below ROOT outside stacks/, .sitestack/ and the modulefiles),
   by core.publish.clear_stale's rule: only those of this host whose process is gone;
-- `pack --publish` archives of versions that are not published, unless their retirement
+- `pack --publish` archives and images of versions that are not published, unless their retirement
   asked to keep the archive (`retire --keep-archive`).
 - the site's uv caches (ROOT/.sitestack/uv/UID, the ones this user may remove): they hardlink
   the wheels the entries came from, so without this a removed entry would free nothing.
@@ -261,8 +261,8 @@ def _archives(site: Site, dry_run: bool) -> list[Removed]:
     records = {(r.name, r.version): r.keep_archive for r in site.retired()}
     out = []
     for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()):
-        for f in sorted(d.glob("*.tar.zst")):
-            key = (d.name, f.name[: -len(".tar.zst")])
+        for f in sorted([*d.glob("*.tar.zst"), *d.glob("*.sqfs")]):  # pack --publish [--format squashfs]
+            key = (d.name, f.name.removesuffix(".tar.zst").removesuffix(".sqfs"))
             kept = records.get(key, os.path.lexists(site.root.retired_dir(*key)))
             if f.name.startswith(".") or key in published or kept:
                 continue

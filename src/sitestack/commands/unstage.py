@@ -7,7 +7,7 @@ if TYPE_CHECKING:
     import argparse
 
 
-COMMAND = Command("remove what `sitestack stage` put under DIR/sitestack", options=(
+COMMAND = Command("unmount and remove what `sitestack stage` put under DIR/sitestack", options=(
     Option("--to", required=True, help="the folder given to stage --to"),
     Option("--id", dest="ident", help="remove only this staged copy (NAME-VERSION-HASH)"),
     Option("--node", help="node name for a {node} in --to (default: this host)"),
@@ -15,11 +15,23 @@ COMMAND = Command("remove what `sitestack stage` put under DIR/sitestack", optio
 ))
 
 
+def _helper(root: str | None) -> str | None:
+    """The site's mount helper, which unmounts what it mounted (none where no site is found)."""
+    from sitestack.core.layout import resolve_root
+    from sitestack.errors import SitestackError
+    from sitestack.site.config import mount_helper
+
+    try:
+        return mount_helper(resolve_root(root))
+    except SitestackError:
+        return None
+
+
 def run(args: argparse.Namespace) -> int:
     from sitestack.output import emit_json
-    from sitestack.scale.stage import unstage
+    from sitestack.scale.node import unstage
 
-    res = unstage(args.to, args.node, args.ident)
+    res = unstage(args.to, args.node, args.ident, _helper(args.root))
     if args.json:
         emit_json({"removed": list(res.removed), "kept": list(res.kept)})
     else:

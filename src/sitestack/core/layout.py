@@ -7,12 +7,15 @@ ROOT/stacks/NAME/VERSION/.sitestack/   its records: stack.json, spec.toml, lock.
 ROOT/modulefiles/NAME/VERSION.lua      Lmod, with NAME/.modulerc.lua
 ROOT/modulefiles-tcl/NAME/VERSION      Environment Modules, with NAME/.modulerc
 ROOT/archives/NAME/VERSION.tar.zst     optional, from `pack --publish`: what `stage` reads
+ROOT/archives/NAME/VERSION.sqfs        optional, from `pack --publish --format squashfs --to DIR`: what `stage --mount` mounts
 ROOT/.sitestack/state.json             default / hidden / deprecated per stack name
 ROOT/.sitestack/locks/                 lock files
 ROOT/.sitestack/tmp/                   builds in progress (same filesystem as stacks/)
 ROOT/.sitestack/retired/NAME/VERSION/  records of a retired version (site/retire.py)
 ROOT/.sitestack/checked/NAME/VERSION   which files last matched their sha256 (core/checked.py)
 ROOT/.sitestack/trash/                 retired stacks being deleted (same filesystem as stacks/)
+ROOT/.sitestack/tools/ID/              the sitestack users run: bin/{sitestack,conda}, its own
+                                       python/ (build/sitetool.py); tool.json names the current one
 """
 
 from __future__ import annotations
@@ -71,6 +74,16 @@ class SiteRoot:
     def trash(self) -> Path:
         return self.meta / "trash"
 
+    @property
+    def tools(self) -> Path:
+        """The site's own sitestack for users, one read-only folder per build of it."""
+        return self.meta / "tools"
+
+    @property
+    def tool_record(self) -> Path:
+        """Which of `tools` the modulefiles put on PATH (site/sitetool.py reads it)."""
+        return self.meta / "tool.json"
+
     def checked(self, name: str, version: str) -> Path:
         """Which files of NAME/VERSION last matched their sha256, by inode and ctime (a pack's)."""
         return self.meta / "checked" / name / version
@@ -81,6 +94,11 @@ class SiteRoot:
     def archive(self, name: str, version: str) -> Path:
         """Where `sitestack pack NAME/VERSION --publish` puts the stack's archive for stage."""
         return self.path / "archives" / name / f"{version}.tar.zst"
+
+    def image(self, name: str, version: str) -> Path:
+        """Where `pack NAME/VERSION --publish --format squashfs --to DIR` puts the image that
+        `stage --mount --to DIR` mounts."""
+        return self.path / "archives" / name / f"{version}.sqfs"
 
     def folder(self, path: Path) -> Path | None:
         """`path` (below the root) if it is a folder reached from the root without any link,

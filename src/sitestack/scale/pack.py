@@ -1,6 +1,6 @@
 """Pack a stack (or a layer with its stack) into one archive (reading it: unpack.py).
 
-Archive layout (tar.zst; squashfs holds the same tree):
+Archive layout (tar.zst; a squashfs image for `stage --mount` is made from it: image.py):
     .sitestack-pack/header.json              name, version, kind, prefixes, python_xy, content hash
     .sitestack-pack/<role>/manifest.json     sha256 of every file of that part
     .sitestack-pack/<role>/prefix-files.json files that name the part's original prefix
@@ -22,7 +22,7 @@ import os
 import posixpath
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -33,7 +33,7 @@ from sitestack.core.checked import Checked
 from sitestack.core.layout import SiteRoot
 from sitestack.core.manifest import Manifest, PrefixHit, load_prefix_files, scan
 from sitestack.core.records import MANIFEST, PREFIX_FILES
-from sitestack.errors import ArchiveError, ConflictError, ToolMissingError, UsageError, VerifyError
+from sitestack.errors import ConflictError, UsageError, VerifyError
 from sitestack.scale import tarwriter
 
 META = ".sitestack-pack"
@@ -318,24 +318,30 @@ def _clear_stale_temps(output: Path) -> None:
                     os.unlink(entry.path)
 
 
-def pack(target: str, root: SiteRoot, output: Path, *, fmt: str = "tar.zst",
-         layer: str | None = None, level: int = 3, make_parent: bool = False) -> Header:
+def pack(target: str, root: SiteRoot, output: Path, *, layer: str | None = None, level: int = 3,
+         make_parent: bool = False) -> Header:
+    """Pack `target` (and `layer`) into the tar.zst `output`."""
+    def write(tmp: Path) -> Header:
+        header, parts = resolve(target, root, layer)
+        with open(tmp, "wb") as raw:
+            zw = _compressor(level).stream_writer(raw, closefd=False)
+            write_tar(zw, header, parts)
+            zw.close()
+        return header
+
+    return write_output(output, write, make_parent=make_parent)
+
+
+def write_output(output: Path, write: Callable[[Path], Header], *, make_parent: bool = False) -> Header:
+    """Write an archive to `output` through a temp file beside it, renamed into place once
+    complete: a killed pack never leaves a partial archive under the final name."""
     from sitestack.core.publish import temp_name
 
     output = check_output(output, make_parent=make_parent)
-    header, parts = resolve(target, root, layer)
     _clear_stale_temps(output)
     tmp = output.with_name(temp_name(f".{output.name}.tmp-"))
     try:
-        if fmt == "tar.zst":
-            with open(tmp, "wb") as raw:
-                zw = _compressor(level).stream_writer(raw, closefd=False)
-                write_tar(zw, header, parts)
-                zw.close()
-        elif fmt == "squashfs":
-            _write_squashfs(tmp, header, parts)
-        else:
-            raise UsageError(f"unknown format {fmt!r} (tar.zst or squashfs)")
+        header = write(tmp)
         os.chmod(tmp, 0o644)  # whatever the umask: readers may stage it, nobody may edit it
         # A file, not a tree: os.replace is already one atomic step that may overwrite, which
         # core.publish.publish (for folders: swap, then remove the old tree) would only lengthen.
@@ -352,30 +358,6 @@ def _compressor(level: int) -> Any:
 
     # write_checksum: a corrupted frame fails in the decoder, before any sha256 check
     return zstandard.ZstdCompressor(level=level, write_checksum=True, threads=-1)
-
-
-def _write_squashfs(out: Path, header: Header, parts: list[Part]) -> None:
-    import shutil
-
-    exe = shutil.which("sqfstar")
-    if not exe:
-        raise ToolMissingError("sqfstar (squashfs-tools >= 4.5) is needed for --format squashfs")
-    # lz4: sqfstar 4.5.1 cannot set a zstd level (-X options misparse), and its default
-    # zstd level takes 30x longer to pack than lz4.
-    import subprocess  # here: only squashfs needs it, and pack's start-up is benchmarked
-
-    proc = subprocess.Popen([exe, "-quiet", "-no-progress", "-comp", "lz4", "-force", "-no-xattrs",
-                             "-force-uid", "0", "-force-gid", "0", str(out)],
-                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert proc.stdin is not None
-    try:
-        write_tar(proc.stdin, header, parts)
-        proc.stdin.close()
-    except BrokenPipeError:
-        pass
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if proc.wait() != 0:
-        raise ArchiveError(f"sqfstar failed: {err.strip()[-400:]}")
 
 
 def stream_chunks(target: str, root: SiteRoot, layer: str | None, chunk: int,

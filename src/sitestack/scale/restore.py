@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 class _Reader:
     def header(self, archive: Path) -> tuple[str, str, str]:
-        from sitestack.scale.unpack import read_header
+        from sitestack.scale.image import read_header
 
         fmt, h = read_header(archive)
         return fmt, h.kind, h.prefixes.get("stack", "")

@@ -1,8 +1,10 @@
 """Site settings in ``ROOT/.sitestack/config.json`` (``sitestack config KEY VALUE``).
 
 Settings are few and each is validated here, so a typo in a key is an error, not a silent
-no-op. Today there is one: ``catalog``, the folder that every build, default, deprecate, hide
-and retire rewrites (see site/catalog.py).
+no-op: ``catalog``, the folder that every build, default, deprecate, hide and retire rewrites
+(see site/catalog.py); ``stage_mount_helper``, a setuid program with which `stage --mount`
+mounts images for users with the kernel (see scale/mount.py); ``conda_envs_dir``, where the
+conda front door's `create -n NAME` puts clones (user/condafront/envs.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ CONFIG_JSON = "config.json"
 # key -> what it means (shown by `sitestack config`).
 KEYS: dict[str, str] = {
     "catalog": "folder of the static catalog site, rewritten after every change to the site",
+    "stage_mount_helper": "setuid program that mounts a staged image for users (HELPER IMAGE DIR; "
+                          "HELPER -u [-z] DIR unmounts)",
+    "conda_envs_dir": "where `conda create -n NAME` puts a user's clone (default ~/.conda/envs; "
+                      "~, $HOME and $USER are the user's)",
 }
 
 
@@ -47,6 +53,12 @@ def set_config(root: SiteRoot, key: str, value: str | None) -> dict[str, Any]:
         if not value.strip():
             raise UsageError("catalog: give a folder (or --unset)")
         value = str(check_catalog_dir(root, Path(value)))
+    if value is not None and key == "stage_mount_helper" and not (
+            os.path.isabs(value) and os.path.isfile(value) and os.access(value, os.X_OK)):
+        raise UsageError(f"stage_mount_helper: {value} is not an executable file's absolute path")
+    if value is not None and key == "conda_envs_dir" and (
+            not value.startswith(("/", "~/", "$HOME/", "${HOME}/")) or any(ord(c) < 32 for c in value)):
+        raise UsageError(f"conda_envs_dir: {value!r} is not an absolute path or one under ~ or $HOME")
     if not root.path.is_dir():
         raise UsageError(f"site root {root.path} does not exist")
     make_dirs(root.locks)  # exact modes, whatever the caller's umask
@@ -74,3 +86,8 @@ def check_catalog_dir(root: SiteRoot, out: Path) -> Path:
 def catalog_dir(root: SiteRoot) -> Path | None:
     value = read_config(root).get("catalog")
     return Path(value) if isinstance(value, str) and value else None
+
+
+def mount_helper(root: SiteRoot) -> str | None:
+    value = read_config(root).get("stage_mount_helper")
+    return value if isinstance(value, str) and os.path.isabs(value) else None

@@ -199,7 +199,10 @@ class Site:
         for n in [name] if name else self.names():
             written += write_for_stack(self.root, self.versions(n), self.stack_state(n, state),
                                        retired=self.retired(n))
-        return written
+        from sitestack.site.kernels import write_site_kernels
+
+        # Every name's: a retired version's stub names another version, maybe of another name.
+        return written + write_site_kernels(self, state)
 
     def set_default(self, ref: str) -> StackRecord:
         rec = self._exact(ref)

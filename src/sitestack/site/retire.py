@@ -235,3 +235,22 @@ def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: s
         publish(tmp, final, replace=True, durable=True)
     return final
 
+
+
+def retired_of(ref: str | None, root: Path | None, home: Path | None) -> RetiredRecord | None:
+    """The retirement of a layer's or clone's stack, from its NAME/VERSION and root, or from its
+    interpreter's folder (`home`: ROOT/stacks/NAME/VERSION/bin); None where it is not retired."""
+    if ref and root:
+        name, _, version = ref.partition("/")
+    elif home is not None and len(home.parents) >= 4:
+        prefix = home.parent if home.name == "bin" else home
+        name, version, root = prefix.parent.name, prefix.name, prefix.parents[2]
+    else:
+        return None
+    return Site(SiteRoot(root)).retired_record(name, version) if name and version else None
+
+
+def default_ref(name: str, root: Path) -> str | None:
+    """NAME/VERSION of what `module load NAME` picks in `root`, or None."""
+    v = Site(SiteRoot(root)).default_version(name)
+    return f"{name}/{v}" if v else None

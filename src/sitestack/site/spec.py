@@ -78,6 +78,18 @@ class StackSpec:
     source: Path | None = None
     text: str = ""
     user: UserPolicy = field(default_factory=UserPolicy)  # [user]: installs into layers
+    jupyter: JupyterSpec = field(default_factory=lambda: JupyterSpec())  # [jupyter]: the site kernel
+
+
+@dataclass(frozen=True)
+class JupyterSpec:
+    """[jupyter]: `kernel` None means on where the stack holds ipykernel (site/kernels.py)."""
+
+    kernel: bool | None = None
+    display_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "display-name": self.display_name}
 
 
 _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -95,6 +107,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "conda": {"channels": list, "packages": list},
     "user": {"find-links": list, "index-url": str, "extra-index-url": list, "no-index": bool,
              "constraints": list, "only-binary": list},
+    "jupyter": {"kernel": bool, "display-name": str},
 }
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", bool: "true or false"}
 
@@ -319,6 +332,11 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         constraints=_requirements(u.get("constraints", []), "user.constraints", src),
         only_binary=only_binary,
     )
+    j = data.get("jupyter", {})
+    jupyter = JupyterSpec(kernel=j.get("kernel"), display_name=j.get("display-name", "").strip())
+    if "display-name" in j and not jupyter.display_name:
+        raise SpecError("jupyter.display-name", "must not be empty", source=src)
+    _no_line_breaks(jupyter.display_name, "jupyter.display-name", src)
     return StackSpec(
         name=name,
         python=python,
@@ -331,6 +349,7 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         source=source,
         text=text,
         user=user,
+        jupyter=jupyter,
     )
 
 

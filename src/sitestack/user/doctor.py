@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitestack import TYPE_CHECKING
+from sitestack.site.retire import default_ref, retired_of
 from sitestack.user.layer import Layer, find_stack, open_layer
 
 if TYPE_CHECKING:
@@ -40,14 +41,6 @@ def _stack_of_bin(entry: str) -> StackRecord | None:
     if Path(entry).name != "bin" or not (records_dir(prefix) / STACK_JSON).is_file():
         return None
     return Site.from_prefix(prefix)
-
-
-def _default_ref(rec_name: str, root: Path) -> str | None:
-    from sitestack.core.layout import SiteRoot
-    from sitestack.site.registry import Site
-
-    v = Site(SiteRoot(root)).default_version(rec_name)
-    return f"{rec_name}/{v}" if v else None
 
 
 def check_shell(env: dict[str, str]) -> list[Finding]:
@@ -118,12 +111,12 @@ def check_layer(layer: Layer) -> list[Finding]:
     # The bin/python link ends in home: if it dangles, the layer's python cannot start.
     home_ok = layer.home is not None and layer.home.is_dir() and (p / "bin" / "python").exists()
     if rec is None:
-        gone = _retired_stack(layer.stack_ref, layer.stack_root, layer.home)
+        gone = retired_of(layer.stack_ref, layer.stack_root, layer.home)
         if gone is not None:
             return [_retired_finding("layer", p, gone, rebase=bool(layer.stack_ref), sp=layer.site_packages)]
         name = (layer.stack_ref or "").split("/")[0]
         root = layer.stack_root
-        target = _default_ref(name, root) if name and root else None
+        target = default_ref(name, root) if name and root else None
         fix = (f"sitestack rebase {_q(p)} {target} --allow-missing-stack" if target
                else f"sitestack venv {_q(str(p) + '.new')} --stack NAME/VERSION  "
                     f"# then reinstall: {_q(p / 'bin' / 'python')} -m pip freeze")
@@ -134,7 +127,7 @@ def check_layer(layer: Layer) -> list[Finding]:
             out.append(Finding("home-missing", str(p), f"layer {p}: its home {layer.home} no longer exists", fix))
         return out
     site = Site(SiteRoot(rec.root))
-    default = _default_ref(rec.name, rec.root)
+    default = default_ref(rec.name, rec.root)
     rebase_fix = f"sitestack rebase {_q(p)} {default}" if default and default != rec.ref else None
     if not home_ok:
         out.append(Finding("home-missing", str(p), f"layer {p}: its home {layer.home} no longer exists",
@@ -153,25 +146,10 @@ def check_layer(layer: Layer) -> list[Finding]:
     return out
 
 
-def _retired_stack(ref: str | None, root: Path | None, home: Path | None) -> RetiredRecord | None:
-    """The retirement of a layer's or clone's stack, from its NAME/VERSION and root or its path."""
-    from sitestack.core.layout import SiteRoot
-    from sitestack.site.registry import Site
-
-    if ref and root:
-        name, _, version = ref.partition("/")
-    elif home is not None and len(home.parents) >= 4:
-        prefix = home.parent if home.name == "bin" else home
-        name, version, root = prefix.parent.name, prefix.name, prefix.parents[2]
-    else:
-        return None
-    return Site(SiteRoot(root)).retired_record(name, version) if name and version else None
-
-
 def _retired_finding(what: str, p: Path, gone: RetiredRecord, *, rebase: bool, sp: Path | None = None,
                      thin: bool = False) -> Finding:
     root = gone.prefix.parents[2]
-    default = _default_ref(gone.name, root) or f"{gone.name}/VERSION"
+    default = default_ref(gone.name, root) or f"{gone.name}/VERSION"
     if what == "clone":
         fix = f"sitestack --root {_q(root)} clone {default} --prefix {_q(str(p) + '.new')}"
     elif rebase:
@@ -191,7 +169,7 @@ def check_clone(path: Path) -> list[Finding]:
 
     data = load_clone_record(path) or {}
     src = data.get("source_prefix")
-    gone = _retired_stack(None, None, Path(str(src))) if src else None
+    gone = retired_of(None, None, Path(str(src))) if src else None
     if gone is None:
         return []
     return [_retired_finding("clone", path, gone, rebase=False, thin=bool(data.get("depends_on_stack")))]
@@ -267,9 +245,12 @@ def diagnose(paths: list[str], env: dict[str, str] | None = None) -> list[Findin
     """The shell's findings, then each layer's or clone's (the named ones, else $VIRTUAL_ENV)."""
     from sitestack.core.layout import records_dir
     from sitestack.user.clone import CLONE_RECORD
+    from sitestack.user.kernels import stale
 
     env = dict(os.environ if env is None else env)
     findings = check_shell(env)
+    # The user's Jupyter kernels: one that starts nothing, or the wrong python, fails quietly.
+    findings += [Finding(*f) for f in stale(env)]
     for t in _targets(paths, env):
         path = Path(os.path.abspath(os.path.expanduser(t)))
         if not (path / "pyvenv.cfg").is_file() and (records_dir(path) / CLONE_RECORD).is_file():

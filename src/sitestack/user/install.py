@@ -196,12 +196,9 @@ def _uv(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _index(policy: UserPolicy) -> list[str]:
-    from sitestack.core.uvtool import index_args
+    from sitestack.core.uvtool import policy_args
 
-    args = index_args(policy.find_links, policy.index_url, policy.extra_index_url, policy.no_index)
-    for n in policy.only_binary:
-        args += ["--only-binary", n]
-    return args
+    return policy_args(policy)
 
 
 def _compile(lay: Layer, reqs: list[str], constraints: list[str], prefer: list[str], policy: UserPolicy,
