@@ -377,6 +377,8 @@ SAVED_VALUES = [
     '{"stack": "conda/1", "old": {"PATH": null}, "new": {"PATH": "/x"}, "added": {"PATH": "/x"}}',
     '{"stack": "conda/1", "old": {"PATH": null}, "new": {"PATH": "/x"}, "added": {"PATH": [1]}}',
     '{"stack": "conda/1", "old": {"A;touch PWNED": null}, "new": {}, "added": {}}',
+    '{"stack": "conda/1", "old": {}, "new": {}, "added": {}, "functions": ["conda;touch PWNED"]}',
+    '{"stack": "conda/1", "old": {}, "new": {}, "added": {}, "functions": "conda"}',
     '{"stack": 1, "old": {}, "new": {}}',
     '{"stack": "conda/1", "old": {"PATH": "/bin\\u0000/x"}, "new": {"PATH": "/x"}, "added": {}}',
     '[]',

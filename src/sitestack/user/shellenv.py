@@ -53,7 +53,8 @@ class ShellCode:
 def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
     """The one reader of $_SITESTACK_SAVED: exactly the shape load_env writes, else one
     UsageError line (exit 2) before any shell code is printed, so the shell is left alone.
-    {"stack": str, "old": {VAR: str | null}, "new": {VAR: str | null}, "added": {VAR: [str]}}."""
+    {"stack": str, "old": {VAR: str | null}, "new": {VAR: str | null}, "added": {VAR: [str]},
+    "functions": [NAME]}."""
     from sitestack.core.shape import Shape
 
     raw = env.get(SAVED)
@@ -69,14 +70,15 @@ def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
                        for var, v in shape.table(data.get(key), key).items()}
     added = {var: shape.texts(v, f"added.{var}", one_line=False)
              for var, v in shape.table(data.get("added", {}), "added").items()}
-    for var in [*values["old"], *values["new"], *added]:
-        if not _NAME.fullmatch(var):
-            shape.fail(f"{var!r} is not a variable name a shell can set")
+    funcs = shape.texts(data.get("functions", []), "functions")
+    for var in [*values["old"], *values["new"], *added, *funcs]:
+        if not _NAME.fullmatch(var):  # unload writes them into shell code unquoted
+            shape.fail(f"{var!r} is not a variable or function name a shell can set")
     if any("\0" in v for d in values.values() for v in d.values() if v) or \
             any("\0" in v for vs in added.values() for v in vs):
         shape.fail("a value holds a NUL, which no environment variable can")
     return {"stack": data["stack"], "old": values["old"], "new": values["new"],
-            "added": {var: list(v) for var, v in added.items()}}
+            "added": {var: list(v) for var, v in added.items()}, "functions": list(funcs)}
 
 
 def restored(env: Mapping[str, str]) -> dict[str, str]:
@@ -197,7 +199,6 @@ def unload(env: Mapping[str, str], shell: str = "bash") -> ShellCode:
         raise UsageError("no stack was loaded with `sitestack load` in this shell",
                          hint="a stack loaded by `module load` is unloaded with `module unload`")
     code = diff_code(env, restored(env), shell)
-    if shell != "fish" and data.get("functions"):
-        code += "".join(f"unset -f {name} 2>/dev/null || true;\n" for name in data["functions"]
-                        if isinstance(name, str) and _NAME.fullmatch(name))
+    if shell != "fish":  # names _saved checked: shell names only
+        code += "".join(f"unset -f {name} 2>/dev/null || true;\n" for name in data["functions"])
     return ShellCode(code=code, ref=None)
