@@ -12,3 +12,7 @@ runs it for everything else (commands/conda.py parses conda's command line):
 - install: `install` / `remove` in a clone or layer, from the stack's own package source;
 - info: `list`, `env list`, `info`.
 """
+
+# shell.X -> the shell shellenv writes for: the shells `conda shell.X` speaks (commands/conda.py
+# declares a shell.X subcommand for each; it imports this package, not the heavier modules)
+DIALECTS = {"bash": "bash", "zsh": "zsh", "posix": "sh"}
