@@ -221,16 +221,17 @@ class Command(_Level):
         where this walk is not sure to agree (a program's command: a UsageError instead).
         `preset`: values argparse would hold already (the global options', `set_defaults`);
         `extra`: options the CLI adds to every level of every command."""
-        try:
-            return self._walk(list(argv), preset, extra)
-        except _Declined as e:
-            if self.program is None:
-                return None
-            raise UsageError(str(e)) from None
+        walked = self._walk(list(argv), preset, extra)
+        if not isinstance(walked, str):
+            return walked
+        if self.program is None:
+            return None
+        raise UsageError(walked)
 
-    def _walk(self, argv: list[str], preset: Mapping[str, Any], extra: Sequence[Option]) -> SimpleNamespace:
+    def _walk(self, argv: list[str], preset: Mapping[str, Any], extra: Sequence[Option]) -> SimpleNamespace | str:
+        """The namespace, or what a program's error says of the line where the walk declines."""
         if not self.walkable():
-            raise _Declined(f"{self.help}: more than the walk models")
+            return f"{self.help}: more than the walk models"
         prog = self.program or "sitestack"
         level: _Level = self
         above = list(extra)  # options of the levels above `level` (argparse: SUPPRESS there)
@@ -262,25 +263,25 @@ class Command(_Level):
                 flag, _, word = arg.partition("=")
                 o = by_flag.get(flag)
                 if o is None or o.kind not in ("value", "append"):
-                    raise _Declined(f"{said}unknown option {arg} ({prog} --help)")
+                    return f"{said}unknown option {arg} ({prog} --help)"
                 if word == "--":  # argparse drops a '--' value
-                    raise _Declined(f"{said}{flag} needs a value")
+                    return f"{said}{flag} needs a value"
             elif o is not None:
                 if o.kind in ("value", "append"):
                     # argparse takes a next word starting with '-' for an option (or a negative number)
                     if i + 1 == len(argv) or _optionlike(argv[i + 1]):
-                        raise _Declined(f"{said}{arg} needs a value")
+                        return f"{said}{arg} needs a value"
                     i += 1
                     word = argv[i]
                 elif o.kind != "flag":
-                    raise _Declined(f"{said}{arg}: more than the walk models")
+                    return f"{said}{arg}: more than the walk models"
             elif _optionlike(arg):
-                raise _Declined(f"{said}unknown option {arg} ({prog} --help)")
+                return f"{said}unknown option {arg} ({prog} --help)"
             elif level.subcommands:
                 sub = level.table.get(arg)
                 typed.append(sub.key if sub else arg)
                 if sub is None:
-                    raise _Declined(self._elsewhere(typed))
+                    return self._elsewhere(typed)
                 # argparse: the subparser's defaults replace what the levels above set
                 above, level, opts = [*above, *opts], sub, sub.flat()
                 visited += opts
@@ -297,9 +298,9 @@ class Command(_Level):
             elif nxt is None:
                 last = positionals[-1] if positionals else None
                 if last is not None and last.nargs == "*":  # argparse takes one run of them
-                    raise _Declined(f"{said}unexpected {arg!r}: give the {last.kwargs.get('metavar', last.dest)}s "
-                                    "together, before or after the options")
-                raise _Declined(f"{said}unexpected argument {arg!r} ({prog} --help)")
+                    return (f"{said}unexpected {arg!r}: give the {last.kwargs.get('metavar', last.dest)}s "
+                            "together, before or after the options")
+                return f"{said}unexpected argument {arg!r} ({prog} --help)"
             else:
                 o, word = nxt, arg
                 n_pos += 1
@@ -308,16 +309,16 @@ class Command(_Level):
                 try:
                     value = o.type(word) if o.type else word
                 except Exception:  # noqa: BLE001  # argparse's error to word (ValueError, TypeError, ...)
-                    raise _Declined(f"{said}{arg}: {word!r} is not a {getattr(o.type, '__name__', 'value')}") from None
+                    return f"{said}{arg}: {word!r} is not a {getattr(o.type, '__name__', 'value')}"
                 if o.choices is not None and value not in o.choices:
-                    raise _Declined(f"{said}{arg}: {word!r} is not one of {', '.join(map(str, o.choices))}")
+                    return f"{said}{arg}: {word!r} is not one of {', '.join(map(str, o.choices))}"
             if o.kind == "append":
                 value = [*(ns[o.dest] or ()), value]
             elif o.nargs == "*":
                 value = [*ns[o.dest], value] if listing else [value]
             elif self.program and o.kind == "value" and o in seen:
                 # argparse takes the last; a second -p is more likely a slip than a wish
-                raise _Declined(f"{said}{arg} given twice")
+                return f"{said}{arg} given twice"
             ns[o.dest] = value
             listing = o.nargs == "*"
             seen.add(o)
@@ -325,29 +326,29 @@ class Command(_Level):
                 changed.add(o)
             i += 1
         if level.subcommands and not level.bare:
-            raise _Declined(self._elsewhere(typed))
+            return self._elsewhere(typed)
         for o in positionals[n_pos:]:
             if o.nargs is None or (o.nargs == "?" and o.choices is not None):
                 # argparse checks a missing '?' one's default against its choices too
-                raise _Declined(f"{said}needs {o.kwargs.get('metavar', o.dest)} ({prog} --help)")
+                return f"{said}needs {o.kwargs.get('metavar', o.dest)} ({prog} --help)"
             if o.nargs in ("*", REST) and o.default is None:
                 ns[o.dest] = []
         for o in opts:
             if o.required and o not in seen:
-                raise _Declined(f"{said}needs {o.flags[0]} ({prog} --help)")
+                return f"{said}needs {o.flags[0]} ({prog} --help)"
         for item in level.options:
             if isinstance(item, OneOf):
                 given = [o.flags[0] for o in item.options if o in seen]
                 if len(given) > 1:
-                    raise _Declined(f"{said}{' and '.join(given)} together")
+                    return f"{said}{' and '.join(given)} together"
                 if item.required and not changed.intersection(item.options):
-                    raise _Declined(f"{said}needs one of {', '.join(o.flags[0] for o in item.options)}")
+                    return f"{said}needs one of {', '.join(o.flags[0] for o in item.options)}"
         for o in visited:  # argparse converts a string default that was left as it is
             if o.type and o not in seen and isinstance(o.default, str) and ns[o.dest] is o.default:
                 try:
                     ns[o.dest] = o.type(o.default)
                 except Exception:  # noqa: BLE001
-                    raise _Declined(f"{said}{o.dest}: bad default") from None
+                    return f"{said}{o.dest}: bad default"
         return SimpleNamespace(**ns)
 
     def _elsewhere(self, typed: list[str]) -> str:
@@ -356,10 +357,6 @@ class Command(_Level):
         if self.unknown is not None:
             return self.unknown(words)
         return f"{self.program or 'sitestack'} {words}: unknown or incomplete subcommand".replace("  ", " ")
-
-
-class _Declined(Exception):
-    """A line the walk does not answer; its message words it as an error of a program's."""
 
 
 def _optionlike(word: str) -> bool:
