@@ -1,5 +1,5 @@
 """The conda front door's pure parts: its saved state (read back checked), undoing a level,
-what unload takes back, conda specs as PEP 508, the command-line grammar, conda.sh's
+what unload takes back, conda specs as PEP 508, the command line (its declaration), conda.sh's
 translation, and the modulefile parts rendered from ModuleContent."""
 
 from __future__ import annotations
