@@ -1,5 +1,5 @@
 """The conda front door's pure parts: its saved state (read back checked), undoing a level,
-what unload takes back, conda specs as PEP 508, the command-line grammar, conda.sh's
+what unload takes back, conda specs as PEP 508, the command line (its declaration), conda.sh's
 translation, and the modulefile parts rendered from ModuleContent."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from sitestack.commands.conda import parse
+from sitestack.commands.conda import COMMAND
 from sitestack.conda.shellhook import translate
 from sitestack.errors import UsageError
 from sitestack.site.modulefiles.content import (
@@ -110,25 +110,80 @@ def test_bad_specs(spec: str) -> None:
         pypi_requirement(spec)
 
 
+def _line(*words: str) -> dict[str, object]:
+    ns = COMMAND.parse(list(words), {})
+    assert ns is not None  # another program's line: answered or refused, never left to argparse
+    return vars(ns)
+
+
 def test_grammar() -> None:
-    r = parse(["create", "--clone", "base", "-p", "/x y", "-y"])
-    assert (r.cmd, r.opts, r.words) == ("create", {"clone": "base", "prefix": "/x y", "yes": True}, [])
-    r = parse(["install", "-c", "a", "--channel=b", "numpy=1.26"])
-    assert r.opts["channel"] == ["a", "b"] and r.words == ["numpy=1.26"]
-    r = parse(["shell.zsh", "activate", "--stack", "env"])
-    assert (r.cmd, r.opts, r.words) == ("activate", {"stack": True, "dialect": "zsh"}, ["env"])
-    r = parse(["run", "-n", "e", "python", "-c", "print(1)"])
-    assert r.opts == {"name": "e"} and r.words == ["python", "-c", "print(1)"]
-    assert parse(["info", "--envs"]).opts == {"envs": True}
-    assert parse(["env", "list"]).cmd == "env list"
-    assert parse(["uninstall", "x"]).cmd == "remove"
-    for bad, says in ((["frobnicate"], "not part of"), (["init"], "not needed"), (["env", "export"], "pip freeze"),
-                      (["install", "--bogus"], "unknown option"), (["create", "-p"], "needs a value"),
-                      (["create", "-p", "a", "-p", "b"], "given twice"), (["shell.fish", "hook"], None)):
-        if says is None:
-            continue  # shell.fish parses; the dialect is refused where it is used
-        with pytest.raises(UsageError, match=says):
-            parse(bad)
+    """conda's command line, from the one declaration (commands/conda.py COMMAND)."""
+    r = _line("create", "--clone", "base", "-p", "/x y", "-y")
+    assert (r["subcommand"], r["clone"], r["prefix"], r["yes"], r["packages"]) == ("create", "base", "/x y", True, [])
+    assert _line("create", "--clone=base", "--prefix=/x", "--force")["prefix"] == "/x"
+    r = _line("install", "-c", "a", "--channel=b", "numpy=1.26", "scipy")
+    assert r["channels"] == ["a", "b"] and r["packages"] == ["numpy=1.26", "scipy"]
+    r = _line("shell.zsh", "activate", "--stack", "env")
+    assert (r["subcommand"], r["stack"], r["env"]) == ("shell.zsh activate", True, "env")
+    r = _line("run", "-n", "e", "python", "-c", "print(1)", "-h")
+    assert r["name"] == "e" and r["cmd"] == ["python", "-c", "print(1)", "-h"] and r["help"] is False
+    assert _line("run", "--", "-x")["cmd"] == ["-x"]
+    assert _line("info", "--envs")["envs"] is True and _line("info", "-e", "--json")["json"] is True
+    assert _line("env", "list")["subcommand"] == "env list"
+    assert _line("uninstall", "x")["subcommand"] == "remove"
+    assert _line("install", "-h")["help"] is True and _line("-h", "install")["help"] is True
+    assert _line("--version")["version"] is True and _line("-V")["version"] is True
+    assert _line()["subcommand"] is None and _line("help", "install")["subcommand"] == "help"
+    assert _line("shell.posix", "hook")["subcommand"] == "shell.posix hook"
+
+
+@pytest.mark.parametrize(("line", "says"), [
+    (["frobnicate"], "conda frobnicate is not part of sitestack's conda front door: it does activate"),
+    (["init"], "conda init is not part of sitestack's conda front door: not needed"),
+    (["env", "export"], "conda env export is not part of sitestack's conda front door: pip freeze"),
+    (["env"], "conda env is not part of sitestack's conda front door: it does"),
+    (["install", "--bogus"], "conda install: unknown option --bogus (conda --help)"),
+    (["install", "--chan", "x"], "conda install: unknown option --chan"),  # no abbreviations
+    (["create", "-pX"], "conda create: unknown option -pX"),
+    (["create", "-p"], "conda create: -p needs a value"),
+    (["create", "-p", "a", "--prefix=b"], "conda create: --prefix=b given twice"),
+    (["install", "--", "x"], "conda install: unknown option --"),
+    (["shell.bash"], "conda shell.bash: say activate, deactivate or hook"),
+    (["shell.bash", "init"], "conda shell.bash: say activate, deactivate or hook"),
+    (["shell.fish", "hook"], "conda shell.fish: unknown shell (shell.bash, shell.zsh, shell.posix)"),
+    (["shell.bash", "activate", "--bogus"], "conda activate: unknown option --bogus"),
+    (["activate", "a", "b"], "conda activate: unexpected argument 'b'"),
+    (["deactivate", "x"], "conda deactivate: unexpected argument 'x'"),
+    (["install", "a", "-y", "b"], "conda install: unexpected 'b': give the PKGs together"),
+    (["--bogus"], "unknown option --bogus (conda --help)"),
+])
+def test_bad_lines_are_one_line(line: list[str], says: str) -> None:
+    with pytest.raises(UsageError) as e:
+        COMMAND.parse(line, {})
+    assert str(e.value).startswith(says) and "\n" not in str(e.value) and e.value.exit_code == 2
+
+
+def test_the_shells_activate_is_the_activate() -> None:
+    """`conda shell.bash activate` (what the `conda` function runs) takes what `conda activate`
+    takes: one declaration, two places."""
+    top = COMMAND.table["activate"]
+    assert all(COMMAND.table[f"shell.{d}"].table["activate"] is top for d in ("bash", "zsh", "posix"))
+
+
+def test_the_conda_lines_users_run_import_no_argparse() -> None:
+    """The lines of every `conda activate` in a user's shell, and the clone, start without
+    argparse (a fresh interpreter: this one has it)."""
+    import subprocess
+    import sys
+
+    for words in (["create", "--clone", "base", "-p", "/nonexistent/x"], ["activate", "x"],
+                  ["shell.bash", "activate", "x"], ["install", "--bogus"], ["frobnicate"]):
+        code = ("import sys; from sitestack.cli import main; rc = main(sys.argv[1:]); "
+                "print('argparse' in sys.modules, rc)")
+        r = subprocess.run([sys.executable, "-c", code, "conda", *words], capture_output=True, text=True,
+                           env={"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "PYTHONDONTWRITEBYTECODE": "1"})
+        assert r.stdout.split()[-2:] == ["False", "2"], (words, r.stdout, r.stderr)
+        assert r.stderr.startswith("conda: error: ") and "Traceback" not in r.stderr, r.stderr
 
 
 def test_conda_sh_translation() -> None:

@@ -1,7 +1,9 @@
 """conda: the seed page's `conda` commands on any stack (the site's `conda` runs `sitestack conda`).
 
-conda's own command line is parsed here, in one table (GRAMMAR), without argparse: `conda
-create --clone` is benchmarked against `sitestack clone`, whose start-up skips argparse too.
+conda's command line is declared in COMMAND, as every command's options are (sitestack/options.py),
+with `program="conda"`: the declaration's walk parses every line, without argparse (`conda
+create --clone` is benchmarked against `sitestack clone`, and every `conda activate` in a
+user's shell starts this), and says what it does not take as one `conda: error:` line.
 Each subcommand calls one library function (user/condafront/) and renders its result; every
 error is one `conda: error:` line (and at most one hint), never a traceback.
 """
@@ -11,36 +13,13 @@ from __future__ import annotations
 import sys
 
 from sitestack import TYPE_CHECKING
-from sitestack.options import Command
+from sitestack.options import REST, Command, Option, Sub
+from sitestack.user.condafront import DIALECTS
 
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Mapping
-    from typing import Any
 
-# conda's command line is not argparse's (`conda --version`, `conda -h`, `conda run CMD -x`):
-# every word after `conda` comes here as it is, and GRAMMAR below reads it.
-COMMAND = Command("the conda front door (the site's `conda` command runs this)",
-                  words="a conda command line: activate, deactivate, create --clone, install, remove, "
-                        "list, env list, info, run, shell.bash hook, --version (conda --help)")
-
-# subcommand -> (flags, options taking a value, options that may repeat); every spelling of
-# each, mapped to one name. Positionals are the rest (`run`: everything after its options).
-ENV_OPTS = {"-p": "prefix", "--prefix": "prefix", "-n": "name", "--name": "name"}
-QUIET = {"-y": "yes", "--yes": "yes", "-q": "quiet", "--quiet": "quiet", "--offline": "offline"}
-GRAMMAR: dict[str, tuple[dict[str, str], dict[str, str], set[str]]] = {
-    "activate": ({"--stack": "stack", "--no-stack": "no_stack"}, {}, set()),
-    "deactivate": ({}, {}, set()),
-    "create": ({**QUIET, "--force": "force"}, {**ENV_OPTS, "--clone": "clone"}, set()),
-    "install": ({**QUIET, "--override-channels": "override"},
-                {**ENV_OPTS, "-c": "channel", "--channel": "channel"}, {"channel"}),
-    "remove": ({**QUIET}, {**ENV_OPTS}, set()),
-    "list": ({"--json": "json"}, {**ENV_OPTS}, set()),
-    "info": ({"--envs": "envs", "-e": "envs", "--json": "json"}, {}, set()),
-    "env list": ({"--json": "json"}, {}, set()),
-    "run": ({"--no-capture-output": "live", "--live-stream": "live"}, {**ENV_OPTS}, set()),
-}
-ALIASES = {"uninstall": "remove", "env": "env"}
 # What to use instead, for conda's other subcommands (exit 2, one line).
 INSTEAD = {
     "init": "not needed: `module load NAME` defines conda in your shell; in a subshell or job script "
@@ -61,6 +40,75 @@ INSTEAD = {
     "compare": "sitestack check LAYER (broken requirements across the layer and its stack)",
     "doctor": "sitestack doctor",
 }
+WHAT_IT_DOES = ("it does activate, deactivate, create --clone, install, remove, list, env list, info and run "
+             "(conda --help)")
+
+
+def _elsewhere(words: str) -> str:
+    """What `conda WORDS` says where WORDS name none of the front door's subcommands."""
+    first = words.partition(" ")[0]
+    shells = f"shell.{', shell.'.join(DIALECTS)}"
+    if first.startswith("shell."):
+        if first.removeprefix("shell.") in DIALECTS:
+            return f"conda {first}: say activate, deactivate or hook"
+        return f"conda {first}: unknown shell ({shells})"
+    return f"conda {words} is not part of sitestack's conda front door: " + INSTEAD.get(words, WHAT_IT_DOES)
+
+
+ENV = (Option("-p", "--prefix", metavar="PATH", help="the environment at PATH"),
+       Option("-n", "--name", metavar="NAME", help="the environment called NAME (conda env list)"))
+QUIET = (Option("-y", "--yes", action="store_true", help="taken; nothing asks"),
+         Option("-q", "--quiet", action="store_true", help="taken"),
+         Option("--offline", action="store_true", help="taken"))
+PACKAGES = Option("packages", nargs="*", metavar="PKG", help="conda specs: numpy, numpy=1.26, numpy>=1.26")
+JSON = Option("--json", action="store_true")
+# One Sub each, here and after shell.X (what the `conda` function runs): messages say `conda activate`.
+ACTIVATE = Sub("activate", "make an environment active", options=(
+    Option("env", nargs="?", metavar="ENV", help="base, a clone's or layer's PATH, or a NAME (default: base)"),
+    Option("--stack", action="store_true", help="on top of the active environment"),
+    Option("--no-stack", action="store_true", help="in place of the active environment (the default)"),
+))
+DEACTIVATE = Sub("deactivate", "undo the last activate")
+COMMAND = Command(
+    "the conda front door (the site's `conda` command runs this)", program="conda", bare=True, unknown=_elsewhere,
+    options=(Option("-h", "--help", action="store_true", help="what the front door does (conda help too)"),
+             Option("-V", "--version", action="store_true", help="which front door this is")),
+    subcommands=(
+        ACTIVATE,
+        DEACTIVATE,
+        Sub("create", "a writable copy of the stack (sitestack clone)", options=(
+            Option("--clone", metavar="ENV", help="base (the loaded stack)"), *ENV, *QUIET,
+            Option("--force", action="store_true", help="replace an earlier clone at the same path"),
+            Option("packages", nargs="*", metavar="PKG", help="refused: this front door makes clones only"),
+        )),
+        Sub("install", "into the active clone or layer", options=(
+            *ENV, *QUIET, Option("-c", "--channel", action="append", default=[], dest="channels", metavar="CHANNEL",
+                                 help="refused: the site chose where packages come from"),
+            Option("--override-channels", action="store_true", help="taken"), PACKAGES,
+        )),
+        Sub("remove", "from the active clone or layer", aliases=("uninstall",), options=(*ENV, *QUIET, PACKAGES)),
+        Sub("list", "the packages of the active environment", options=(
+            *ENV, JSON, Option("regex", nargs="?", metavar="REGEX", help="taken; every package is listed"),
+        )),
+        Sub("info", "what is loaded and active, where packages come from", options=(
+            Option("-e", "--envs", action="store_true", help="the environments (conda env list)"), JSON,
+        )),
+        Sub("env", "conda env list", subcommands=(
+            Sub("env list", "base and your clones and layers", options=(JSON,)),
+        )),
+        Sub("run", "run a command in an environment", options=(
+            *ENV, Option("--no-capture-output", "--live-stream", dest="live", action="store_true", help="taken"),
+            Option("cmd", nargs=REST, metavar="CMD", help="the command and its arguments"),
+        )),
+        Sub("help", "what the front door does", options=(Option("topic", nargs=REST, metavar="...", help="taken"),)),
+        *(Sub(f"shell.{d}", f"what the `conda` function evals, for {d}", subcommands=(
+            ACTIVATE, DEACTIVATE,
+            Sub(f"shell.{d} hook", f"the `conda` function, for eval \"$(conda shell.{d} hook)\""),
+            Sub(f"shell.{d} reactivate", "hash -r"),
+        )) for d in DIALECTS),
+    ))
+
+
 USAGE = """\
 usage: conda COMMAND ...
 
@@ -82,87 +130,40 @@ stack, and these commands map onto sitestack (docs/conda.md).
 """
 
 
-class Request:
-    """One parsed conda command line."""
-
-    __slots__ = ("cmd", "opts", "words")
-
-    def __init__(self, cmd: str, opts: dict[str, Any], words: list[str]) -> None:
-        self.cmd, self.opts, self.words = cmd, opts, words
-
-
-def parse(argv: list[str]) -> Request:
-    from sitestack.errors import UsageError
-
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        return Request("help", {}, [])
-    if argv[0] in ("-V", "--version"):
-        return Request("version", {}, [])
-    cmd, rest = ALIASES.get(argv[0], argv[0]), argv[1:]
-    if cmd.startswith("shell."):
-        if not rest or rest[0] not in ("activate", "deactivate", "hook", "reactivate"):
-            raise UsageError(f"conda {cmd}: say activate, deactivate or hook")
-        inner = parse(rest) if rest[0] in ("activate", "deactivate") else Request(rest[0], {}, [])
-        inner.opts["dialect"] = cmd.removeprefix("shell.")
-        return inner
-    if cmd == "env":
-        sub = rest[0] if rest else ""
-        cmd, rest = f"env {sub}".strip(), rest[1:]
-    if cmd in INSTEAD or cmd not in GRAMMAR:
-        raise UsageError(f"conda {cmd} is not part of sitestack's conda front door: "
-                         + INSTEAD.get(cmd, "it does activate, deactivate, create --clone, install, remove, "
-                                            "list, env list, info and run (conda --help)"))
-    flags, values, multi = GRAMMAR[cmd]
-    opts: dict[str, Any] = {v: [] for v in multi}
-    words: list[str] = []
-    i = 0
-    while i < len(rest):
-        arg = rest[i]
-        if cmd == "run" and words:
-            words += rest[i:]
-            break
-        key, eq, val = arg.partition("=")
-        if arg in ("-h", "--help"):
-            return Request("help", {}, [])
-        if arg in flags:
-            opts[flags[arg]] = True
-        elif arg in values or (eq and key.startswith("--") and key in values):
-            name = values[key if eq else arg]
-            if not eq:
-                if i + 1 == len(rest):
-                    raise UsageError(f"conda {cmd}: {arg} needs a value")
-                i += 1
-                val = rest[i]
-            if name in multi:
-                opts[name].append(val)
-            elif name in opts:
-                raise UsageError(f"conda {cmd}: {arg} given twice")
-            else:
-                opts[name] = val
-        elif arg.startswith("-") and arg != "-" and not (cmd == "run" and arg == "--"):
-            raise UsageError(f"conda {cmd}: unknown option {arg} (conda --help)")
-        elif arg == "--":
-            words += rest[i + 1:]
-            break
-        else:
-            words.append(arg)
-        i += 1
-    return Request(cmd, opts, words)
-
-
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from sitestack.errors import SitestackError
+    env = dict(os.environ)
+    if args.version and not args.help:
+        return _version(env)
+    if args.help or args.subcommand in (None, "help"):
+        from sitestack.user.condafront.envs import loaded_stack
 
-    try:
-        return _run(parse(list(args.words)), dict(os.environ))
-    except SitestackError as e:
-        sys.stdout.flush()
-        print(f"conda: error: {e}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return e.exit_code
+        rec = loaded_stack(env)
+        sys.stdout.write(USAGE.format(stack=rec.ref if rec else "no loaded stack"))
+        return 0
+    sub, dialect = args.subcommand, None
+    if sub.startswith("shell."):
+        shell, sub = sub.split(" ", 1)
+        dialect = shell.removeprefix("shell.")
+    if sub == "hook":
+        from sitestack.user.condafront.activate import hook
+
+        sys.stdout.write(hook(str(dialect), _exe(env)))
+        return 0
+    if sub in ("activate", "deactivate", "reactivate"):
+        return _activate(sub, args, dialect, env)
+    if sub == "create":
+        return _create(args, env)
+    if sub in ("install", "remove"):
+        return _install(sub, args, env)
+    if sub == "list":
+        return _list(args, env)
+    if sub == "env list" or (sub == "info" and args.envs):
+        return _envs(args, env)
+    if sub == "info":
+        return _info(args, env)
+    return _runcmd(args, env)
 
 
 def _exe(env: Mapping[str, str]) -> str:
@@ -186,40 +187,6 @@ def _exe(env: Mapping[str, str]) -> str:
     return os.path.join(site_bin, "conda")
 
 
-def _run(req: Request, env: dict[str, str]) -> int:
-    from sitestack.errors import UsageError
-
-    o, w = req.opts, req.words
-    if req.cmd == "help":
-        from sitestack.user.condafront.envs import loaded_stack
-
-        rec = loaded_stack(env)
-        sys.stdout.write(USAGE.format(stack=rec.ref if rec else "no loaded stack"))
-        return 0
-    if req.cmd == "version":
-        return _version(env)
-    if req.cmd == "hook":
-        from sitestack.user.condafront.activate import hook
-
-        sys.stdout.write(hook(o["dialect"], _exe(env)))
-        return 0
-    if req.cmd in ("activate", "deactivate", "reactivate"):
-        return _activate(req, env)
-    if req.cmd == "create":
-        return _create(o, w, env)
-    if req.cmd in ("install", "remove"):
-        return _install(req, env)
-    if req.cmd == "list":
-        return _list(o, env)
-    if req.cmd == "env list" or (req.cmd == "info" and o.get("envs")):
-        return _envs(o, env)
-    if req.cmd == "info":
-        return _info(o, env)
-    if req.cmd == "run":
-        return _runcmd(o, w, env)
-    raise UsageError(f"conda {req.cmd}: not understood (conda --help)")
-
-
 def _version(env: Mapping[str, str]) -> int:
     from sitestack import __version__
     from sitestack.user.condafront.envs import loaded_stack
@@ -230,42 +197,35 @@ def _version(env: Mapping[str, str]) -> int:
     return 0
 
 
-def _activate(req: Request, env: Mapping[str, str]) -> int:
+def _activate(sub: str, args: argparse.Namespace, dialect: str | None, env: Mapping[str, str]) -> int:
     from sitestack.errors import UsageError
     from sitestack.user.condafront.activate import activate, deactivate
 
-    dialect = req.opts.get("dialect")
     if dialect is None:
-        raise UsageError(f"conda {req.cmd} changes your shell, which only the conda shell function can: "
+        raise UsageError(f"conda {sub} changes your shell, which only the conda shell function can: "
                          "this shell does not have it",
                          hint='run eval "$(conda shell.bash hook)" first (shell.zsh in zsh), as with conda')
-    if req.cmd == "reactivate":
+    if sub == "reactivate":
         sys.stdout.write("hash -r 2>/dev/null || true\n")
-        return 0
-    if req.cmd == "deactivate":
-        if req.words:
-            raise UsageError("conda deactivate takes no environment")
+    elif sub == "deactivate":
         sys.stdout.write(deactivate(env, dialect).code)
-        return 0
-    if len(req.words) > 1:
-        raise UsageError(f"conda activate takes one environment, not {len(req.words)}")
-    sys.stdout.write(activate(env, req.words[0] if req.words else None, dialect,
-                              stack=bool(req.opts.get("stack"))).code)
+    else:
+        sys.stdout.write(activate(env, args.env, dialect, stack=args.stack).code)
     return 0
 
 
-def _create(o: dict[str, Any], words: list[str], env: Mapping[str, str]) -> int:
+def _create(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from sitestack.core.templates import sh_quote
     from sitestack.errors import UsageError
     from sitestack.output import human_bytes
     from sitestack.user.condafront.create import create_clone
 
-    if o.get("clone") is None or words:
+    if args.clone is None or args.packages:
         raise UsageError("this front door makes clones of the stack only: conda create --clone base "
                          "(-p PATH | -n NAME)",
                          hint="for a new environment on the stack: python -m venv --system-site-packages DIR "
                               "(or sitestack venv DIR), then conda activate DIR")
-    made = create_clone(env, o["clone"], prefix=o.get("prefix"), name=o.get("name"), force=bool(o.get("force")))
+    made = create_clone(env, args.clone, prefix=args.prefix, name=args.name, force=args.force)
     r = made.result
     for why in r.fallback:
         print(f"note: {why}", file=sys.stderr)
@@ -276,18 +236,17 @@ def _create(o: dict[str, Any], words: list[str], env: Mapping[str, str]) -> int:
     return 0
 
 
-def _install(req: Request, env: Mapping[str, str]) -> int:
+def _install(sub: str, args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from sitestack.user.condafront.install import change
 
-    o = req.opts
-    res = change(env, req.words, remove=req.cmd == "remove", channels=o.get("channel", []),
-                 prefix=o.get("prefix"), name=o.get("name"), command=f"conda {req.cmd}")
+    res = change(env, args.packages, remove=sub == "remove", channels=getattr(args, "channels", []),  # remove has no -c
+                 prefix=args.prefix, name=args.name, command=f"conda {sub}")
     print(f"note: {res.source}")
     if res.layer is not None:
         from_stack = ", ".join(f"{i.name} {i.version}" for i in res.layer.from_stack)
         if from_stack:
             print(f"  from the stack:  {from_stack}")
-    verb = "installed into" if req.cmd == "install" else "removed from"
+    verb = "installed into" if sub == "install" else "removed from"
     if not res.added and not res.removed:
         print(f"nothing to change in {res.target}")
     else:
@@ -298,11 +257,11 @@ def _install(req: Request, env: Mapping[str, str]) -> int:
     return 0
 
 
-def _list(o: dict[str, Any], env: Mapping[str, str]) -> int:
+def _list(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from sitestack.user.condafront.info import listing
 
-    res = listing(env, o.get("prefix"), o.get("name"))
-    if o.get("json"):
+    res = listing(env, args.prefix, args.name)
+    if args.json:
         from sitestack.output import emit_json
 
         emit_json([{"name": p.name, "version": p.version, "build_string": p.build, "channel": p.channel}
@@ -315,11 +274,11 @@ def _list(o: dict[str, Any], env: Mapping[str, str]) -> int:
     return 0
 
 
-def _envs(o: dict[str, Any], env: Mapping[str, str]) -> int:
+def _envs(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from sitestack.user.condafront.info import environments
 
     rows = environments(env)
-    if o.get("json"):
+    if args.json:
         from sitestack.output import emit_json
 
         emit_json({"envs": [str(r.prefix) for r in rows]})
@@ -331,7 +290,7 @@ def _envs(o: dict[str, Any], env: Mapping[str, str]) -> int:
     return 0
 
 
-def _info(o: dict[str, Any], env: Mapping[str, str]) -> int:
+def _info(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from sitestack import __version__
     from sitestack.user.condafront.info import info
 
@@ -347,7 +306,7 @@ def _info(o: dict[str, Any], env: Mapping[str, str]) -> int:
         "user base": i.user_base or "-",
         "conda version": f"none: sitestack {__version__}'s conda front door",
     }
-    if o.get("json"):
+    if args.json:
         from sitestack.output import emit_json
 
         emit_json({k.replace(" ", "_"): v for k, v in rows.items()})
@@ -357,16 +316,17 @@ def _info(o: dict[str, Any], env: Mapping[str, str]) -> int:
     return 0
 
 
-def _runcmd(o: dict[str, Any], words: list[str], env: Mapping[str, str]) -> int:
+def _runcmd(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     import os
     import shutil
 
     from sitestack.errors import UsageError
     from sitestack.user.condafront.activate import run_env
 
+    words = args.cmd
     if not words:
         raise UsageError("conda run: name the command to run")
-    new = run_env(env, o.get("prefix"), o.get("name"))
+    new = run_env(env, args.prefix, args.name)
     exe = shutil.which(words[0], path=new.get("PATH"))
     if exe is None:
         raise UsageError(f"conda run: {words[0]}: command not found in the environment")

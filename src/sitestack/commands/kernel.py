@@ -2,53 +2,43 @@
 
     sitestack kernel add [PATH] [--name NAME] [--display-name TEXT] [--force] [--json]
     sitestack kernel list [--json]
-    sitestack kernel remove NAME
+    sitestack kernel remove NAME [--json]
     sitestack kernel prune [--dry-run] [--json]
 """
 
 from __future__ import annotations
 
 from sitestack import TYPE_CHECKING
-from sitestack.options import Command, Option
+from sitestack.options import Command, Option, Sub
 
 if TYPE_CHECKING:
     import argparse
 
-ACTIONS = ("add", "list", "remove", "prune")
 COMMAND = Command("Jupyter kernels of your layers and clones (the site's come with its modules)", options=(
-    Option("action", choices=ACTIONS, metavar="ACTION",
-           help="add [PATH]: register a layer or clone (default: the active one); list: sitestack's "
-                "kernels Jupyter finds, with any problem; remove NAME: one of yours; prune: yours "
-                "whose layer or clone is gone"),
-    Option("target", nargs="?", metavar="PATH|NAME", help="add: the layer or clone; remove: the kernel"),
-    Option("--name", help="add: the kernel's name, [a-z0-9._-] (default: from the folder's name)"),
-    Option("--display-name", metavar="TEXT", help="add: what Jupyter shows (default: Python X.Y (NAME on STACK))"),
-    Option("--force", action="store_true", help="add: take --name from another environment's kernel of sitestack's"),
-    Option("--dry-run", action="store_true", help="prune: only say which"),
-    Option("--json", action="store_true"),
+    Option("--json", action="store_true", help="the result as JSON (before or after the subcommand)"),
+), subcommands=(
+    Sub("add", "register a layer or clone as a kernel of yours", options=(
+        Option("path", nargs="?", metavar="PATH", help="the layer or clone (default: the active one)"),
+        Option("--name", help="the kernel's name, [a-z0-9._-] (default: from the folder's name)"),
+        Option("--display-name", metavar="TEXT", help="what Jupyter shows (default: Python X.Y (NAME on STACK))"),
+        Option("--force", action="store_true", help="take --name from another environment's kernel of sitestack's"),
+    )),
+    Sub("list", "sitestack's kernels Jupyter finds, with any problem"),
+    Sub("remove", "remove one of your kernels", options=(Option("name", metavar="NAME", help="the kernel"),)),
+    Sub("prune", "remove your kernels whose layer or clone is gone", options=(
+        Option("--dry-run", action="store_true", help="only say which"),
+    )),
 ))
 
 
 def run(args: argparse.Namespace) -> int:
-    from sitestack.errors import UsageError
-
-    given = {"--name": args.name is not None, "--display-name": args.display_name is not None,
-             "--force": args.force, "--dry-run": args.dry_run,
-             "PATH|NAME": args.target is not None}
-    allowed = {"add": {"--name", "--display-name", "--force", "PATH|NAME"}, "list": set(),
-               "remove": {"PATH|NAME"}, "prune": {"--dry-run"}}[args.action]
-    extra = [k for k, v in given.items() if v and k not in allowed]
-    if extra:
-        raise UsageError(f"kernel {args.action} takes no {', '.join(extra)}")
-    if args.action == "remove" and args.target is None:
-        raise UsageError("kernel remove needs the kernel's NAME")
-    return {"add": _add, "list": _list, "remove": _remove, "prune": _prune}[args.action](args)
+    return {"add": _add, "list": _list, "remove": _remove, "prune": _prune}[args.subcommand](args)
 
 
 def _add(args: argparse.Namespace) -> int:
     from sitestack.user.kernels import add_kernel
 
-    res = add_kernel(args.target, name=args.name, display_name=args.display_name, force=args.force)
+    res = add_kernel(args.path, name=args.name, display_name=args.display_name, force=args.force)
     if args.json:
         from sitestack.output import emit_json
 
@@ -80,7 +70,13 @@ def _list(args: argparse.Namespace) -> int:
 def _remove(args: argparse.Namespace) -> int:
     from sitestack.user.kernels import remove_kernel
 
-    print(f"removed {remove_kernel(args.target)}")
+    path = remove_kernel(args.name)
+    if args.json:
+        from sitestack.output import emit_json
+
+        emit_json({"removed": str(path)})
+        return 0
+    print(f"removed {path}")
     return 0
 
 

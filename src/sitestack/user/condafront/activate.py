@@ -31,11 +31,11 @@ from sitestack.site.modulefiles.content import (
     front_door_function,
     path_join,
 )
+from sitestack.user.condafront import DIALECTS
 from sitestack.user.condafront.envs import Target, home, loaded_stack, remember, resolve
 from sitestack.user.condafront.state import Level, State, changed, read_state, record, undo
 from sitestack.user.shellenv import diff_code
 
-DIALECTS = {"bash": "bash", "zsh": "zsh", "posix": "sh"}  # shell.X -> shellenv's shell
 PROMPT_MARK = "${CONDA_PROMPT_MODIFIER-}"
 MAX_SHLVL = 999
 
