@@ -4,9 +4,12 @@ with the module imported first, in one run, and the difference of each pair.
     python bench/startup.py [--tool-venv DIR] [-n 40] [--module typing] [--root ROOT --stack NAME/VERSION]
     python bench/startup.py --baseline-venv DIR ...    # this tree's start against another's
 
-The commands: `sitestack venv --stack S L` (the layer removed between runs) and `sitestack
+The commands: `sitestack venv --stack S L` (the layer removed between runs), `sitestack
 clone nosuch/1 --prefix P` (to its first error: every module a clone imports is imported by
-then). Both are started as `python -c "[import MODULE;] from sitestack.cli import main; ..."`
+then), and the conda front door's lines of every shell, with the stack loaded
+(SITESTACK_PREFIX): `conda create --clone base -p DIR` into a folder that exists (to that
+error: the clone's start), `conda activate base` where the shell has no function (to that
+error) and `conda shell.bash activate base` (what the function runs at each activate). Both are started as `python -c "[import MODULE;] from sitestack.cli import main; ..."`
 from the tool venv (sitestack installed from this checkout, not editable, as bench/venv.py
 makes it), so the two sides differ by that one import. Round 0 warms the caches and is not
 counted. Without --root a throw-away stack (Python only, plus pip) is built from this
@@ -59,12 +62,19 @@ def main() -> int:
     tool = Path(a.tool_venv) if a.tool_venv else tool_venv(tmp / "tool", uv_bin())
     py = str(tool / "bin" / "python")
     layer = tmp / "layer"
-    commands = {
-        "sitestack venv": (["venv", "--root", str(root), "--stack", a.stack, str(layer)], 0),
-        "sitestack clone (to its first error)": (["clone", "--root", str(root), "nosuch/1", "--prefix",
-                                                   str(tmp / "clone")], 2),
-    }
     env = clean_env()
+    taken = tmp / "taken"
+    (taken / "f").mkdir(parents=True, exist_ok=True)
+    (tmp / "home").mkdir(exist_ok=True)
+    loaded = {**env, "SITESTACK_PREFIX": str(root / "stacks" / a.stack), "HOME": str(tmp / "home")}
+    commands = {
+        "sitestack venv": (["venv", "--root", str(root), "--stack", a.stack, str(layer)], 0, env),
+        "sitestack clone (to its first error)": (["clone", "--root", str(root), "nosuch/1", "--prefix",
+                                                   str(tmp / "clone")], 2, env),
+        "conda create --clone base -p (exists)": (["conda", "create", "--clone", "base", "-p", str(taken)], 5, loaded),
+        "conda activate base (no function)": (["conda", "activate", "base"], 2, loaded),
+        "conda shell.bash activate base": (["conda", "shell.bash", "activate", "base"], 0, loaded),
+    }
     load0 = os.getloadavg()[0]
     if a.baseline_venv:
         other = (str(Path(a.baseline_venv) / "bin" / "python"), MAIN)
@@ -77,7 +87,7 @@ def main() -> int:
     print(f"{'':40} {'wall ms (medians)':>33}   {'CPU ms, user+sys (medians)':>33}")
     print(f"{'command':40} {labels[0]:>10} {labels[1]:>10} {'2nd - 1st':>10}   "
           f"{labels[0]:>10} {labels[1]:>10} {'2nd - 1st':>10}")
-    for name, (args, code) in commands.items():
+    for name, (args, code, cmd_env) in commands.items():
         wall: dict[bool, list[float]] = {False: [], True: []}
         cpu: dict[bool, list[float]] = {False: [], True: []}
         for i in range(a.n + 1):
@@ -86,7 +96,7 @@ def main() -> int:
                 exe, script = other if extra else (py, MAIN)
                 t0 = time.perf_counter()
                 proc = subprocess.Popen([exe, "-c", script, *args], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, env=env)
+                                        stderr=subprocess.DEVNULL, env=cmd_env)
                 _, status, usage = os.wait4(proc.pid, 0)
                 took = time.perf_counter() - t0
                 proc.returncode = os.waitstatus_to_exitcode(status)
@@ -101,6 +111,13 @@ def main() -> int:
             row.append(f"{statistics.median(t[False]) * 1e3:10.1f} {statistics.median(t[True]) * 1e3:10.1f} "
                        f"{statistics.median(diffs) * 1e3:10.2f}")
         print(f"{row[0]:40} {row[1]}   {row[2]}")
+        said = []  # does the start import argparse? (-X importtime names every module imported)
+        for label, (exe, script) in zip(labels, ((py, MAIN), other), strict=True):
+            rmtree(layer)
+            r = subprocess.run([exe, "-X", "importtime", "-c", script, *args], capture_output=True, text=True,
+                               env=cmd_env)
+            said.append(f"{label}: {'yes' if '| argparse' in r.stderr else 'no'}")
+        print(f"{'':40} argparse imported: {', '.join(said)}")
     rmtree(layer)
     print(f"load average {(load0 + os.getloadavg()[0]) / 2:.1f} (1-minute, mean of before and after)")
     if a.baseline_venv:

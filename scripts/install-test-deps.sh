@@ -192,4 +192,49 @@ else
   "$PY" -c 'import sitestack, pytest; print("sitestack", sitestack.__file__)'
 fi
 
+# ---------------------------------------------------------------------------------------------
+# 5. Jupyter: ipykernel's wheels for test stacks, a server venv, configurable-http-proxy.
+#    Downloaded once; the suite itself stays offline (--no-index --find-links).
+# ---------------------------------------------------------------------------------------------
+WHEELS_DIR=${SITESTACK_TEST_WHEELS:-/opt/sitestack-test/wheels}
+JUPYTER_DIR=${SITESTACK_TEST_JUPYTER:-/opt/sitestack-test/jupyter}
+CHP_DIR=${SITESTACK_TEST_CHP:-/opt/sitestack-test/chp}
+CHP_VERSION=5.3.0
+PY=$(command -v python3) || die "no python3 on PATH"
+# The stacks tests build use the python3 that runs pytest: its wheels, its tag.
+stamp_of() { cat "$@" | sha256sum | cut -c1-16; }
+want="$(stamp_of "$REPO/scripts/kernel-wheels.txt")-$("$PY" -c 'import sys; print("%d%d" % sys.version_info[:2])')"
+if [ "$(cat "$WHEELS_DIR/.stamp" 2>/dev/null)" = "$want" ]; then
+  say "ipykernel wheels already in $WHEELS_DIR"
+else
+  say "downloading ipykernel's wheels (scripts/kernel-wheels.txt) into $WHEELS_DIR"
+  mkdir -p "$WHEELS_DIR"
+  "$PY" -m pip download -q --only-binary=:all: --no-deps -d "$WHEELS_DIR" -r "$REPO/scripts/kernel-wheels.txt"
+  chmod -R a+rX "$WHEELS_DIR"
+  echo "$want" >"$WHEELS_DIR/.stamp"
+fi
+want=$(stamp_of "$REPO/scripts/jupyter-server.txt")
+if [ "$(cat "$JUPYTER_DIR/.stamp" 2>/dev/null)" = "$want" ] && [ -x "$JUPYTER_DIR/bin/jupyterhub" ]; then
+  say "Jupyter server venv already in $JUPYTER_DIR"
+else
+  say "making the Jupyter server venv $JUPYTER_DIR (scripts/jupyter-server.txt)"
+  rm -rf "$JUPYTER_DIR"
+  /usr/bin/python3.11 -m venv "$JUPYTER_DIR"
+  "$JUPYTER_DIR/bin/python" -m pip install -q -r "$REPO/scripts/jupyter-server.txt"
+  chmod -R a+rX "$JUPYTER_DIR"
+  echo "$want" >"$JUPYTER_DIR/.stamp"
+fi
+if [ -x "$CHP_DIR/node_modules/.bin/configurable-http-proxy" ] \
+   && [ "$(cat "$CHP_DIR/.stamp" 2>/dev/null)" = "$CHP_VERSION" ]; then
+  say "configurable-http-proxy $CHP_VERSION already in $CHP_DIR"
+else
+  say "npm install configurable-http-proxy@$CHP_VERSION into $CHP_DIR"
+  command -v npm >/dev/null || { apt-get update && apt-get install -y --no-install-recommends nodejs npm; }
+  mkdir -p "$CHP_DIR"
+  npm install --silent --no-audit --no-fund --prefix "$CHP_DIR" "configurable-http-proxy@$CHP_VERSION"
+  echo "$CHP_VERSION" >"$CHP_DIR/.stamp"
+fi
+"$CHP_DIR/node_modules/.bin/configurable-http-proxy" --version >/dev/null \
+  || die "configurable-http-proxy does not run"
+
 say "test dependencies ready (Tcl modules: $MODULECMD)"

@@ -15,7 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -111,6 +111,17 @@ def user_sitestack(workdir: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(site_dir), "PATH": str(bin_dir)}
 
 
+@pytest.fixture()
+def user_home() -> Iterator[tuple[Any, Path]]:
+    """The unprivileged test user and a fresh HOME of its own (its ~/.conda, ~/.local empty)."""
+    from tests.helpers import users
+
+    user = users.ensure_user()
+    home = users.make_user_dir(user, prefix="sitestack-home-")
+    yield user, home
+    shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def conda_channel(workdir: Path) -> Path:
     """A local conda channel of real packages (see tests/helpers/condachannel.py)."""
@@ -180,3 +191,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.mpi)
         if ROOT_WORDS.search(src):
             item.add_marker(pytest.mark.root)
+
+
+@pytest.fixture(scope="session")
+def jupyter_stack(workdir: Path, wheelhouse: Path) -> StackRecord:
+    """jk/1.0 with ipykernel (real wheels, downloaded once by install-test-deps) in a site root
+    of its own (a space in its path), built once per session: every kernel test shares it."""
+    from sitestack.build.stack import BuildLog, build
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.registry import Site
+    from sitestack.site.spec import parse_spec
+    from tests.helpers import jupyter
+
+    jupyter.require()
+    root = SiteRoot(workdir / "jupyter site")
+    build(parse_spec(jupyter.spec("jk", wheelhouse)), root, version="1.0", make_default=True,
+          log=BuildLog(echo=False))
+    return Site(root).get("jk/1.0")

@@ -205,7 +205,8 @@ def test_config_catalog_rewritten_by_build_and_state(workdir: Path, wheelhouse: 
 
     assert "catalog = (not set)" in cli("config")
     cli("config", "catalog", str(out))  # stored, and written at once
-    assert json.loads(cli("config", "--json")) == {"catalog": str(out), "stage_mount_helper": None}
+    assert json.loads(cli("config", "--json")) == {"catalog": str(out), "stage_mount_helper": None,
+                                                   "conda_envs_dir": None}
     assert list(catalog()) == ["conda/2024-01-01"]
     build("conda", "2025-01-01", ["tinyapp", "shadowme==2.0"])
     assert list(catalog()) == ["conda/2024-01-01", "conda/2025-01-01"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -271,8 +272,14 @@ def test_killed_install_is_undone_by_the_next(inst: StackRecord, tmp_path: Path)
     layer = new_layer(inst, tmp_path / "L")
     assert install("--layer", str(layer), "layerpkg").returncode == 0
     before = tree_digest(layer)
-    work = tmp_path / ".L.install-killed"
+    from sitestack.core.publish import HOST
+    from tests.test_doctor_rebase import _dead_pid
+
+    # As core.publish.make_temp names it, of a dead process (a name without host and pid is
+    # not honoured: tests/test_hostile_records.py)
+    work = tmp_path / f".L.install-{HOST}-{_dead_pid()}-0000"
     (work / "stage" / "lib" / "x").mkdir(parents=True)
+    os.chmod(work, 0o700)
     (work / "stage" / "lib" / "x" / "junk.py").write_text("")
     tx = Tx(layer, work)
     tx.remove_files([layer_sp(layer) / "layerpkg" / "__init__.py"])

@@ -30,20 +30,10 @@ from sitestack.scale.pack import META, content_hash
 from tests.conftest import run_cli
 from tests.helpers.archives import manifest_entry as _entry
 from tests.helpers.archives import write_archive
+from tests.helpers.cli import one_error
 from tests.helpers.env import clean_env
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (tmpfs, test user)")
-
-
-def one_error(r: subprocess.CompletedProcess[str]) -> str:
-    """The stderr of a clean failure: exactly one `sitestack: error:` line (+ a hint), no traceback."""
-    err = r.stderr
-    assert "Traceback" not in err, err
-    assert err.count("sitestack: error:") == 1, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    first = next(i for i, ln in enumerate(lines) if ln.startswith("sitestack: error:"))
-    assert all(ln.startswith("hint:") for ln in lines[first + 1:]), err
-    return err
 
 
 @pytest.fixture()

@@ -11,7 +11,7 @@ import os
 import sys
 
 from sitestack import TYPE_CHECKING, __version__, commands
-from sitestack.errors import ConflictError, SitestackError
+from sitestack.errors import ConflictError, SitestackError, UsageError
 from sitestack.options import Option
 
 if TYPE_CHECKING:
@@ -77,8 +77,14 @@ def _quick_args(only: str, argv: list[str]) -> object | None:
     if argv[i] != only.replace("_", "-"):  # the parser's name (`sitestack foo_bar` is argparse's error)
         return None
     result: object | None = mod.COMMAND.parse(argv[i + 1:], {"root": root, "command": argv[i], "func": mod.run},
-                                              extra=(ROOT,))
+                                              extra=_extra(mod))
     return result
+
+
+def _extra(mod: ModuleType) -> tuple[Option, ...]:
+    """The options the CLI adds to a command (at every level): --root, but not to another
+    program's command line (`conda`'s words are conda's)."""
+    return () if mod.COMMAND.program else (ROOT,)
 
 
 def parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -96,10 +102,10 @@ def parser(only: str | None = None) -> argparse.ArgumentParser:
         names = sorted(m.name for m in pkgutil.iter_modules(commands.__path__))
     for name in names:
         mod = _command(name)
-        sp = mod.COMMAND.add_parser(sub, name.replace("_", "-"))
+        # --root works before or after the command (and its subcommand): SUPPRESS there keeps
+        # the global value
+        sp = mod.COMMAND.add_parser(sub, name.replace("_", "-"), extra=_extra(mod))
         sp.set_defaults(func=mod.run)
-        # --root works before or after the command; SUPPRESS keeps the global value.
-        sp.add_argument("--root", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return p
 
 
@@ -121,30 +127,38 @@ def _run(argv: list[str]) -> int:
     # built under `umask 000` would let any user replace its locks, state or modulefiles).
     os.umask(os.umask(0) | 0o002)
     only = _command_module(argv)
-    args: Any = _quick_args(only, argv) if only else None
-    if args is None:
-        try:
-            args = parser(only).parse_args(argv)
-        except SystemExit:
-            sys.stdout.flush()  # --help into a closed pipe fails here, not at exit
-            raise
+    # another program's command line (`conda`) says its errors, its own words' too, as that program
+    me = (_command(only).COMMAND.program if only else None) or "sitestack"
     try:
+        args: Any = _quick_args(only, argv) if only else None
+        if args is None:
+            try:
+                args = parser(only).parse_args(argv)
+            except SystemExit:
+                sys.stdout.flush()  # --help into a closed pipe fails here, not at exit
+                raise
         code = int(args.func(args) or 0)
         sys.stdout.flush()  # inside the try: buffered output meets a closed pipe here
         return code
     except SitestackError as e:
-        print(f"sitestack: error: {e}", file=sys.stderr)
+        print(f"{me}: error: {e}", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("sitestack: interrupted", file=sys.stderr)
+        print(f"{me}: interrupted", file=sys.stderr)
         return 130
     except OSError as e:
+        import errno
+
+        if e.errno == errno.ENAMETOOLONG:  # a path argument the kernel refuses: bad input
+            print(f"sitestack: error: a file name in {str(e.filename)[:80]!r}... is too long "
+                  f"({e.strerror})", file=sys.stderr)
+            return UsageError.exit_code
         msg = _disk_error(e)
         if msg is None:
             raise  # any other OSError is a bug: keep its traceback
-        print(f"sitestack: error: {msg}", file=sys.stderr)
+        print(f"{me}: error: {msg}", file=sys.stderr)
         return ConflictError.exit_code
 
 

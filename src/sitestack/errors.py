@@ -41,7 +41,10 @@ class SpecError(UsageError):
 
     def __init__(self, key: str, problem: str, *, source: str | None = None) -> None:
         where = f"{source}: " if source else ""
-        super().__init__(f"{where}{key}: {problem}")
+        # A key is the spec's own text: one with a line break (FOO\n) is shown quoted, so the
+        # error stays one line.
+        shown = key if key.isprintable() else repr(key)
+        super().__init__(f"{where}{shown}: {problem}")
         self.key = key
         self.problem = problem
 

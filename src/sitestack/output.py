@@ -12,6 +12,17 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+_warned: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """One `sitestack: warning: ...` line on stderr: something was left alone, the command goes
+    on. Each message once per process (a record read again says the same)."""
+    if message not in _warned:
+        _warned.add(message)
+        print(f"sitestack: warning: {message}", file=sys.stderr)
+
+
 def emit_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

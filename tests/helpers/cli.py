@@ -19,3 +19,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, check: bool = False,
     if check and r.returncode != 0:
         raise AssertionError(f"sitestack {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
     return r
+
+
+def one_error(r: subprocess.CompletedProcess[str]) -> str:
+    """The stderr of a clean failure: exactly one `sitestack: error:` line (+ a hint), no traceback."""
+    err = r.stderr
+    assert "Traceback" not in err, err
+    assert err.count("sitestack: error:") == 1, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    first = next(i for i, ln in enumerate(lines) if ln.startswith("sitestack: error:"))
+    assert all(ln.startswith("hint:") for ln in lines[first + 1:]), err
+    return err

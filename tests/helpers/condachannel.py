@@ -258,6 +258,107 @@ def binpfx_package(subdir: str, workdir: Path) -> Package:
     ])
 
 
+# conda's own etc/profile.d/conda.sh (conda 24.x, BSD-3-Clause), its prefix as conda-build
+# leaves it: what the build translates into modulefile commands (conda/shellhook.py).
+CONDA_SH = r"""export CONDA_EXE='@P@/bin/conda'
+export _CE_M=''
+export _CE_CONDA=''
+export CONDA_PYTHON_EXE='@P@/bin/python'
+
+# Copyright (C) 2012 Anaconda, Inc
+# SPDX-License-Identifier: BSD-3-Clause
+
+__conda_exe() (
+    "$CONDA_EXE" $_CE_M $_CE_CONDA "$@"
+)
+
+__conda_hashr() {
+    if [ -n "${ZSH_VERSION:+x}" ]; then
+        \rehash
+    elif [ -n "${POSH_VERSION:+x}" ]; then
+        :  # pass
+    else
+        \hash -r
+    fi
+}
+
+__conda_activate() {
+    if [ -n "${CONDA_PS1_BACKUP:+x}" ]; then
+        PS1="$CONDA_PS1_BACKUP"
+        \unset CONDA_PS1_BACKUP
+    fi
+    \local ask_conda
+    ask_conda="$(PS1="${PS1:-}" __conda_exe shell.posix "$@")" || \return
+    \eval "$ask_conda"
+    __conda_hashr
+}
+
+__conda_reactivate() {
+    \local ask_conda
+    ask_conda="$(PS1="${PS1:-}" __conda_exe shell.posix reactivate)" || \return
+    \eval "$ask_conda"
+    __conda_hashr
+}
+
+conda() {
+    \local cmd="${1-__missing__}"
+    case "$cmd" in
+        activate|deactivate)
+            __conda_activate "$@"
+            ;;
+        install|update|upgrade|remove|uninstall)
+            __conda_exe "$@" || \return
+            __conda_reactivate
+            ;;
+        *)
+            __conda_exe "$@"
+            ;;
+    esac
+}
+
+if [ -z "${CONDA_SHLVL+x}" ]; then
+    \export CONDA_SHLVL=0
+    if [ -n "${_CE_CONDA:+x}" ] && [ -n "${WINDIR+x}" ]; then
+        PATH="$(\dirname "$CONDA_EXE")/condabin${PATH:+":${PATH}"}"
+    else
+        PATH="$(\dirname "$(\dirname "$CONDA_EXE")")/condabin${PATH:+":${PATH}"}"
+    fi
+    \export PATH
+    if [ -z "${PS1+x}" ]; then
+        PS1=
+    fi
+fi
+"""
+
+# A stand-in for conda's executable: enough of `shell.posix activate/deactivate` and
+# `--version` to show that the modulefile's functions call it. It is not conda.
+CONDA_EXE = """#!/bin/sh
+prefix='@P@'
+case "$1" in
+    --version) echo "conda 24.1.2 (sitestack test package, not conda)" ;;
+    shell.posix)
+        case "$2" in
+            activate) printf "export CONDA_PREFIX='%s'\\nexport CONDA_SHLVL=1\\nexport CONDA_DEFAULT_ENV=base\\nexport CONDA_PROMPT_MODIFIER='(base) '\\n" "$prefix" ;;
+            deactivate) printf 'export CONDA_SHLVL=0\\nunset CONDA_PREFIX CONDA_DEFAULT_ENV CONDA_PROMPT_MODIFIER\\n' ;;
+        esac ;;
+    *) echo "test conda: $*" ;;
+esac
+"""
+
+
+def conda_package() -> Package:
+    """A hand-made `conda`: etc/profile.d/conda.sh, bin/conda and condabin/conda (text
+    placeholders, as conda-build leaves them). It tests the wiring only: real conda cannot be
+    fetched from the registries this project reaches."""
+    sh = CONDA_SH.replace("@P@", PLACEHOLDER).encode()
+    exe = CONDA_EXE.replace("@P@", PLACEHOLDER).encode()
+    return Package("conda", "24.1.2", "noarch", [
+        PkgFile("etc/profile.d/conda.sh", sh, placeholder=True),
+        PkgFile("bin/conda", exe, 0o755, placeholder=True),
+        PkgFile("condabin/conda", exe, 0o755, placeholder=True),
+    ], depends=["python >=3.8"], build="0", noarch="generic")
+
+
 def _index(channel: Path) -> None:
     from rattler.index import index_fs
 

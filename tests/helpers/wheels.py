@@ -75,6 +75,7 @@ def make_wheel(
     console_scripts: Mapping[str, str] | None = None,
     files: Mapping[str, str | bytes] | None = None,
     extra_metadata: Mapping[str, str | Iterable[str]] | None = None,
+    record_rows: Iterable[str] = (),
 ) -> Path:
     """Write ``NAME-VERSION-py3-none-any.whl`` into *dest_dir* and return its path.
 
@@ -88,6 +89,8 @@ def make_wheel(
       same path, e.g. ``{"name/__init__.py": ...}`` replaces the default module).
     - *extra_metadata*: more METADATA headers, e.g. ``{"Requires-Python": ">=3.8"}``; an
       iterable value gives one header line per item.
+    - *record_rows*: more RECORD rows naming files the wheel does not hold (a hostile wheel:
+      ``"../../../../tmp/x.txt"``); installers keep them in the installed RECORD.
     """
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -142,6 +145,8 @@ def make_wheel(
     writer = csv.writer(buf, lineterminator="\n")
     for path, data in payload.items():
         writer.writerow([path, _record_hash(data), len(data)])
+    for row in record_rows:
+        writer.writerow([row, "", ""])
     writer.writerow([record_path, "", ""])
     payload[record_path] = buf.getvalue().encode("utf-8")
 

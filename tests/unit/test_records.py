@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -96,7 +97,10 @@ def test_user_policy_json_round_trip() -> None:
 def test_retired_record_round_trip(tmp_path: Path) -> None:
     r = RetiredRecord("py", "1", "2025-02-03", "use py/2", tmp_path / "stacks" / "py" / "1", tmp_path,
                       keep_archive=True)
-    (tmp_path / RETIRED).write_text(json.dumps(r.to_json()))
-    back = RetiredRecord.load(tmp_path)
+    kept = tmp_path / "py" / "1"  # ROOT/.sitestack/retired/NAME/VERSION: the reader checks both
+    kept.mkdir(parents=True)
+    r = dataclasses.replace(r, records=kept)
+    (kept / RETIRED).write_text(json.dumps(r.to_json()))
+    back = RetiredRecord.load(kept)
     assert back == r and back.ref == "py/1"
     assert r.to_json()["retired"] == "2025-02-03"  # the file's key for the date

@@ -136,10 +136,13 @@ def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
     with shared_lock(pkgcache.use_lock(root), exclusive=True, what="the site's package cache"):
         names = sorted(set(_lock_names(root)) | set(site.names()))
         live: list[Path] = []  # temp folders of builds running now: their links count as used
+        # Every folder gc deletes in is reached from the root without a link (SiteRoot.folder): a
+        # link planted at .sitestack/trash/NAME is reported and left alone, never emptied.
+        tmp_dir = root.folder(root.tmp)
         for name in names:
-            temps = [p for p in (sorted(root.tmp.iterdir()) if root.tmp.is_dir() else [])
-                     if _owner(p.name, names) == name]
-            trash = sorted(trash_dir(root, name).iterdir()) if trash_dir(root, name).is_dir() else []
+            temps = [p for p in (sorted(tmp_dir.iterdir()) if tmp_dir else []) if _owner(p.name, names) == name]
+            trash_d = root.folder(trash_dir(root, name))
+            trash = sorted(trash_d.iterdir()) if trash_d else []
             try:
                 with file_lock(root.lock_for(name), timeout=0, what=f"stack {name}"):
                     for p in temps:
@@ -150,15 +153,16 @@ def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
                         finish_pending(site, name)
             except ConflictError:
                 live += temps  # a build, retire or restore of NAME is running
-        if root.tmp.is_dir():  # a killed gc's own half-removed temps
-            removed_tmp = [p for p in root.tmp.iterdir() if p.name.startswith(pkgcache.GC_PREFIX)]
+        if tmp_dir:  # a killed gc's own half-removed temps
+            removed_tmp = [p for p in tmp_dir.iterdir() if p.name.startswith(pkgcache.GC_PREFIX)]
             for p in removed_tmp:
                 remove("temp", p, rename=False)
         # Temp folders first, then stacks: a build renaming tmp -> stacks meanwhile is seen once.
         used = _inodes(live)
         used |= _inodes([rec.prefix for rec in site.versions()])
         kept = 0
-        for entry in pkgcache.entries(root):
+        cache = root.folder(pkgcache.cache_root(root))
+        for entry in pkgcache.entries(root) if cache else []:
             if any((st.st_dev, st.st_ino) in used for st in map(os.lstat, pkgcache.entry_files(entry))):
                 kept += 1
                 continue
@@ -168,7 +172,7 @@ def gc(root: SiteRoot, *, dry_run: bool = False) -> GcResult:
                 gone = pkgcache.discard(entry)
                 crash_point("gc:after-rename")
                 rmtree(gone)
-        for p in pkgcache.leftovers(root):
+        for p in pkgcache.leftovers(root) if cache else []:
             remove("cache-entry", p, rename=False)
         _empty_uv_caches(root, removed, dry_run)
         removed += _archives(site, dry_run)
@@ -188,6 +192,8 @@ def _empty_uv_caches(root: SiteRoot, removed: list[Removed], dry_run: bool) -> N
     """
     entries = [r.path for r in removed if r.kind == "cache-entry"]
     for cache in pkgcache.uv_caches(root):
+        if root.folder(cache) is None:
+            continue  # reached through a link: not the site's to empty
         if os.lstat(cache).st_uid != os.getuid() and os.getuid() != 0:
             continue
         size = _freeable(*entries, cache) - _freeable(*entries) if dry_run else _freeable(cache)
@@ -202,18 +208,19 @@ def _empty_uv_caches(root: SiteRoot, removed: list[Removed], dry_run: bool) -> N
 
 # `.OUT.tmp-HOST-PID-RAND` (pack, core.publish.temp_name), `.DEST.clone-HOST-PID-RAND` (clone),
 # and `.OUT.tmp-PID` of packs from before temps carried their host.
-_TEMP = re.compile(r"^\.(?P<base>.+)\.(?P<kind>tmp|clone)-(?P<rest>[^-]+-\d+-[0-9a-f]+)$")
-_OLD_PACK_TEMP = re.compile(r"^\..+\.tmp-(?P<pid>\d+)$")
+# (fullmatch only: `$` would also match before a final newline)
+_TEMP = re.compile(r"\.(?P<base>.+)\.(?P<kind>tmp|clone)-(?P<rest>[^-]+-\d+-[0-9a-f]+)")
+_OLD_PACK_TEMP = re.compile(r"\..+\.tmp-(?P<pid>\d+)")
 _TEMP_DEPTH = 3  # ROOT/archives/NAME/.V.tar.zst.tmp-*, or a staff clone such as ROOT/clones/x
 
 
 def _is_dead_temp(name: str) -> bool:
     """clear_stale's rule: a temp of this host whose process is gone (never another host's)."""
-    m = _TEMP.match(name)
+    m = _TEMP.fullmatch(name)
     if m:
         who = owner(name, f".{m['base']}.{m['kind']}-")
         return who is not None and who[0] == HOST and not pid_alive(who[1])
-    old = _OLD_PACK_TEMP.match(name)
+    old = _OLD_PACK_TEMP.fullmatch(name)
     return old is not None and not pid_alive(int(old["pid"]))
 
 
@@ -245,16 +252,19 @@ def _dead_temps(root: SiteRoot) -> list[Path]:
 
 
 def _archives(site: Site, dry_run: bool) -> list[Removed]:
-    base = site.root.path / "archives"
-    if not base.is_dir():
+    base = site.root.folder(site.root.path / "archives")
+    if base is None:
         return []
     published = {(r.name, r.version) for r in site.versions()}
-    keep = {(r.name, r.version) for r in site.retired() if r.keep_archive}
+    # A retired version's archive goes only where its readable record says so: one whose
+    # retired.json cannot be read (reported by Site.retired) keeps its archive.
+    records = {(r.name, r.version): r.keep_archive for r in site.retired()}
     out = []
-    for d in sorted(p for p in base.iterdir() if p.is_dir()):
+    for d in sorted(p for p in base.iterdir() if p.is_dir() and not p.is_symlink()):
         for f in sorted([*d.glob("*.tar.zst"), *d.glob("*.sqfs")]):  # pack --publish [--format squashfs]
             key = (d.name, f.name.removesuffix(".tar.zst").removesuffix(".sqfs"))
-            if f.name.startswith(".") or key in published or key in keep:
+            kept = records.get(key, os.path.lexists(site.root.retired_dir(*key)))
+            if f.name.startswith(".") or key in published or kept:
                 continue
             out.append(Removed("archive", f, _freeable(f)))
             if not dry_run:

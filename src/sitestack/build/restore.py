@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sitestack.build.smoke import run_smoke_tests
-from sitestack.core.fsutil import crash_point, file_lock, make_dirs, make_readonly
+from sitestack.core.fsutil import crash_point, file_lock, make_readonly
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
 from sitestack.core.manifest import Manifest
@@ -102,53 +102,74 @@ def restore(root: SiteRoot, ref: str, *, from_archive: bool = False, log: BuildL
         r = _retired(site, name, version)
     if str(r.prefix) != str(root.prefix(name, version)):
         raise UsageError(f"{r.ref} was published at {r.prefix}, not in this root ({root.path})")
-    lock = read_lock_file(r.records)
-    rec = _from_archive(site, r, log, reader) if reader is not None and from_archive \
-        else _from_lock(site, r, lock, log)
+    kept = read_kept(r, manifest=from_archive)  # all of them, before anything is made
+    rec = _from_archive(site, r, log, reader, kept) if reader is not None and from_archive \
+        else _from_lock(site, r, kept, log)
     crash_point("restore:after-publish")
     with file_lock(root.lock_for(name), what=f"stack {name}"):
         finish_pending(site, name)  # drops the kept records now that the stack is back
     return RestoreResult(name, version, rec.prefix, "archive" if from_archive else "lock",
-                         dict(rec.packages), read_lock(rec.prefix) == lock, rec.files,
+                         dict(rec.packages), read_lock(rec.prefix) == kept.lock, rec.files,
                          time.monotonic() - t0)
 
 
-def read_lock_file(records: Path) -> dict[str, str]:
-    """The kept lock.txt as {name: version} (read_lock reads PREFIX/.sitestack/lock.txt)."""
-    out: dict[str, str] = {}
-    try:
-        text = (records / LOCK).read_text(encoding="utf-8")
-    except OSError as e:
-        raise VerifyError(f"the kept lock {records / LOCK} is unreadable: {e.strerror}") from None
-    for line in text.splitlines():
+@dataclass(frozen=True)
+class Kept:
+    """A retired version's kept records that restore acts on, each read and checked."""
+
+    spec: StackSpec
+    lock: dict[str, str]  # lock.txt as {name: version}
+    manifest: Manifest | None  # for --from-archive: what the archive must hold
+
+
+def read_kept(r: RetiredRecord, *, manifest: bool) -> Kept:
+    """Read every kept record restore needs before anything is made: one missing, not a
+    file, not UTF-8 or corrupt is one VerifyError line (exit 6), and nothing is half-published."""
+    from sitestack.core.shape import Shape
+
+    hint = "the kept records were changed; restore them from a backup"
+
+    def kept(name: str) -> Shape:
+        return Shape(f"the kept {name} {r.records / name}", VerifyError, hint)
+
+    spec = parse_spec(kept(SPEC).text_file(r.records / SPEC), source=r.records / SPEC)
+    if spec.name != r.name:  # a rebuild publishes under the spec's name: it must be this one
+        kept(SPEC).fail(f"names the stack {spec.name!r}, not {r.name!r}")
+    lock: dict[str, str] = {}
+    for line in kept(LOCK).text_file(r.records / LOCK).splitlines():
         n, sep, v = line.strip().partition("==")
         if sep:
-            out[n] = v
-    return out
+            lock[n] = v
+    if spec.conda is not None:
+        from sitestack.conda.records import LOCK_NAME
+
+        kept(LOCK_NAME).text_file(r.records / LOCK_NAME)  # the conda rebuild's lock: there, and text
+    man = None
+    if manifest:
+        man = Manifest.parse(kept(MANIFEST).data_file(r.records / MANIFEST), r.records / MANIFEST)
+        rec = kept(STACK_JSON)
+        data = rec.table(rec.json_file(r.records / STACK_JSON))
+        for key in ("name", "version", "site", "python", "python_xy"):
+            rec.text(data.get(key), key)
+        if (data["name"], data["version"]) != (r.name, r.version):
+            rec.fail(f"is that of {data['name']}/{data['version']}, not {r.ref}")
+    return Kept(spec, lock, man)
 
 
-def _spec(r: RetiredRecord) -> StackSpec:
-    spec_file = r.records / SPEC
-    try:
-        return parse_spec(spec_file.read_text(encoding="utf-8"), source=spec_file)
-    except OSError as e:
-        raise VerifyError(f"the kept spec {spec_file} is unreadable: {e.strerror}") from None
-
-
-def _from_lock(site: Site, r: RetiredRecord, lock: dict[str, str], log: BuildLog) -> StackRecord:
+def _from_lock(site: Site, r: RetiredRecord, kept: Kept, log: BuildLog) -> StackRecord:
     from sitestack.build.stack import build
 
-    spec = _spec(r)
+    spec = kept.spec
     lock_file = r.records / LOCK
     if spec.conda is not None:
         from sitestack.conda.records import LOCK_NAME
 
         lock_file = r.records / LOCK_NAME
-    build(spec, site.root, version=r.version, log=log, from_lock=lock_file, expect_packages=lock)
+    build(spec, site.root, version=r.version, log=log, from_lock=lock_file, expect_packages=kept.lock)
     return site.get(r.ref)
 
 
-def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveReader) -> StackRecord:
+def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveReader, kept: Kept) -> StackRecord:
     root = site.root
     archive = root.archive(r.name, r.version)
     if not archive.is_file():
@@ -158,16 +179,15 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
     prefix = root.prefix(r.name, r.version)
     if fmt != "tar.zst" or kind != "stack" or original != str(prefix):
         raise VerifyError(f"{archive} is not the published archive of {r.ref} at {prefix}")
-    kept = Manifest.load(r.records / MANIFEST)
-    spec = _spec(r)
+    spec = kept.spec
     with file_lock(root.lock_for(r.name), what=f"stack {r.name}"):
         if prefix.exists():
             raise ConflictError(f"{r.ref} was published meanwhile at {prefix}")
-        make_dirs(root.tmp)  # exact modes, whatever the caller's umask
+        root.make_folder(root.tmp)  # exact modes, whatever the caller's umask; no link out
         # We hold the name's lock: temps of killed builds and restores of this version go.
         with temp_tree(root.tmp, f"{r.name}-{r.version}-", mode=0o700, locked=True) as tmp:
             log.step(f"unpacking {archive}, checking every file's sha256")
-            if reader.unpack(archive, tmp).to_json() != kept.to_json():
+            if kept.manifest is None or reader.unpack(archive, tmp).to_json() != kept.manifest.to_json():
                 raise VerifyError(f"{archive} does not match the kept manifest of {r.ref}: "
                                   "it is not the archive of this build")
             stack = tmp / "stack"
@@ -184,7 +204,7 @@ def _from_archive(site: Site, r: RetiredRecord, log: BuildLog, reader: ArchiveRe
             log.step("running smoke tests (imports)")
             run_smoke_tests(quick, stack, rec.python_xy, log)
             make_readonly(stack)
-            make_dirs(prefix.parent)
+            root.make_folder(prefix.parent)  # exact modes; never published through a link
             publish(stack, prefix, durable=True)
     site.update_state(r.name, lambda s: None)  # modulefiles (and the catalog) come back
     return site.get(r.ref)

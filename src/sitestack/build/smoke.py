@@ -468,12 +468,14 @@ def rerun_tests(root: SiteRoot, ref: str, *, gpu_only: bool = False, log: BuildL
     from sitestack.core.fsutil import atomic_write_json, file_lock
     from sitestack.core.log import BuildLog as _Log
     from sitestack.core.records import SPEC
-    from sitestack.errors import UsageError
+    from sitestack.core.shape import Shape
+    from sitestack.errors import UsageError, VerifyError
     from sitestack.site.registry import Site
     from sitestack.site.spec import parse_spec
 
     rec = Site(root).get(ref)
-    spec = parse_spec((rec.records / SPEC).read_text(encoding="utf-8"), source=rec.records / SPEC)
+    spec_text = Shape(f"{rec.ref}: its {rec.records / SPEC}", VerifyError).text_file(rec.records / SPEC)
+    spec = parse_spec(spec_text, source=rec.records / SPEC)
     if gpu_only and not (spec.tests.gpu_imports or spec.tests.gpu_commands):
         raise UsageError(f"{rec.ref} has no [tests.gpu] tests", hint="add a [tests.gpu] table to its spec")
     visible, how = gpu_visible()
@@ -484,7 +486,7 @@ def rerun_tests(root: SiteRoot, ref: str, *, gpu_only: bool = False, log: BuildL
     run = SmokeRun(stack=rec.ref, ran=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   host=socket.gethostname(), gpu=visible, gpu_how=how, gpu_only=gpu_only,
                   results=tuple(results), record=path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    root.make_folder(path.parent)  # exact modes (0755) on every level, whatever the umask; no link out
     with file_lock(root.locks / f"tests-{rec.name}.lock", what=f"test records of {rec.name}"):
         atomic_write_json(path, run.to_json())
     return run

@@ -108,6 +108,10 @@ def build(
         source = find_python(spec.python)  # before anything is written: a bad python is bad input
     final = root.prefix(spec.name, version)
     make_dirs(root.tmp)  # ROOT, .sitestack, tmp: 0755 whatever the caller's umask
+    # The sitestack (and conda front door) the modulefiles put on users' PATH (reused if current).
+    from sitestack.build.sitetool import ensure_tool
+
+    ensure_tool(root, log)
     with file_lock(root.lock_for(spec.name), timeout=lock_timeout, what=f"stack {spec.name}"):
         if final.exists():
             raise ConflictError(
@@ -127,6 +131,7 @@ def build(
             if expect_packages is not None and packages != expect_packages:
                 diff = sorted(set(packages.items()) ^ set(expect_packages.items()))
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
+            extra = {**extra, "jupyter": _jupyter(spec, tmp, py_xy)}
             finish(spec, tmp, final, root, version, python, py_xy, packages,
                    lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-"),
                                            expected=last_durations(root, spec.name)),
@@ -149,6 +154,17 @@ def build(
         files=rec.files, bytes=rec.bytes, seconds=time.monotonic() - t0,
         default=site.default_version(spec.name) == version,
     )
+
+
+def _jupyter(spec: StackSpec, prefix: Path, py_xy: str) -> dict[str, object]:
+    """The [jupyter] table for the records; `kernel = true` needs ipykernel in the stack."""
+    from sitestack.core.dists import python_dists
+    from sitestack.errors import SpecError
+
+    if spec.jupyter.kernel and "ipykernel" not in python_dists(prefix, py_xy):
+        raise SpecError("jupyter.kernel", "is true, but the stack has no ipykernel: add ipykernel to "
+                        "[packages] requirements, or set kernel = false; nothing was published")
+    return spec.jupyter.to_json()
 
 
 def _pin_to_lock(spec: StackSpec, lock: Path) -> StackSpec:
@@ -177,6 +193,13 @@ def _build_conda(
     python, py_xy, extra = conda.build_conda_prefix(spec, tmp, final, root, log, from_lock=from_lock)
     info = extra["conda"]
     assert isinstance(info, dict)
+    from sitestack.conda.shellhook import wire  # real conda, where the packages carry it
+
+    shell, left_out = wire(tmp, final, info["channels"], info["specs"],
+                           [f"{r['channel']}::{r['name']}-{r['version']}-{r['build']}" for r in info["packages"]])
+    if shell is not None:
+        extra["conda_shell"] = shell
+        log.add("".join(f"etc/profile.d/conda.sh: left out of the modulefiles: {line}\n" for line in left_out))
     if from_lock is not None:
         pins = condalock.read_lock(Path(from_lock))[1]
         spec = replace(spec, packages=replace(spec.packages, requirements=tuple(f"{n}=={v}" for n, v in sorted(pins.items()))))

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
         emit_json({"path": str(res.path), "old_stack": res.old_stack, "new_stack": res.new_stack,
                    "changes": [{"name": c.name, "old": c.old, "new": c.new, "action": c.action}
-                               for c in res.changes]})
+                               for c in res.changes], "kernels": list(res.kernels)})
         return 0
     print(f"{res.path}: {res.old_stack} -> {res.new_stack}")
     words = {"kept": "kept", "changed": "changed", "from-stack": "now from the stack", "added": "added"}
@@ -41,4 +41,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {c.name}: {c.old or '-'} -> {c.new or '-'}  ({words[c.action]})")
     if not res.changes:
         print("  (the layer had no packages of its own)")
+    for k in res.kernels:
+        print(f"  kernel {k} rewritten for {res.new_stack}")
     return 0

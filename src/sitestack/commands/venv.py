@@ -16,6 +16,8 @@ COMMAND = Command("make a layer (a venv) on a stack: the loaded one by default",
            help="cut the layer off from the stack's packages (include-system-site-packages = false)"),
     Option("--user-site", action="store_true", help="let the layer see the per-version user base (off by default)"),
     Option("--prompt", help="shell prompt name (default: the folder name)"),
+    Option("--kernel", action="store_true",
+           help="also register the layer as a Jupyter kernel (as `sitestack kernel add PATH`)"),
     Option("--json", action="store_true"),
 ))
 
@@ -27,12 +29,20 @@ def run(args: argparse.Namespace) -> int:
     rec = choose_stack(args.stack, args.root)
     made = create_layer(args.path, rec, inherit=not args.no_inherit, user_site=args.user_site,
                         prompt=args.prompt)
+    kernel = None
+    if args.kernel:
+        from sitestack.user.kernels import add_kernel
+
+        kernel = add_kernel(str(made.path))
     if args.json:
         from sitestack.output import emit_json
 
         emit_json({"path": str(made.path), "stack": made.stack, "prefix": str(made.prefix),
-                   "inherit": made.inherit, "user_site": made.user_site, "pip": made.pip})
+                   "inherit": made.inherit, "user_site": made.user_site, "pip": made.pip,
+                   **({"kernel": kernel.to_json()} if kernel else {})})
         return 0
     print(f"made {made.path} on {made.stack}" + ("" if made.inherit else " (not inheriting)"))
+    if kernel:
+        print(f"kernel: {kernel.name} ({kernel.display_name})")
     print(f"activate: source {made.path}/bin/activate")
     return 0

@@ -39,7 +39,7 @@ from sitestack.conda.records import (
 from sitestack.core.dists import python_dists
 from sitestack.core.fsutil import make_dirs
 from sitestack.core.log import StepLog
-from sitestack.errors import BuildError, SpecError, VerifyError
+from sitestack.errors import BuildError, SpecError, UsageError, VerifyError
 
 if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
@@ -181,7 +181,7 @@ def _no_group_other_write() -> Iterator[None]:
 
 def _install(
     repodata: Sequence[Any], build_prefix: Path, final_prefix: Path, cache_dir: Path,
-    specs: Sequence[Any] | None,
+    specs: Sequence[Any] | None, installed: Sequence[Any] = (),
 ) -> None:
     rattler = load_rattler()
     verify_local_packages(repodata, cache_dir)
@@ -190,7 +190,7 @@ def _install(
         with _no_group_other_write():
             _run(rattler.install(
                 list(repodata), target_prefix=build_prefix, cache_dir=cache_dir,
-                installed_packages=[], alternative_target_prefix=final_prefix,
+                installed_packages=list(installed), alternative_target_prefix=final_prefix,
                 show_progress=False, execute_link_scripts=False,
                 # py-rattler 0.28's install() hands these to the FFI layer unwrapped.
                 requested_specs=[getattr(m, "_match_spec", m) for m in specs] if specs else None,
@@ -272,6 +272,89 @@ def pypi_conflicts(requirements: Iterable[str], provided: Mapping[str, str]) -> 
         if name in provided and r.specifier and not r.specifier.contains(provided[name], prereleases=True):
             out.append(f"{req} (conda installed {name} {provided[name]})")
     return out
+
+
+# -- an existing environment: conda install / remove in a clone --------------------------
+
+def _spec_name(spec: Any) -> str:
+    return str(spec.name.normalized) if spec.name is not None else ""
+
+
+def user_specs(specs: Sequence[str]) -> list[Any]:
+    """MatchSpecs from a user's command line; a bad one is a one-line UsageError."""
+    rattler = load_rattler()
+    out = []
+    for s in specs:
+        try:
+            out.append(rattler.MatchSpec(s, strict=True))
+        except Exception as e:  # rattler.InvalidMatchSpecError and friends
+            raise UsageError(f"{s!r} is not a package spec: {e}; nothing was installed") from None
+        if out[-1].name is None:
+            raise UsageError(f"{s!r} names no package; nothing was installed")
+    return out
+
+
+def _dependents(installed: Sequence[Any], names: set[str]) -> set[str]:
+    """Installed packages that need one of `names`, directly or through others."""
+    needs = {str(r.name.normalized): {d.split()[0] for d in r.depends} for r in installed}
+    out: set[str] = set()
+    grew = True
+    while grew:
+        grew = False
+        for name, deps in needs.items():
+            if name not in out and name not in names and deps & (names | out):
+                out.add(name)
+                grew = True
+    return out
+
+
+def install_into(prefix: Path, channels: Sequence[str], add: Sequence[str], remove: Sequence[str],
+                 cache_dir: Path, command: str) -> tuple[list[str], list[str]]:
+    """`conda install ADD` / `conda remove REMOVE` in an existing environment (a clone of a
+    conda stack), as conda does them: every installed package stays (locked at its version)
+    unless ADD names it; REMOVE takes the packages named and those that need them (conda's
+    "will be REMOVED" list), never what they needed. Solved from `channels` (the stack's);
+    rattler links and unlinks the difference and writes conda-meta; conda-meta/history gets
+    the entry conda would write. Returns what was added and removed, as
+    `channel::name-version-build`."""
+    rattler = load_rattler()
+    from rattler.exceptions import GatewayError, SolverError
+
+    installed = [rattler.PrefixRecord.from_path(p) for p in sorted((prefix / "conda-meta").glob("*.json"))]
+    have = {str(r.name.normalized) for r in installed}
+    adds = user_specs(add)
+    drops = {_spec_name(m) for m in user_specs(remove)}
+    missing = sorted(drops - have)
+    if missing:
+        raise UsageError(f"{', '.join(missing)} is not installed in {prefix} as a conda package; "
+                         "nothing was removed")
+    drops |= _dependents(installed, drops)
+    named = drops | {_spec_name(m) for m in adds}
+    specs = sorted(have - named) + list(add)
+    locked = [r for r in installed if str(r.name.normalized) not in named]
+    try:
+        solved = list(_run(rattler.solve(sources=[channel_source(c) for c in channels], specs=specs,
+                                         gateway=rattler.Gateway(), locked_packages=locked)))
+    except SolverError as e:
+        reason = str(e).replace("Cannot solve the request because of: ", "")
+        raise BuildError(f"{command}: the request cannot be satisfied from {', '.join(channels)}; "
+                         "nothing was changed\n" + first_lines(reason, 20)) from None
+    except GatewayError as e:
+        raise BuildError(f"a conda channel cannot be reached or read ({', '.join(channels)}):\n"
+                         + first_lines(str(e))) from None
+    kept = sorted(drops & {str(r.name.normalized) for r in solved})
+    if kept:
+        raise BuildError(f"{', '.join(kept)} cannot be removed: other packages in {prefix} need it; "
+                         "nothing was removed")
+    make_dirs(cache_dir)
+    _install(solved, prefix, prefix, cache_dir, [rattler.MatchSpec(s) for s in specs], installed)
+    before = {f"{r.channel}::{r.name.normalized}-{r.version}-{r.build}" for r in installed}
+    after = {f"{r.channel}::{r.name.normalized}-{r.version}-{r.build}" for r in solved}
+    added, removed = sorted(after - before), sorted(before - after)
+    from sitestack.conda.records import append_history
+
+    append_history(prefix, command, added, removed, list(remove) if remove else list(add), remove=bool(remove))
+    return added, removed
 
 
 # -- the build's entry point ---------------------------------------------------------------

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from sitestack import __version__
 from sitestack.errors import ToolMissingError
 
 LOCK_NAME = "conda.lock"  # in PREFIX/.sitestack/: rattler's LockFile (the pixi.lock format)
@@ -96,3 +98,19 @@ def to_records(repodata: Iterable[Any]) -> tuple[CondaRecord, ...]:
     return tuple(sorted(out, key=lambda r: r.name))
 
 
+HISTORY = "conda-meta/history"
+
+
+def append_history(prefix: Path, command: str, added: Iterable[str], removed: Iterable[str],
+                   specs: Iterable[str], *, remove: bool = False) -> None:
+    """One entry of conda's PREFIX/conda-meta/history, as conda writes it for each change."""
+    import time
+
+    lines = [f"==> {time.strftime('%Y-%m-%d %H:%M:%S')} <==", f"# cmd: {command}",
+             f"# conda version: sitestack {__version__}"]
+    lines += [f"-{r}" for r in removed] + [f"+{a}" for a in added]
+    lines.append(f"# {'remove' if remove else 'update'} specs: {list(specs)!r}")
+    path = Path(prefix) / HISTORY
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")

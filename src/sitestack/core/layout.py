@@ -14,6 +14,8 @@ ROOT/.sitestack/tmp/                   builds in progress (same filesystem as st
 ROOT/.sitestack/retired/NAME/VERSION/  records of a retired version (site/retire.py)
 ROOT/.sitestack/checked/NAME/VERSION   which files last matched their sha256 (core/checked.py)
 ROOT/.sitestack/trash/                 retired stacks being deleted (same filesystem as stacks/)
+ROOT/.sitestack/tools/ID/              the sitestack users run: bin/{sitestack,conda}, its own
+                                       python/ (build/sitetool.py); tool.json names the current one
 """
 
 from __future__ import annotations
@@ -79,6 +81,16 @@ class SiteRoot:
     def trash(self) -> Path:
         return self.meta / "trash"
 
+    @property
+    def tools(self) -> Path:
+        """The site's own sitestack for users, one read-only folder per build of it."""
+        return self.meta / "tools"
+
+    @property
+    def tool_record(self) -> Path:
+        """Which of `tools` the modulefiles put on PATH (site/sitetool.py reads it)."""
+        return self.meta / "tool.json"
+
     def checked(self, name: str, version: str) -> Path:
         """Which files of NAME/VERSION last matched their sha256, by inode and ctime (a pack's)."""
         return self.meta / "checked" / name / version
@@ -94,6 +106,34 @@ class SiteRoot:
         """Where `pack NAME/VERSION --publish --format squashfs --to DIR` puts the image that
         `stage --mount --to DIR` mounts."""
         return self.path / "archives" / name / f"{version}.sqfs"
+
+    def folder(self, path: Path) -> Path | None:
+        """`path` (below the root) if it is a folder reached from the root without any link,
+        else None; a link there (planted by hand) is reported on stderr and left alone.
+        Whatever sitestack deletes in is looked up through this, so a link at
+        .sitestack/trash/NAME cannot take a removal out of the site."""
+        from sitestack.core.safepath import plain_dir
+
+        d = plain_dir(self.path, os.path.relpath(path, self.path))
+        if d is None and os.path.islink(path):
+            from sitestack.output import warn
+
+            warn(f"{path} is a link, not a folder of the site: left alone (remove it by hand)")
+        return d
+
+    def make_folder(self, path: Path) -> Path:
+        """`path`, made where missing with exact modes (fsutil.make_dirs), to write in:
+        VerifyError if it is reached through a link (what sitestack puts there would land, and
+        later be deleted, outside the site)."""
+        from sitestack.core.fsutil import make_dirs
+        from sitestack.core.safepath import plain_dir
+        from sitestack.errors import VerifyError
+
+        make_dirs(path)
+        d = plain_dir(self.path, os.path.relpath(path, self.path))
+        if d is None:
+            raise VerifyError(f"{path} is not a folder of the site (a link?): remove it, then retry")
+        return d
 
     def lock_for(self, name: str) -> Path:
         return self.locks / f"{name}.lock"

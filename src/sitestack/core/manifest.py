@@ -92,7 +92,7 @@ class Manifest:
 
         try:
             return cls.from_json(json.loads(data))
-        except (ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, RecursionError) as e:
             raise VerifyError(f"{path} is corrupt or truncated ({type(e).__name__}: {e})",
                               hint="the records were changed: rebuild the stack, or restore "
                                    "the file from a backup") from None

@@ -39,7 +39,17 @@ def read(path: Path) -> dict[str, str]:
 
 
 def dumps(items: Iterable[tuple[str, str]]) -> str:
-    """A new pyvenv.cfg in the given order, as `python -m venv` writes it: ``key = value``."""
+    """A new pyvenv.cfg in the given order, as `python -m venv` writes it: ``key = value``.
+    A value with a line break would add a key of its own (a venv path with a newline could
+    set `home`): UsageError, exit 2 (core.shape.line_safe, the one check for config values)."""
+    from sitestack.core.shape import line_safe
+    from sitestack.errors import UsageError
+
+    items = list(items)
+    for k, v in items:
+        if not line_safe(v):
+            raise UsageError(f"{v!r} holds a line break or control character: it cannot be written into "
+                             f"{CFG} as its {k}")
     return "".join(f"{k} = {v}\n" for k, v in items)
 
 

@@ -8,7 +8,6 @@ through ``StackRecord``.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,11 +71,22 @@ class UserPolicy:
 
     @classmethod
     def from_json(cls, data: Any) -> UserPolicy:
+        """The table as stack.json holds it; ValueError (an unreadable record) where a value
+        is not what the writer wrote (a string where a list belongs is not read per character)."""
         if not isinstance(data, dict):
             return cls()
-        return cls(tuple(data.get("find-links") or ()), data.get("index-url") or None,
-                   tuple(data.get("extra-index-url") or ()), bool(data.get("no-index", False)),
-                   tuple(data.get("constraints") or ()), tuple(data.get("only-binary") or ()))
+
+        def texts(key: str) -> tuple[str, ...]:
+            v = data.get(key) or []
+            if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+                raise ValueError(f"user.{key} is not a list of strings")
+            return tuple(v)
+
+        index = data.get("index-url") or None
+        if index is not None and not isinstance(index, str):
+            raise ValueError("user.index-url is not a string")
+        return cls(texts("find-links"), index, texts("extra-index-url"), bool(data.get("no-index", False)),
+                   texts("constraints"), texts("only-binary"))
 
 
 def lock_text(packages: dict[str, str]) -> str:
@@ -172,8 +182,28 @@ class RetiredRecord:
 
     @classmethod
     def load(cls, records: Path) -> RetiredRecord:
-        """Read ``records/retired.json``; OSError, KeyError or ValueError if unreadable."""
-        data = json.loads((Path(records) / RETIRED).read_text(encoding="utf-8"))
-        return cls(name=data["name"], version=data["version"], date=data["retired"],
-                   message=data.get("message", ""), prefix=Path(data["prefix"]), records=Path(records),
-                   keep_archive=bool(data.get("keep_archive", False)))
+        """Read ``ROOT/.sitestack/retired/NAME/VERSION/retired.json``, the one reader of it.
+
+        Its name and version are used as paths (stub modulefiles, the archive gc removes), so
+        they must be the names of the folders it is in (checked by core.safepath.component);
+        every value must have the type the writer gave it, and the message, which stubs and
+        `module load` show, one line. Anything else: VerifyError (exit 6), one line.
+        """
+        from sitestack.core.safepath import component
+        from sitestack.core.shape import Shape
+        from sitestack.errors import VerifyError
+
+        records = Path(records)
+        shape = Shape(str(records / RETIRED), VerifyError,
+                      hint="the site's retired records were changed; restore the file from a backup")
+        data = shape.table(shape.json_file(records / RETIRED))
+        for key, folder in (("name", records.parent.name), ("version", records.name)):
+            value = component(shape.text(data.get(key), key), f"{records / RETIRED}: {key}", VerifyError)
+            if value != folder:
+                shape.fail(f"{key} {value!r} is not that of the folder it is in ({folder!r})")
+        prefix = shape.text(data.get("prefix"), "prefix")
+        if not os.path.isabs(prefix):
+            shape.fail(f"prefix {prefix!r} is not an absolute path")
+        return cls(name=records.parent.name, version=records.name, date=shape.text(data.get("retired"), "retired"),
+                   message=shape.text(data.get("message", ""), "message"), prefix=Path(prefix),
+                   records=records, keep_archive=shape.flag(data.get("keep_archive", False), "keep_archive"))

@@ -23,6 +23,22 @@ from sitestack.errors import UsageError
 if TYPE_CHECKING:  # not at run time: importing manifest costs hashlib and concurrent.futures
     from sitestack.core.manifest import PrefixHit
 
+def check_target(path: str, what: str, hint: str) -> str:
+    """Refuse, up front (exit 2, one line), a relocation target no relocated file can carry.
+
+    Relocation writes the new path into Python sources as a string literal (`_sysconfigdata`,
+    scripts, .pth files): a quote or a backslash there would end or bend it, and a control
+    character would break a line. Byte replacement cannot escape it soundly (each literal
+    chose its own quotes), so such a path is refused rather than relocated wrongly. The shell
+    is no limit (activate scripts quote every path), so spaces, `$()` and backticks are fine.
+    One rule for `stage --to` and `clone`."""
+    bad = sorted({c for c in path if c in "'\"\\" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        raise UsageError(f"{what} {path!r} contains {' '.join(repr(c) for c in bad)}, which relocated "
+                         "Python files cannot carry", hint=hint)
+    return path
+
+
 @dataclass(frozen=True)
 class Relocation:
     rewritten: tuple[str, ...] = ()

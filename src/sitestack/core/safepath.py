@@ -1,6 +1,10 @@
 """One rule for every path that comes from an archive or a record: it stays inside its tree.
 
-Archive members, symlinks and relocation lists (`prefix-files.json`) are all checked here.
+Archive members, symlinks and relocation lists (`prefix-files.json`) are all checked here,
+and so is every path a record names before sitestack removes, renames or writes it: a row of
+an installed distribution's RECORD, a step of an install journal, a folder of the site's
+trash or retired records (`inside`, `plain_dir`), and every NAME or VERSION taken from an
+argument or a record (`component`).
 A path is resolved component by component against the tree, the way the kernel does it:
 each component that is a symlink is replaced by its target (an absolute target counts only
 where it names one of the tree's declared prefixes, which map to a folder of the tree), and
@@ -13,15 +17,21 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from sitestack.errors import VerifyError
+from sitestack import TYPE_CHECKING
+from sitestack.errors import SitestackError, UsageError, VerifyError
+
+if TYPE_CHECKING:  # split_ref (sitestack venv's start path) imports this module: no collections.abc
+    from collections.abc import Callable, Mapping
+
+    ReadLink = Callable[[str], "str | None"]
 
 MAX_HOPS = 40  # as the kernel's MAXSYMLINKS
-
-ReadLink = Callable[[str], "str | None"]
-
+# NAME and VERSION become path components with more around them (VERSION.lua,
+# .VERSION.tmp-HOST-PID-RAND, VERSION.tar.zst.tmp-HOST-PID-RAND): at most this many bytes
+# keeps every such name under the kernel's 255-byte NAME_MAX.
+MAX_COMPONENT = 128
 
 # A path that leaves its tree is an unsafe archive or record: VerifyError, exit 6.
 Escape = VerifyError
@@ -38,6 +48,57 @@ def check_relative(rel: str, what: str = "path") -> str:
     if os.path.normpath(rel) != rel.rstrip("/"):
         raise Escape(f"unsafe {what}: path is not normalized: {rel!r}")
     return rel
+
+
+def component(value: object, what: str = "name",
+              error: type[SitestackError] = UsageError) -> str:
+    """One path component from an argument or a record (a stack's NAME or VERSION, a folder
+    name a record states): a non-empty string, not '.' or '..', without '/', NUL or control
+    characters, at most MAX_COMPONENT bytes. Refused with one line of `error`'s class (exit 2
+    for an argument) before it becomes part of any path: a 5,000-character VERSION would
+    otherwise end in ENAMETOOLONG wherever it is first used."""
+    if not isinstance(value, str) or not value:
+        raise error(f"{what}: must be a non-empty string, not {value!r}")
+    shown = shown_name(value)
+    from sitestack.core.shape import line_safe
+
+    if value in (".", "..") or "/" in value or "\t" in value or not line_safe(value):
+        raise error(f"{what} {shown} is not a plain name (no '/', '.', '..' or control characters)")
+    if len(value.encode("utf-8", "surrogateescape")) > MAX_COMPONENT:
+        raise error(f"{what} {shown} is too long: at most {MAX_COMPONENT} bytes")
+    return value
+
+
+def shown_name(value: str) -> str:
+    """A name for a one-line message: quoted, a long one cut (a 5,000-character VERSION)."""
+    return repr(value) if len(value) <= 60 else f"{value[:40]!r}... ({len(value)} characters)"
+
+
+def inside(root: Path, path: str | os.PathLike[str], what: str = "path") -> Path:
+    """`path` (absolute, or relative to `root`) as an entry below `root`, reached without
+    leaving it: its folders are resolved through the tree's links as the kernel would
+    (`resolve`; an absolute link counts only where it points into `root`), its last
+    component is not followed (removing or renaming it acts on the entry itself, a link
+    included). Raises Escape when it leaves `root`, or names `root` itself or a '..'.
+
+    For every path a record names before sitestack acts on it: RECORD rows of a layer's
+    distributions, the steps of an install journal."""
+    root_s = os.path.abspath(root)
+    p = os.fspath(path)
+    if not p or "\0" in p:
+        raise Escape(f"unsafe {what}: empty or bad path {p!r}")
+    if p.startswith("/"):
+        if not p.startswith(root_s.rstrip("/") + "/"):
+            raise Escape(f"unsafe {what}: {p!r} leaves {root_s}")
+        p = p[len(root_s.rstrip("/")) + 1:]
+    folder, _, last = p.rstrip("/").rpartition("/")
+    if last in ("", ".", ".."):
+        raise Escape(f"unsafe {what}: {os.fspath(path)!r} names no entry below {root_s}")
+    try:
+        base = resolve(folder, fs_readlink(Path(root_s)), {root_s: ""}) if folder else ""
+    except Escape:
+        raise Escape(f"unsafe {what}: {os.fspath(path)!r} leaves {root_s}") from None
+    return Path(root_s, base, last) if base else Path(root_s, last)
 
 
 def resolve(rel: str, readlink: ReadLink, prefixes: Mapping[str, str] | None = None) -> str:
@@ -105,7 +166,7 @@ def fs_readlink(root: Path) -> ReadLink:
         try:
             if stat.S_ISLNK(os.lstat(p).st_mode):
                 return os.readlink(p)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             pass
         return None
 

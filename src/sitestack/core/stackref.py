@@ -38,10 +38,21 @@ def stack_prefix(root: str | os.PathLike[str], name: str, version: str) -> Path:
 
 
 def split_ref(ref: str) -> tuple[str, str | None]:
-    """NAME[/VERSION] -> (NAME, VERSION or None); UsageError for anything else."""
+    """NAME[/VERSION] -> (NAME, VERSION or None); UsageError (exit 2, one line) for anything
+    else. Each part is one plain path component (core.safepath.component): '..', a control
+    character or a 5,000-character VERSION is refused here, before it becomes part of a path,
+    in every command that takes a NAME[/VERSION]."""
+    from sitestack.core.safepath import component, shown_name
+
     name, _, version = ref.strip("/").partition("/")
     if not name or "/" in version:
-        raise UsageError(f"{ref!r} is not NAME or NAME/VERSION")
+        raise UsageError(f"{shown_name(ref)} is not NAME or NAME/VERSION")
+    try:
+        component(name, "its name")
+        if version:
+            component(version, "its version")
+    except UsageError as e:
+        raise UsageError(f"{shown_name(ref)} is not NAME/VERSION: {e}") from None
     return name, version or None
 
 
@@ -82,7 +93,10 @@ class StackPaths:
 
 def read_stack_json(prefix: str | os.PathLike[str]) -> dict[str, Any]:
     """``PREFIX/.sitestack/stack.json`` as it is; OSError or ValueError if unreadable."""
-    data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+    try:
+        data = json.loads((records_dir(prefix) / STACK_JSON).read_text(encoding="utf-8"))
+    except RecursionError:  # nested deeper than the parser recurses: as unreadable as any
+        raise ValueError(f"{STACK_JSON} is nested too deep") from None
     if not isinstance(data, dict):
         raise ValueError(f"{STACK_JSON} holds {type(data).__name__}, not an object")
     return data
@@ -105,8 +119,45 @@ def stack_fields(prefix: str | os.PathLike[str], data: dict[str, Any]) -> dict[s
         "description": data.get("description", ""),
         "built": data.get("built", ""),
         "packages": dict(data.get("packages", {})),
-        "module": dict(data.get("module", {})),
+        "module": _module(data.get("module", {})),
         "files": int(data.get("files", 0)),
         "bytes": int(data.get("bytes", 0)),
-        "requested": tuple(data.get("requested") or ()),
+        "requested": _one_line_list(data.get("requested") or [], "requested"),
     }
+
+
+def _one_line(value: Any, key: str) -> str:
+    """A string that modulefiles and shell code may carry (core.shape.line_safe); ValueError,
+    which StackRecord.load's callers report as an unreadable record, otherwise."""
+    from sitestack.core.shape import line_safe
+
+    if not isinstance(value, str) or not line_safe(value):
+        raise ValueError(f"{key} is not a one-line string")
+    return value
+
+
+def _one_line_list(value: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"{key} is not a list")
+    return tuple(_one_line(v, key) for v in value)
+
+
+def _module(value: Any) -> dict[str, Any]:
+    """stack.json's module table, as the spec let it in: every value the modulefiles and
+    `sitestack load` set or name (setenv, prepend_path, family, depends_on) one line (the
+    help text may have several: it is only shown, quoted). The spec refused the rest
+    already; a record changed since is refused here, before a modulefile is written from it."""
+    if not isinstance(value, dict):
+        raise ValueError("module is not a table")
+    setenv, prepend = value.get("setenv", {}), value.get("prepend_path", {})
+    if not isinstance(setenv, dict) or not isinstance(prepend, dict):
+        raise ValueError("module.setenv and module.prepend_path must be tables")
+    for k, v in setenv.items():
+        _one_line(k, "module.setenv")
+        _one_line(v, f"module.setenv.{k}")
+    for k, v in prepend.items():
+        _one_line(k, "module.prepend_path")
+        _one_line_list(v, f"module.prepend_path.{k}")
+    _one_line(value.get("family", ""), "module.family")
+    _one_line_list(value.get("depends_on", []), "module.depends_on")
+    return dict(value)

@@ -10,8 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sitestack import TYPE_CHECKING
 from sitestack.core.log import LogSink
 from sitestack.errors import BuildError, ToolMissingError
+
+if TYPE_CHECKING:
+    from sitestack.core.records import UserPolicy
 
 
 def uv_bin() -> str:
@@ -59,6 +63,14 @@ def index_args(
         args += ["--extra-index-url", u]
     if no_index:
         args.append("--no-index")
+    return args
+
+
+def policy_args(policy: UserPolicy) -> list[str]:
+    """uv's index options for a stack's [user] policy (its constraints go in a file: -c)."""
+    args = index_args(policy.find_links, policy.index_url, policy.extra_index_url, policy.no_index)
+    for n in policy.only_binary:
+        args += ["--only-binary", n]
     return args
 
 

@@ -19,8 +19,8 @@ from typing import Any
 from sitestack.core import safepath
 from sitestack.core.bytecode import compile_paths
 from sitestack.core.fsutil import atomic_write_json, atomic_write_text, make_readonly
-from sitestack.core.relocate import relocate_map, retarget
-from sitestack.errors import BuildError, StageError, UsageError, VerifyError
+from sitestack.core.relocate import check_target, relocate_map, retarget
+from sitestack.errors import BuildError, StageError, VerifyError
 from sitestack.scale.pack import Header
 from sitestack.scale.unpack import Unpacked
 
@@ -35,14 +35,8 @@ def base_dir(to: str, node: str) -> Path:
 
 
 def check_to(to: str) -> None:
-    """Relocation writes the staged path into Python sources (sysconfigdata, scripts) as a
-    string literal: a quote or a backslash there would end or bend it. The shell is no limit
-    (activate quotes every path), so `$()`, backticks and spaces are fine."""
-    bad = sorted({c for c in to if c in "'\"\\" or ord(c) < 32 or ord(c) == 127})
-    if bad:
-        raise UsageError(f"--to {to!r} contains {' '.join(repr(c) for c in bad)}, which relocated "
-                         "Python files cannot carry", hint="stage to a folder without quotes, "
-                         "backslashes or control characters")
+    """--to by core.relocate.check_target, the rule clone follows too."""
+    check_target(to, "--to", "stage to a folder without quotes, backslashes or control characters")
 
 
 def read_record(final: Path, name: str) -> dict[str, Any] | None:

@@ -3,7 +3,8 @@
 Settings are few and each is validated here, so a typo in a key is an error, not a silent
 no-op: ``catalog``, the folder that every build, default, deprecate, hide and retire rewrites
 (see site/catalog.py); ``stage_mount_helper``, a setuid program with which `stage --mount`
-mounts images for users with the kernel (see scale/mount.py).
+mounts images for users with the kernel (see scale/mount.py); ``conda_envs_dir``, where the
+conda front door's `create -n NAME` puts clones (user/condafront/envs.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ KEYS: dict[str, str] = {
     "catalog": "folder of the static catalog site, rewritten after every change to the site",
     "stage_mount_helper": "setuid program that mounts a staged image for users (HELPER IMAGE DIR; "
                           "HELPER -u [-z] DIR unmounts)",
+    "conda_envs_dir": "where `conda create -n NAME` puts a user's clone (default ~/.conda/envs; "
+                      "~, $HOME and $USER are the user's)",
 }
 
 
@@ -53,6 +56,9 @@ def set_config(root: SiteRoot, key: str, value: str | None) -> dict[str, Any]:
     if value is not None and key == "stage_mount_helper" and not (
             os.path.isabs(value) and os.path.isfile(value) and os.access(value, os.X_OK)):
         raise UsageError(f"stage_mount_helper: {value} is not an executable file's absolute path")
+    if value is not None and key == "conda_envs_dir" and (
+            not value.startswith(("/", "~/", "$HOME/", "${HOME}/")) or any(ord(c) < 32 for c in value)):
+        raise UsageError(f"conda_envs_dir: {value!r} is not an absolute path or one under ~ or $HOME")
     if not root.path.is_dir():
         raise UsageError(f"site root {root.path} does not exist")
     make_dirs(root.locks)  # exact modes, whatever the caller's umask

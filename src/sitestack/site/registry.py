@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -60,19 +61,25 @@ class Site:
         Records of a version that is published again (a retire killed before its rename, a
         restore killed before it dropped them) are not a retirement: the stack is what counts.
         """
-        base = self.root.retired
+        from sitestack.output import warn
+
+        base = self.root.folder(self.root.retired)
         out = []
-        for n in [name] if name else (sorted(p.name for p in base.iterdir()) if base.is_dir() else []):
-            d = base / n
-            if not d.is_dir():
+        for n in [name] if name else (sorted(p.name for p in base.iterdir()) if base else []):
+            d = self.root.folder(self.root.retired / n)
+            if d is None:
                 continue
             for v in sorted(d.iterdir()):
-                if v.name.startswith(".") or not (v / RETIRED).is_file() or self.root.prefix(n, v.name).exists():
+                if v.name.startswith(".") or self.root.prefix(n, v.name).exists() or \
+                        not os.path.lexists(v / RETIRED):
+                    continue
+                if v.is_symlink() or not v.is_dir():
+                    warn(f"skipping {v}: a link, not a folder of the site")
                     continue
                 try:
                     out.append(RetiredRecord.load(v))
-                except (OSError, KeyError, ValueError):
-                    continue
+                except VerifyError as e:  # one bad record must not hide the others
+                    warn(f"skipping {n}/{v.name}: {e}")
         return out
 
     def retired_record(self, name: str, version: str) -> RetiredRecord | None:
@@ -175,8 +182,6 @@ class Site:
 
     def require_writer(self) -> None:
         """Changing a site is for its writers: say so in one line (exit 5), before any lock."""
-        import os
-
         from sitestack.errors import ConflictError
 
         for p in (self.root.path, self.root.meta, self.root.lmod_dir):
@@ -194,7 +199,10 @@ class Site:
         for n in [name] if name else self.names():
             written += write_for_stack(self.root, self.versions(n), self.stack_state(n, state),
                                        retired=self.retired(n))
-        return written
+        from sitestack.site.kernels import write_site_kernels
+
+        # Every name's: a retired version's stub names another version, maybe of another name.
+        return written + write_site_kernels(self, state)
 
     def set_default(self, ref: str) -> StackRecord:
         rec = self._exact(ref)

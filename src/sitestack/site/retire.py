@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sitestack.core.fsutil import atomic_write_json, crash_point, file_lock, make_dirs, rmtree
+from sitestack.core.fsutil import atomic_write_json, crash_point, file_lock, rmtree
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.publish import make_temp, publish, temp_tree
 from sitestack.core.records import RETIRED, STACK_JSON, RetiredRecord
-from sitestack.errors import NotFoundError, UsageError
+from sitestack.errors import NotFoundError, UsageError, VerifyError
 from sitestack.site.registry import Site, split_ref
 
 DEFAULT_MESSAGE = "no longer maintained"
@@ -84,10 +84,20 @@ def trash_dir(root: SiteRoot, name: str) -> Path:
     return root.trash / name
 
 
+def remove_site_file(root: SiteRoot, path: Path) -> bool:
+    """Unlink `path` (an archive, a note of checked files) when it is a file in a folder of
+    the site reached without a link; True if it was removed."""
+    folder = root.folder(path.parent)
+    if folder is None or not (folder / path.name).is_file():
+        return False
+    (folder / path.name).unlink()
+    return True
+
+
 def _trash_entries(root: SiteRoot, name: str) -> list[tuple[Path, str]]:
     """(path, version or "") of NAME's stacks in the trash: left by a killed retire."""
-    d = trash_dir(root, name)
-    if not d.is_dir():
+    d = root.folder(trash_dir(root, name))
+    if d is None:
         return []
     out = []
     for p in sorted(d.iterdir()):
@@ -134,17 +144,16 @@ def finish_pending(site: Site, name: str) -> list[str]:
         rmtree(path)  # we hold the lock: whoever moved it there is dead
         if version:
             done.append(version)
-    base = root.retired / name
-    if base.is_dir():
+    base = root.folder(root.retired / name)
+    if base is not None:
         for p in base.iterdir():
             if p.name.startswith("."):
                 rmtree(p)  # a half-written copy of records
             elif root.prefix(name, p.name).exists() and (records_dir(root.prefix(name, p.name)) / STACK_JSON).is_file():
                 rmtree(p)  # published again: a restore killed before it dropped the records
     for r in site.retired(name):
-        archive = root.archive(name, r.version)
-        if not r.keep_archive and archive.is_file():
-            archive.unlink()
+        if not r.keep_archive:
+            remove_site_file(root, root.archive(name, r.version))
     if _modulefiles_stale(site, name):
         site.update_state(name, lambda s: None)
         done += [r.version for r in site.retired(name) if r.version not in done]
@@ -171,6 +180,8 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
             raise UsageError(f"{gone.ref} is already retired (on {gone.date}: {gone.message})",
                              hint=f"sitestack restore {gone.ref} brings it back")
         rec = site.get(f"{name}/{version}")
+        if root.folder(prefix) is None:  # stacks/NAME as a link: its target is not the site's to delete
+            raise VerifyError(f"{prefix} is not a folder of the site (reached through a link)")
         if site.default_version(name) == version:
             others = [r.version for r in site.versions(name) if r.version != version]
             if others:
@@ -181,10 +192,9 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
         date = _dt.date.today().isoformat()
         kept = _keep_records(root, name, version, prefix, date, message, keep_archive)
         crash_point("retire:after-records")
-        make_dirs(trash_dir(root, name))  # exact modes, whatever the caller's umask
         # Not core.publish.temp_tree: this temp outlives a kill on purpose (finish_pending reads
         # its tag and completes the retirement); only its name comes from the shared rule.
-        trash = make_temp(trash_dir(root, name), f"{version}-", 0o700)
+        trash = make_temp(root.make_folder(trash_dir(root, name)), f"{version}-", 0o700)
         atomic_write_json(trash / TRASH_TAG, {"name": name, "version": version})
         os.rename(prefix, trash / "stack")  # the one step: from here on it is retired
         _fsync_dir(prefix.parent)
@@ -193,10 +203,9 @@ def retire(root: SiteRoot, ref: str, message: str | None = None, *, keep_archive
         crash_point("retire:after-modulefiles")
         archive = root.archive(name, version)
         removed = None
-        if not keep_archive and archive.is_file():
-            archive.unlink()
+        if not keep_archive and remove_site_file(root, archive):
             removed = archive
-        root.checked(name, version).unlink(missing_ok=True)  # pack's note on files now gone
+        remove_site_file(root, root.checked(name, version))  # pack's note on files now gone
         crash_point("retire:before-delete")
         rmtree(trash)
     return RetireResult(name, version, date, message, kept, removed,
@@ -212,8 +221,7 @@ def _result(root: SiteRoot, r: RetiredRecord, *, completed_earlier_run: bool) ->
 def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: str, message: str,
                   keep_archive: bool) -> Path:
     """Copy the stack's records to the site's state, with the date and message, atomically."""
-    final = root.retired_dir(name, version)
-    make_dirs(final.parent)
+    final = root.make_folder(root.retired_dir(name, version).parent) / version
     # Under NAME's lock: every `.V.tmp-` here is a killed run's (finish_pending clears them too).
     with temp_tree(final.parent, f".{version}.tmp-", locked=True) as tmp:
         src = records_dir(prefix)
@@ -227,3 +235,22 @@ def _keep_records(root: SiteRoot, name: str, version: str, prefix: Path, date: s
         publish(tmp, final, replace=True, durable=True)
     return final
 
+
+
+def retired_of(ref: str | None, root: Path | None, home: Path | None) -> RetiredRecord | None:
+    """The retirement of a layer's or clone's stack, from its NAME/VERSION and root, or from its
+    interpreter's folder (`home`: ROOT/stacks/NAME/VERSION/bin); None where it is not retired."""
+    if ref and root:
+        name, _, version = ref.partition("/")
+    elif home is not None and len(home.parents) >= 4:
+        prefix = home.parent if home.name == "bin" else home
+        name, version, root = prefix.parent.name, prefix.name, prefix.parents[2]
+    else:
+        return None
+    return Site(SiteRoot(root)).retired_record(name, version) if name and version else None
+
+
+def default_ref(name: str, root: Path) -> str | None:
+    """NAME/VERSION of what `module load NAME` picks in `root`, or None."""
+    v = Site(SiteRoot(root)).default_version(name)
+    return f"{name}/{v}" if v else None

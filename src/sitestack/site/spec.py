@@ -11,10 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from sitestack.core.records import UserPolicy
+from sitestack.core.shape import line_safe
 from sitestack.errors import SpecError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Used with fullmatch only: `$` also matches before a final newline, so "NAME\n" would pass.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+FAMILY_RE = re.compile(r"[A-Za-z0-9_]+")
+DIST_RE = re.compile(r"[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]")  # PEP 508 names
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,18 @@ class StackSpec:
     source: Path | None = None
     text: str = ""
     user: UserPolicy = field(default_factory=UserPolicy)  # [user]: installs into layers
+    jupyter: JupyterSpec = field(default_factory=lambda: JupyterSpec())  # [jupyter]: the site kernel
+
+
+@dataclass(frozen=True)
+class JupyterSpec:
+    """[jupyter]: `kernel` None means on where the stack holds ipykernel (site/kernels.py)."""
+
+    kernel: bool | None = None
+    display_name: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "display-name": self.display_name}
 
 
 _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
@@ -91,6 +107,7 @@ _KEYS: dict[str, dict[str, type | tuple[type, ...]]] = {
     "conda": {"channels": list, "packages": list},
     "user": {"find-links": list, "index-url": str, "extra-index-url": list, "no-index": bool,
              "constraints": list, "only-binary": list},
+    "jupyter": {"kernel": bool, "display-name": str},
 }
 _TYPE_NAMES = {str: "a string", list: "a list", dict: "a table", bool: "true or false"}
 
@@ -101,10 +118,14 @@ def check_name(value: str, key: str, source: str | None = None) -> str:
         raise SpecError(key, "must be a non-empty string", source=source)
     if "/" in value or ".." in value or any(c.isspace() for c in value):
         raise SpecError(key, f"{value!r} must not contain '/', '..' or spaces", source=source)
-    if not NAME_RE.match(value):
+    if not NAME_RE.fullmatch(value):
         raise SpecError(
             key, f"{value!r} may use only letters, digits, '.', '_', '+' and '-'", source=source
         )
+    from sitestack.core.safepath import MAX_COMPONENT
+
+    if len(value) > MAX_COMPONENT:  # ASCII by NAME_RE: characters are bytes
+        raise SpecError(key, f"is {len(value)} characters long; at most {MAX_COMPONENT}", source=source)
     return value
 
 
@@ -131,7 +152,7 @@ def _strings(values: list[Any], key: str, src: str | None) -> tuple[str, ...]:
 
 def _str_map(values: dict[str, Any], key: str, src: str | None) -> dict[str, str]:
     for k, v in values.items():
-        if not ENV_RE.match(k):
+        if not ENV_RE.fullmatch(k):
             raise SpecError(f"{key}.{k}", "is not a valid environment variable name", source=src)
         if not isinstance(v, str):
             raise SpecError(f"{key}.{k}", f"must be a string, not {type(v).__name__}", source=src)
@@ -139,11 +160,26 @@ def _str_map(values: dict[str, Any], key: str, src: str | None) -> dict[str, str
     return dict(values)
 
 
-def _no_line_breaks(value: str, key: str, src: str | None) -> None:
+def _no_line_breaks(value: str, key: str, src: str | None) -> str:
     # Lmod 8.6 emits a newline in a value unquoted to the shell, which would run the rest
-    # of the value as a command. Refuse it rather than write a dangerous modulefile.
-    if any(c in value for c in "\n\r\0"):
-        raise SpecError(key, "must not contain a line break or NUL (module systems cannot pass it safely)", source=src)
+    # of the value as a command; in a layer's pip.conf it starts a setting of its own.
+    # Refuse it rather than write a dangerous modulefile or config (core.shape.line_safe).
+    if not line_safe(value):
+        raise SpecError(key, "must not contain a line break, NUL or other control character "
+                        "(module systems and pip.conf cannot carry it safely)", source=src)
+    return value
+
+
+def _one_line(values: tuple[str, ...], key: str, src: str | None) -> tuple[str, ...]:
+    for i, v in enumerate(values):
+        _no_line_breaks(v, f"{key}[{i}]", src)
+    return values
+
+
+def _pip_conf_value(value: str, key: str, src: str | None) -> None:
+    _no_line_breaks(value, key, src)
+    if not value.strip() or value != value.strip():
+        raise SpecError(key, "must not be empty or start or end with spaces (a line of pip.conf)", source=src)
 
 
 def _requirements(values: list[Any], key: str, src: str | None) -> tuple[str, ...]:
@@ -228,7 +264,7 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
     prepend: dict[str, tuple[str, ...]] = {}
     for var, paths in m.get("prepend_path", {}).items():
         key = f"module.prepend_path.{var}"
-        if not ENV_RE.match(var):
+        if not ENV_RE.fullmatch(var):
             raise SpecError(key, "is not a valid environment variable name", source=src)
         if isinstance(paths, str):
             paths = [paths]
@@ -238,13 +274,13 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         for i, path in enumerate(prepend[var]):
             _no_line_breaks(path, f"{key}[{i}]", src)
     module = ModuleSpec(
-        depends_on=_strings(m.get("depends_on", []), "module.depends_on", src),
+        depends_on=_one_line(_strings(m.get("depends_on", []), "module.depends_on", src), "module.depends_on", src),
         family=m.get("family", "python"),
         setenv=_str_map(m.get("setenv", {}), "module.setenv", src),
         prepend_path=prepend,
         help=m.get("help", ""),
     )
-    if module.family and not re.match(r"^[A-Za-z0-9_]+$", module.family):
+    if module.family and not FAMILY_RE.fullmatch(module.family):
         raise SpecError("module.family", "may use only letters, digits and '_'", source=src)
     t = data.get("tests", {})
     timeout = float(t.get("timeout", 600))
@@ -277,8 +313,17 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
     u = data.get("user", {})
     only_binary = _strings(u.get("only-binary", []), "user.only-binary", src)
     for i, n in enumerate(only_binary):
-        if not re.match(r"^([A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9])$", n) and n != ":all:":
+        if not DIST_RE.fullmatch(n) and n != ":all:":
             raise SpecError(f"user.only-binary[{i}]", f"{n!r} is not a distribution name", source=src)
+    # Every [user] value lands in a pip.conf in every layer, one value per line: each is
+    # checked before it is resolved or written (find-links, index-url, extra-index-url and
+    # constraints alike), and pip.conf's writer checks the record again (user.layer).
+    for k in ("find-links", "extra-index-url"):
+        for i, v in enumerate(_strings(u.get(k, []), f"user.{k}", src)):
+            _pip_conf_value(v, f"user.{k}[{i}]", src)
+    if "index-url" in u:
+        _pip_conf_value(u["index-url"], "user.index-url", src)
+    _one_line(_strings(u.get("constraints", []), "user.constraints", src), "user.constraints", src)
     user = UserPolicy(
         find_links=tuple(local(x) for x in _strings(u.get("find-links", []), "user.find-links", src)),
         index_url=u.get("index-url"),
@@ -287,10 +332,11 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         constraints=_requirements(u.get("constraints", []), "user.constraints", src),
         only_binary=only_binary,
     )
-    for i, link in enumerate(user.find_links):
-        # They land in a pip.conf in every layer, one value per line.
-        if any(c in link for c in "\n\r\0") or link != link.strip():
-            raise SpecError(f"user.find-links[{i}]", "must not contain line breaks or surrounding spaces", source=src)
+    j = data.get("jupyter", {})
+    jupyter = JupyterSpec(kernel=j.get("kernel"), display_name=j.get("display-name", "").strip())
+    if "display-name" in j and not jupyter.display_name:
+        raise SpecError("jupyter.display-name", "must not be empty", source=src)
+    _no_line_breaks(jupyter.display_name, "jupyter.display-name", src)
     return StackSpec(
         name=name,
         python=python,
@@ -303,6 +349,7 @@ def parse_spec(text: str, *, source: Path | None = None) -> StackSpec:
         source=source,
         text=text,
         user=user,
+        jupyter=jupyter,
     )
 
 

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sitestack.core.layout import SiteRoot
+from sitestack.core.layout import RECORDS, SiteRoot
 from sitestack.core.manifest import Manifest, verify
 from sitestack.core.records import MANIFEST
+from sitestack.core.shape import Shape
+from sitestack.errors import VerifyError
 from sitestack.site.registry import Site
 
 # Enough to act on; a stack someone chmod'ed recursively would list every file.
@@ -64,13 +66,22 @@ def writable_paths(prefix: Path) -> list[str]:
 
 
 def verify_stacks(root: SiteRoot, ref: str | None = None) -> VerifyReport:
-    """Check `ref` (default: every version) against its manifest, modes included."""
+    """Check `ref` (default: every version) against its manifest, modes included. A manifest
+    that cannot be read is an error for `ref`, and one stack's problem among every version."""
     site = Site(root)
     recs = [site.get(ref)] if ref else site.versions()
     checks = []
     for rec in recs:
-        changed = verify(rec.prefix, Manifest.load(rec.records / MANIFEST), check_mode=True)
-        writable = writable_paths(rec.prefix)[:MAX_WRITABLE]
-        checks.append(StackCheck(rec.ref, tuple(Problem(m.path, m.problem) for m in changed)
-                                 + tuple(Problem(p, "writable") for p in writable)))
+        writable = tuple(Problem(p, "writable") for p in writable_paths(rec.prefix)[:MAX_WRITABLE])
+        try:
+            manifest = Manifest.parse(Shape(str(rec.records / MANIFEST)).data_file(rec.records / MANIFEST),
+                                      rec.records / MANIFEST)
+        except VerifyError as e:
+            if ref:
+                raise  # the one stack asked for cannot be verified: exit 6, one line
+            # Across the site it is this stack's problem: the others are still verified (exit 1).
+            checks.append(StackCheck(rec.ref, (Problem(f"{RECORDS}/{MANIFEST}", f"unreadable: {e}"), *writable)))
+            continue
+        changed = verify(rec.prefix, manifest, check_mode=True)
+        checks.append(StackCheck(rec.ref, tuple(Problem(m.path, m.problem) for m in changed) + writable))
     return VerifyReport(tuple(checks))

@@ -31,7 +31,7 @@ from sitestack.core.layout import RECORDS
 from sitestack.core.manifest import PrefixHit, load_prefix_files
 from sitestack.core.publish import publish, temp_tree
 from sitestack.core.records import MANIFEST, PREFIX_FILES, StackRecord, user_base_rel
-from sitestack.core.relocate import retarget
+from sitestack.core.relocate import check_target, retarget
 from sitestack.errors import ConflictError, NotFoundError, UsageError
 from sitestack.site.registry import Site
 from sitestack.user.cloneenv import activate_script, module_paths, write_modulefiles
@@ -196,6 +196,8 @@ def clone(rec: StackRecord, dest: Path | str, *, mode: str = "auto", jobs: int |
     if mode not in MODES:
         raise UsageError(f"--mode must be one of {', '.join(MODES)}, not {mode!r}")
     dest = Path(os.path.abspath(os.path.expanduser(dest)))
+    # stage's rule for a relocation target, before anything is made
+    check_target(str(dest), "clone path", "clone to a folder without quotes, backslashes or control characters")
     _check_dest(rec, dest, force)
     mod_paths = module_paths(module or dest.name, module_dir, force) if module is not None else []
     plan = _plan_clone(rec, dest)

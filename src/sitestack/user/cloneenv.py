@@ -40,12 +40,21 @@ def activate_script(prefix: Path, ub_rel: str, rec: StackRecord) -> str:
 
 def module_content(prefix: Path, ub_rel: str, rec: StackRecord) -> ModuleContent:
     """The clone's personal modulefile, in the terms every other modulefile is written in."""
+    return clone_content(prefix, ub_rel, ref=rec.ref, site=rec.site, python=rec.python,
+                         conda=rec.kind == "conda", root=str(rec.root), description=rec.description)
+
+
+def clone_content(prefix: Path, ub_rel: str, *, ref: str, site: str, python: str, conda: bool,
+                  root: str = "", description: str = "") -> ModuleContent:
+    """What loading (or `conda activate`) of a clone changes, from what its record says
+    (the stack it came from may be gone since)."""
     from sitestack.site.modulefiles.content import ModuleContent
 
+    name, _, version = ref.partition("/")
     return ModuleContent(
-        name=rec.name, version=rec.version, prefix=str(prefix), root=str(rec.root), site=rec.site,
-        python=rec.python, description=rec.description, help="", packages=(), family="",
-        depends_on=(), setenv=(), prepend_path=(), deprecated=None, conda=rec.kind == "conda",
+        name=name, version=version, prefix=str(prefix), root=root, site=site,
+        python=python, description=description, help="", packages=(), family="",
+        depends_on=(), setenv=(), prepend_path=(), deprecated=None, conda=conda,
         user_base=ub_rel, clone=True)
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitestack import TYPE_CHECKING
+from sitestack.site.retire import default_ref, retired_of
 from sitestack.user.layer import Layer, find_stack, open_layer
 
 if TYPE_CHECKING:
@@ -40,14 +41,6 @@ def _stack_of_bin(entry: str) -> StackRecord | None:
     if Path(entry).name != "bin" or not (records_dir(prefix) / STACK_JSON).is_file():
         return None
     return Site.from_prefix(prefix)
-
-
-def _default_ref(rec_name: str, root: Path) -> str | None:
-    from sitestack.core.layout import SiteRoot
-    from sitestack.site.registry import Site
-
-    v = Site(SiteRoot(root)).default_version(rec_name)
-    return f"{rec_name}/{v}" if v else None
 
 
 def check_shell(env: dict[str, str]) -> list[Finding]:
@@ -118,12 +111,12 @@ def check_layer(layer: Layer) -> list[Finding]:
     # The bin/python link ends in home: if it dangles, the layer's python cannot start.
     home_ok = layer.home is not None and layer.home.is_dir() and (p / "bin" / "python").exists()
     if rec is None:
-        gone = _retired_stack(layer.stack_ref, layer.stack_root, layer.home)
+        gone = retired_of(layer.stack_ref, layer.stack_root, layer.home)
         if gone is not None:
             return [_retired_finding("layer", p, gone, rebase=bool(layer.stack_ref), sp=layer.site_packages)]
         name = (layer.stack_ref or "").split("/")[0]
         root = layer.stack_root
-        target = _default_ref(name, root) if name and root else None
+        target = default_ref(name, root) if name and root else None
         fix = (f"sitestack rebase {_q(p)} {target} --allow-missing-stack" if target
                else f"sitestack venv {_q(str(p) + '.new')} --stack NAME/VERSION  "
                     f"# then reinstall: {_q(p / 'bin' / 'python')} -m pip freeze")
@@ -134,7 +127,7 @@ def check_layer(layer: Layer) -> list[Finding]:
             out.append(Finding("home-missing", str(p), f"layer {p}: its home {layer.home} no longer exists", fix))
         return out
     site = Site(SiteRoot(rec.root))
-    default = _default_ref(rec.name, rec.root)
+    default = default_ref(rec.name, rec.root)
     rebase_fix = f"sitestack rebase {_q(p)} {default}" if default and default != rec.ref else None
     if not home_ok:
         out.append(Finding("home-missing", str(p), f"layer {p}: its home {layer.home} no longer exists",
@@ -153,25 +146,10 @@ def check_layer(layer: Layer) -> list[Finding]:
     return out
 
 
-def _retired_stack(ref: str | None, root: Path | None, home: Path | None) -> RetiredRecord | None:
-    """The retirement of a layer's or clone's stack, from its NAME/VERSION and root or its path."""
-    from sitestack.core.layout import SiteRoot
-    from sitestack.site.registry import Site
-
-    if ref and root:
-        name, _, version = ref.partition("/")
-    elif home is not None and len(home.parents) >= 4:
-        prefix = home.parent if home.name == "bin" else home
-        name, version, root = prefix.parent.name, prefix.name, prefix.parents[2]
-    else:
-        return None
-    return Site(SiteRoot(root)).retired_record(name, version) if name and version else None
-
-
 def _retired_finding(what: str, p: Path, gone: RetiredRecord, *, rebase: bool, sp: Path | None = None,
                      thin: bool = False) -> Finding:
     root = gone.prefix.parents[2]
-    default = _default_ref(gone.name, root) or f"{gone.name}/VERSION"
+    default = default_ref(gone.name, root) or f"{gone.name}/VERSION"
     if what == "clone":
         fix = f"sitestack --root {_q(root)} clone {default} --prefix {_q(str(p) + '.new')}"
     elif rebase:
@@ -191,85 +169,27 @@ def check_clone(path: Path) -> list[Finding]:
 
     data = load_clone_record(path) or {}
     src = data.get("source_prefix")
-    gone = _retired_stack(None, None, Path(str(src))) if src else None
+    gone = retired_of(None, None, Path(str(src))) if src else None
     if gone is None:
         return []
     return [_retired_finding("clone", path, gone, rebase=False, thin=bool(data.get("depends_on_stack")))]
 
 
-INSTALL_TEMP = ".{}.install-"  # user/install's staging folder beside the layer: PREFIX<host>-<pid>-<rand>
-
-
-@dataclass(frozen=True)
-class Leftover:
-    """A staging folder a killed `sitestack install` left beside its layer."""
-
-    path: Path
-    host: str | None  # None: a name without host and pid (not made by make_temp)
-    pid: int | None
-    pending: bool  # its journal has moves the install never committed: the layer is half changed
-
-    @property
-    def local_dead(self) -> bool:
-        from sitestack.core.publish import HOST, pid_alive
-
-        return self.host is None or (self.host == HOST and self.pid is not None and not pid_alive(self.pid))
-
-
-def _layer_locked(layer: Path) -> bool:
-    """Whether an install (or rebase) of `layer` holds its lock now; takes nothing."""
-    import fcntl
-
-    from sitestack.user.layer import lock_path
-
-    try:
-        fd = os.open(lock_path(layer), os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False  # no lock file: nobody ever locked it, so nobody holds it
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # drops the shared lock if we got it
-
-
-def install_leftovers(layer: Path, *, have_lock: bool = False) -> list[Leftover]:
-    """Staging folders of killed installs of `layer` (none while an install holds the lock,
-    none of a live process of this host: that install is still running). `have_lock`: the
-    caller holds the layer's lock (flock would refuse a second descriptor of ours)."""
-    from sitestack.core.publish import HOST, owner, pid_alive
-    from sitestack.user.layertx import DONE, JOURNAL
-
-    prefix = INSTALL_TEMP.format(layer.name)
-    try:
-        names = sorted(e.name for e in os.scandir(layer.parent) if e.name.startswith(prefix) and e.is_dir())
-    except OSError:
-        return []
-    if not names or (not have_lock and _layer_locked(layer)):
-        return []
-    out = []
-    for name in names:
-        who = owner(name, prefix)
-        if who is not None and len(name[len(prefix):].split("-")) != 3:
-            continue  # host-pid-rand has exactly 3 fields: this is another layer's (L.install-x)
-        if who is not None and who[0] == HOST and pid_alive(who[1]):
-            continue
-        try:
-            lines = (layer.parent / name / JOURNAL).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            lines = []
-        out.append(Leftover(layer.parent / name, who[0] if who else None, who[1] if who else None,
-                            bool(lines) and lines[-1] != DONE))
-    return out
-
-
 def check_install_leftovers(layer: Path) -> list[Finding]:
     from sitestack.core.publish import HOST
+    from sitestack.user.layertx import leftovers
 
     out = []
-    for lo in install_leftovers(layer):
+    for lo in leftovers(layer):
+        if lo.untrusted is not None:
+            mine = lo.uid in (None, os.geteuid())
+            out.append(Finding(
+                "install-leftover-untrusted", str(lo.path),
+                f"layer {layer}: {lo.path} is named like a killed `sitestack install`'s staging folder, "
+                f"but {lo.untrusted}; sitestack leaves it alone",
+                f"rm -rf {_q(lo.path)}  # after checking what it is" if mine else
+                f"# owned by uid {lo.uid}: ask them or an administrator to remove {_q(lo.path)}"))
+            continue
         if lo.pending:
             what = ("the layer holds part of its changes; the fix moves them back (as the next "
                     "`sitestack install` into it would)")
@@ -288,18 +208,20 @@ def check_install_leftovers(layer: Path) -> list[Finding]:
 def fix_install_leftovers(layer: Path) -> list[Path]:
     """Undo and remove the leftovers of killed installs of `layer`: under the layer's lock,
     taken without waiting (ConflictError, exit 5, while an install holds it), and only those
-    whose process is gone (this host's, by pid). Returns the folders removed."""
+    whose process is gone (this host's, by pid) and whose journal is honoured (the layer
+    owner's, every path confined: layertx.read_journal). Anything else is left alone, and
+    the diagnosis that follows names it. Returns the folders removed."""
     from sitestack.core.fsutil import rmtree
     from sitestack.user.layer import layer_lock
-    from sitestack.user.layertx import rollback
+    from sitestack.user.layertx import leftovers, rollback
 
-    if not install_leftovers(layer):
+    if not any(lo.untrusted is None for lo in leftovers(layer)):
         return []  # nothing to do: no lock file made, nothing taken
     removed = []
     with layer_lock(layer, timeout=0):
-        for lo in install_leftovers(layer, have_lock=True):
-            if lo.local_dead:
-                rollback(lo.path)  # a finished journal, or none, has nothing to undo
+        for lo in leftovers(layer, have_lock=True):
+            if lo.untrusted is None and lo.local_dead:
+                rollback(lo.path, layer)  # a finished journal, or none, has nothing to undo
                 rmtree(lo.path)
                 removed.append(lo.path)
     return removed
@@ -323,9 +245,12 @@ def diagnose(paths: list[str], env: dict[str, str] | None = None) -> list[Findin
     """The shell's findings, then each layer's or clone's (the named ones, else $VIRTUAL_ENV)."""
     from sitestack.core.layout import records_dir
     from sitestack.user.clone import CLONE_RECORD
+    from sitestack.user.kernels import stale
 
     env = dict(os.environ if env is None else env)
     findings = check_shell(env)
+    # The user's Jupyter kernels: one that starts nothing, or the wrong python, fails quietly.
+    findings += [Finding(*f) for f in stale(env)]
     for t in _targets(paths, env):
         path = Path(os.path.abspath(os.path.expanduser(t)))
         if not (path / "pyvenv.cfg").is_file() and (records_dir(path) / CLONE_RECORD).is_file():

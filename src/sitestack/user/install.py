@@ -104,10 +104,10 @@ def read_requirements(packages: Sequence[str], files: Sequence[str]) -> list[str
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"cannot read requirements file {path}: {getattr(e, 'strerror', None) or e}") from None
         for n, raw in enumerate(text.splitlines(), 1):
-            line = re.sub(r"(^|\s)#.*$", "", raw).strip()
+            line = re.sub(r"(^|\s)#.*", "", raw).strip()
             if not line:
                 continue
-            m = re.match(r"^(?:-r|--requirement)(?:\s+|=)(.+)$", line)
+            m = re.fullmatch(r"(?:-r|--requirement)(?:\s+|=)(.+)", line)
             if m and depth < 10:
                 load(path.parent / m.group(1).strip(), depth + 1)
             elif line.startswith("-"):
@@ -163,6 +163,7 @@ def _policy(u: UserPolicy, idx: IndexOptions) -> UserPolicy:
 
 def _run(lay: Layer, ref: str, reqs: list[str], allowed: list[str], policy: UserPolicy, force: bool,
          dry_run: bool, hint_args: list[str], rec: StackRecord) -> InstallResult:
+    old = read(lay.path)  # first: a requested.json that is not what install writes stops here
     # The dist-info folders themselves (no subprocess): the stack is read-only, and what the
     # layer's python would see of it is its site-packages.
     stack = _dists(rec.site_packages, "stack") if lay.inherit else {}
@@ -172,7 +173,6 @@ def _run(lay: Layer, ref: str, reqs: list[str], allowed: list[str], policy: User
         if res.error is not None:
             raise _refusal(lay, ref, reqs, stack, own, allowed, policy, Path(w), res.error, hint_args)
     plan = _plan(res, stack, own, ref)
-    old = read(lay.path)
     new_record = merged(old, reqs, allowed)
     from_stack, into, shadows, unshadow, in_layer = plan
     result = InstallResult(lay.path, ref, lay.inherit, tuple(reqs), from_stack, into, shadows, unshadow,
@@ -196,12 +196,9 @@ def _uv(args: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def _index(policy: UserPolicy) -> list[str]:
-    from sitestack.core.uvtool import index_args
+    from sitestack.core.uvtool import policy_args
 
-    args = index_args(policy.find_links, policy.index_url, policy.extra_index_url, policy.no_index)
-    for n in policy.only_binary:
-        args += ["--only-binary", n]
-    return args
+    return policy_args(policy)
 
 
 def _compile(lay: Layer, reqs: list[str], constraints: list[str], prefer: list[str], policy: UserPolicy,
@@ -229,7 +226,7 @@ def _compile(lay: Layer, reqs: list[str], constraints: list[str], prefer: list[s
         spec = str(rq.specifier)
         version = spec[2:] if spec.startswith("==") and rq.url is None else None
         res.pins[name] = (rq.name, version, body)
-        m = re.search(r"via (.*)$", comment.strip())
+        m = re.search(r"via (.*)", comment.strip())
         if m:
             res.via[name] = [v.strip() for v in m.group(1).split(",")]
     return res
@@ -327,32 +324,48 @@ def _dists(sp: Path, where: str) -> dict[str, Dist]:
     return {n: Dist(n, shown, v, (), None, str(sp), where) for n, (shown, v) in site_dists(sp).items()}
 
 
-def _dist_files(sp: Path, d: Dist) -> list[Path]:
-    """The files of a layer distribution, from its RECORD (plus the bytecode of its modules)."""
+def _dist_files(layer: Path, sp: Path, d: Dist) -> list[Path]:
+    """The files of a layer distribution, from its RECORD (plus the bytecode of its modules).
+
+    Every path goes through core.safepath.inside: a RECORD row (or a dist-info folder
+    reached through a link) that leaves the layer is not removed but reported, as pip
+    refuses to uninstall files outside its environment."""
     import csv
     import email.parser
 
     from packaging.utils import canonicalize_name
 
+    from sitestack.core.safepath import Escape, inside
+    from sitestack.output import warn
+
+    sp_rel = os.path.relpath(sp, layer)
     for info in sp.glob("*.dist-info"):
         try:
             meta = email.parser.Parser().parsestr((info / "METADATA").read_text(encoding="utf-8"), headersonly=True)
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             continue
         if canonicalize_name(meta["Name"] or "") != d.name or meta["Version"] != d.version:
             continue
-        files = [info / p.name for p in info.iterdir()]
+        names = [f"{info.name}/{p.name}" for p in info.iterdir()]
         try:
             rows = list(csv.reader((info / "RECORD").read_text(encoding="utf-8").splitlines()))
-        except OSError:
+        except (OSError, UnicodeDecodeError):
             rows = []
-        for row in rows:
-            if not row:
+        names += [row[0] for row in rows if row and row[0]]
+        files: list[Path] = []
+        outside: list[str] = []
+        for name in names:
+            try:
+                f = inside(layer, name if name.startswith("/") else os.path.join(sp_rel, name), "RECORD path")
+            except Escape:
+                outside.append(name)
                 continue
-            f = Path(os.path.normpath(sp / row[0]))
             files.append(f)
             if f.suffix == ".py":
                 files += list((f.parent / "__pycache__").glob(f"{f.stem}.*.pyc"))
+        if outside:
+            shown = ", ".join(repr(n) for n in outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
+            warn(f"{d.display} {d.version}: its RECORD names {shown}, outside the layer {layer}: left alone")
         return files
     return []
 
@@ -398,7 +411,7 @@ def _apply(lay: Layer, rec: StackRecord, result: InstallResult, res: _Resolved, 
         tx = Tx(lay.path, work)
         try:
             for n in sorted(gone & set(own)):
-                tx.remove_files(_dist_files(lay.site_packages, own[n]))
+                tx.remove_files(_dist_files(lay.path, lay.site_packages, own[n]))
             tx.merge(stage, lay.path, skeleton)
             crash_point("install:after-merge")  # tests: a kill -9 with the layer half changed
             tx.write_file(record_path(lay.path), (json.dumps(record.to_json(), indent=2) + "\n").encode())

@@ -273,8 +273,18 @@ def write_pip_conf(tmp: Path, final: Path, ref: str, u: UserPolicy) -> None:
     """Stack `ref`'s [user] policy as `pip.conf` (pip reads $VIRTUAL_ENV/pip.conf), so plain pip
     in the layer follows it; constraints go in a file, since pip's `constraint` takes a path."""
     from sitestack.core.records import LAYER_CONSTRAINTS, LAYER_PIP_CONF
+    from sitestack.core.shape import Shape
     from sitestack.core.stackref import records_dir
+    from sitestack.errors import VerifyError
 
+    # The spec refused line breaks already; the stack's record is read back from disk, and a
+    # value with one would add a setting of its own to pip.conf (core.shape.line_safe).
+    record = Shape(f"{ref}: the [user] table of its stack.json", VerifyError)
+    for key, values in (("find-links", u.find_links), ("index-url", [u.index_url] if u.index_url else []),
+                        ("extra-index-url", u.extra_index_url), ("only-binary", u.only_binary),
+                        ("constraints", u.constraints)):
+        for v in values:
+            record.text(v, key)
     lines = [f"# Written by sitestack from the [user] table of {ref}: plain pip in this layer",
              "# follows the site's package policy, as `sitestack install` does.", "[global]"]
     if u.find_links:
@@ -307,6 +317,7 @@ def create_layer(path: str | os.PathLike[str], rec: StackRecord | QuickStack, *,
     from sitestack.core.publish import publish, temp_tree
 
     check_can_create(final, f"the layer {final}")  # a file in the way, or not ours to write
+    cfg_text(rec, final, inherit=inherit, user_site=user_site, prompt=prompt)  # a path pyvenv.cfg cannot carry
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         # mode None: the umask applies, as for any folder the user makes.

@@ -42,6 +42,7 @@ class RebaseResult:
     old_stack: str | None
     new_stack: str
     changes: tuple[Change, ...]
+    kernels: tuple[str, ...] = ()  # the layer's Jupyter kernels, rewritten for the new stack
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,10 @@ def rebase(path: str | os.PathLike[str], ref: str, *, root: str | None = None,
             relocate(tmp, str(tmp), str(final), hits)
             relink(tmp, {str(tmp): str(final)})
             publish(tmp, final, replace=True)
-    return RebaseResult(final, old.ref if old else layer.stack_ref, new.ref, tuple(changes))
+    from sitestack.user.kernels import rewrite_for
+
+    kernels = rewrite_for(final)  # the layer's Jupyter kernels now start it on the new stack
+    return RebaseResult(final, old.ref if old else layer.stack_ref, new.ref, tuple(changes), tuple(kernels))
 
 
 def _plan(own: dict[str, tuple[str, str]], stack: dict[str, str], tmp: Path, iargs: list[str],

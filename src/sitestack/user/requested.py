@@ -7,6 +7,7 @@ left nothing in the layer's site-packages, yet the layer still needs it on a sta
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,16 +29,36 @@ def record_path(layer: Path) -> Path:
 
 
 def read(layer: Path) -> Requested:
-    """The record, or an empty one when the layer has none (or an unreadable one)."""
-    try:
-        data = json.loads(record_path(layer).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    """The record, or an empty one when the layer has none; the one reader of it.
+
+    Anything but what `write` writes is one UsageError line (exit 2) naming the file and the
+    key, before anything is changed: a folder, not JSON, a string where a list belongs (it
+    would be read character by character), an entry that is not a requirement (an option
+    such as `--find-links=/x` would reach uv's request file as an option), a shadow entry
+    that is not a canonical distribution name.
+    """
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.utils import canonicalize_name
+
+    from sitestack.core.shape import Shape
+    from sitestack.errors import UsageError
+
+    path = record_path(layer)
+    if not os.path.lexists(path):
         return Requested()
-    if not isinstance(data, dict):
-        return Requested()
-    reqs = [r for r in data.get("requirements", []) if isinstance(r, str)]
-    shadow = [s for s in data.get("shadow", []) if isinstance(s, str)]
-    return Requested(tuple(reqs), tuple(shadow))
+    shape = Shape(str(path), UsageError, hint="fix or remove it: it lists what `sitestack install` was asked for")
+    data = shape.table(shape.json_file(path))
+    reqs = shape.texts(data.get("requirements", []), "requirements")
+    for i, r in enumerate(reqs):
+        try:
+            Requirement(r)
+        except InvalidRequirement:
+            shape.fail(f"requirements[{i}]: {r!r} is not a requirement")
+    shadow = shape.texts(data.get("shadow", []), "shadow")
+    for i, n in enumerate(shadow):
+        if canonicalize_name(n) != n:
+            shape.fail(f"shadow[{i}]: {n!r} is not a canonical distribution name")
+    return Requested(reqs, shadow)
 
 
 def req_name(req: str) -> str:
@@ -50,15 +71,8 @@ def req_name(req: str) -> str:
 def merged(old: Requested, reqs: list[str], shadow: list[str]) -> Requested:
     """`old` with `reqs` added; a new requirement replaces an older one of the same name."""
     new_names = {req_name(r) for r in reqs}
-    kept = [r for r in old.requirements if _safe_name(r) not in new_names]
+    kept = [r for r in old.requirements if req_name(r) not in new_names]
     return Requested(tuple(kept + reqs), tuple(sorted(set(old.shadow) | set(shadow))))
-
-
-def _safe_name(req: str) -> str | None:
-    try:
-        return req_name(req)
-    except Exception:  # a hand-edited record: keep the line, it just never matches
-        return None
 
 
 def write(layer: Path, rec: Requested) -> None:

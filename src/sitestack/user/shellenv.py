@@ -13,11 +13,13 @@ A ``depends_on`` module is loaded as Lmod's ``depends_on`` does when it is a sta
 any other module (``PrgEnv-gnu``) is a modulefile sitestack cannot run, so it is named on
 stderr and the stack is loaded without it.
 
-What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
-variable's old value (or null: it was unset), the value load gave it, and the entries it
-prepended. Unload puts back the old value of every variable still as load left it; a path
-variable changed since (the user prepended more) only loses the entries load added. Loading
-a second stack first unloads the first, as Lmod's family() swap does.
+The modulefile's shell functions (the `conda` front door) are defined too, for bash, zsh
+and sh. What load replaced is kept in the exported ``_SITESTACK_SAVED`` (JSON): every touched
+variable's old value (or null: it was unset), the value load gave it, the entries it
+prepended, and the functions it defined. Unload puts back the old value of every variable
+still as load left it; a path variable changed since (the user prepended more) only loses the
+entries load added. Loading a second stack first unloads the first, as Lmod's family() swap
+does.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any
 from sitestack import TYPE_CHECKING
 from sitestack.core.templates import sh_quote
 from sitestack.errors import UsageError
-from sitestack.site.modulefiles.content import Op, apply_plan
+from sitestack.site.modulefiles.content import Op, apply_plan, define_function, front_door_unload
 
 if TYPE_CHECKING:
     from sitestack.site.registry import Site
@@ -49,16 +51,34 @@ class ShellCode:
 
 
 def _saved(env: Mapping[str, str]) -> dict[str, Any] | None:
+    """The one reader of $_SITESTACK_SAVED: exactly the shape load_env writes, else one
+    UsageError line (exit 2) before any shell code is printed, so the shell is left alone.
+    {"stack": str, "old": {VAR: str | null}, "new": {VAR: str | null}, "added": {VAR: [str]},
+    "functions": [NAME]}."""
+    from sitestack.core.shape import Shape
+
     raw = env.get(SAVED)
     if raw is None:
         return None
-    try:
-        data = json.loads(raw)
-        assert isinstance(data, dict) and isinstance(data["old"], dict) and isinstance(data["new"], dict)
-        return data
-    except (ValueError, KeyError, AssertionError):
-        raise UsageError(f"${SAVED} is not what `sitestack load` wrote; cannot unload",
-                         hint=f"unset {SAVED}, or start a new shell") from None
+    shape = Shape(f"${SAVED} is not what `sitestack load` wrote, so its changes cannot be undone", UsageError,
+                  hint=f"unset {SAVED}, or start a new shell")
+    data = shape.table(shape.json_text(raw))
+    shape.text(data.get("stack"), "stack")
+    values: dict[str, dict[str, str | None]] = {}
+    for key in ("old", "new"):
+        values[key] = {var: (None if v is None else shape.text(v, f"{key}.{var}", one_line=False))
+                       for var, v in shape.table(data.get(key), key).items()}
+    added = {var: shape.texts(v, f"added.{var}", one_line=False)
+             for var, v in shape.table(data.get("added", {}), "added").items()}
+    funcs = shape.texts(data.get("functions", []), "functions")
+    for var in [*values["old"], *values["new"], *added, *funcs]:
+        if not _NAME.fullmatch(var):  # unload writes them into shell code unquoted
+            shape.fail(f"{var!r} is not a variable or function name a shell can set")
+    if any("\0" in v for d in values.values() for v in d.values() if v) or \
+            any("\0" in v for vs in added.values() for v in vs):
+        shape.fail("a value holds a NUL, which no environment variable can")
+    return {"stack": data["stack"], "old": values["old"], "new": values["new"],
+            "added": {var: list(v) for var, v in added.items()}, "functions": list(funcs)}
 
 
 def restored(env: Mapping[str, str]) -> dict[str, str]:
@@ -68,8 +88,10 @@ def restored(env: Mapping[str, str]) -> dict[str, str]:
     out.pop(SAVED, None)
     if data is None:
         return out
+    # What the conda front door added since load goes first, as the modulefile's unload takes it.
+    out = front_door_unload(out)
     for var, old in data["old"].items():
-        now, added = out.get(var), data.get("added", {}).get(var)
+        now, added = out.get(var), data["added"].get(var)
         if now != data["new"].get(var) and added and now is not None:
             # Changed since load: drop only what load added, keep the user's own changes.
             parts = now.split(":")
@@ -93,46 +115,23 @@ def _loaded(module: str, env: Mapping[str, str]) -> bool:
     return any(m == module or m.split("/")[0] == module for m in env.get("LOADEDMODULES", "").split(":") if m)
 
 
-def _plan(site: Site, ref: str, env: Mapping[str, str], chain: tuple[str, ...], messages: list[str]
-          ) -> tuple[str, list[Op]]:
+def _plan(site: Site, ref: str, env: Mapping[str, str], messages: list[str]) -> tuple[str, list[Op]]:
     """(the stack's ref, its ops with those of the depends_on stacks it loads first)."""
-    from sitestack.errors import NotFoundError
-    from sitestack.site.modulefiles import content_for
+    from sitestack.site.loadplan import load_plan
 
-    rec = site.get(ref)
-    if rec.ref in chain:
-        raise UsageError(f"{chain[0]}: depends_on loops: {' -> '.join((*chain, rec.ref))}")
-    c = content_for(rec, site.stack_state(rec.name))
-    ops = c.env_plan(env.get("HOME", ""))
-    n_family = 2 if c.family else 0  # family() comes before depends_on in the modulefile
-    deps: list[Op] = []
-    unknown = []
-    for dep in c.depends_on:
-        if _loaded(dep, env):
-            continue  # Lmod's depends_on leaves a loaded module as it is
-        try:
-            dep_ref, dep_ops = _plan(site, dep, env, (*chain, rec.ref), messages)
-        except NotFoundError:
-            unknown.append(dep)
-            continue
-        if c.family and any(var == f"LMOD_FAMILY_{c.family.upper()}" for _, var, _ in dep_ops):
-            # Lmod never has both loaded either: it swaps the module asked for out for its dependency.
-            raise UsageError(f"{rec.ref} depends on {dep_ref}, of the same family {c.family!r}: "
-                             "the two cannot be loaded together")
-        deps += dep_ops
-    if c.deprecated:
-        messages.append(f"{rec.ref} is deprecated: {c.deprecated}")
-    if unknown:
-        messages.append(f"{rec.ref} needs the modules {', '.join(unknown)}, which `sitestack load` "
-                        "cannot load: load them with your module system first")
-    return rec.ref, ops[:n_family] + deps + ops[n_family:]
+    plan = load_plan(site, ref, env.get("HOME", ""), lambda module: _loaded(module, env))
+    for kind, stack, text in plan.notes:
+        messages.append(f"{stack} is deprecated: {text}" if kind == "deprecated" else
+                        f"{stack} needs the modules {text}, which `sitestack load` cannot load: "
+                        "load them with your module system first")
+    return plan.ref, list(plan.ops)
 
 
 def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, str], str, list[str]]:
     """(the environment after loading `ref`, the stack's ref, messages for stderr)."""
     base = restored(env)
     messages: list[str] = []
-    stack, ops = _plan(site, ref, base, (), messages)
+    stack, ops = _plan(site, ref, base, messages)
     new = apply_plan(base, ops)
     touched = list(dict.fromkeys(var for _, var, _ in ops))
     added: dict[str, list[str]] = {}
@@ -140,7 +139,8 @@ def load_env(site: Site, ref: str, env: Mapping[str, str]) -> tuple[dict[str, st
         if kind == "prepend":
             added.setdefault(var, []).append(value)
     new[SAVED] = json.dumps({"stack": stack, "old": {v: base.get(v) for v in touched},
-                             "new": {v: new[v] for v in touched}, "added": added},
+                             "new": {v: new.get(v) for v in touched}, "added": added,
+                             "functions": [name for name, _ in functions(site, stack)]},
                             separators=(",", ":"), ensure_ascii=False)
     return new, stack, messages
 
@@ -179,7 +179,17 @@ def load(site: Site, ref: str, env: Mapping[str, str], shell: str = "bash") -> S
     if shell not in SHELLS:
         raise UsageError(f"unknown shell {shell!r} (choose from {', '.join(SHELLS)})")
     new, stack, messages = load_env(site, ref, env)
-    return ShellCode(code=diff_code(env, new, shell), ref=stack, messages=tuple(messages))
+    # The shell functions the modulefile defines (the `conda` front door); fish has none.
+    defined = "" if shell == "fish" else "".join(define_function(*f) for f in functions(site, stack))
+    return ShellCode(code=diff_code(env, new, shell) + defined, ref=stack, messages=tuple(messages))
+
+
+def functions(site: Site, ref: str) -> tuple[tuple[str, str], ...]:
+    """(name, body) of each shell function the stack's modulefile defines."""
+    from sitestack.site.modulefiles import content_for
+
+    rec = site.get(ref)
+    return content_for(rec, site.stack_state(rec.name)).functions
 
 
 def unload(env: Mapping[str, str], shell: str = "bash") -> ShellCode:
@@ -188,4 +198,7 @@ def unload(env: Mapping[str, str], shell: str = "bash") -> ShellCode:
     if data is None:
         raise UsageError("no stack was loaded with `sitestack load` in this shell",
                          hint="a stack loaded by `module load` is unloaded with `module unload`")
-    return ShellCode(code=diff_code(env, restored(env), shell), ref=None)
+    code = diff_code(env, restored(env), shell)
+    if shell != "fish":  # names _saved checked: shell names only
+        code += "".join(f"unset -f {name} 2>/dev/null || true;\n" for name in data["functions"])
+    return ShellCode(code=code, ref=None)

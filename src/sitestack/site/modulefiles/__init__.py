@@ -13,13 +13,16 @@ from typing import Any
 
 from sitestack import TYPE_CHECKING
 from sitestack.site.modulefiles import lmod, tcl
-from sitestack.site.modulefiles.content import HEADER, ModuleContent
+from sitestack.site.modulefiles.content import HEADER, CondaShell, ModuleContent
 
 if TYPE_CHECKING:
     from sitestack.core.layout import SiteRoot
     from sitestack.core.records import RetiredRecord, StackRecord
 
 def content_for(rec: StackRecord, state: dict[str, Any]) -> ModuleContent:
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.sitetool import tool_bin
+
     mod = rec.module
     prepend = tuple((var, p) for var, paths in mod.get("prepend_path", {}).items() for p in paths)
     return ModuleContent(
@@ -39,6 +42,8 @@ def content_for(rec: StackRecord, state: dict[str, Any]) -> ModuleContent:
         deprecated=state["deprecated"].get(rec.version),
         conda=rec.kind == "conda",
         requested=rec.requested,
+        tool=tool_bin(SiteRoot(rec.root)),
+        conda_shell=CondaShell.from_json(rec.extra.get("conda_shell")) if rec.kind == "conda" else None,
     )
 
 

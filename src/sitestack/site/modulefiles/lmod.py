@@ -38,6 +38,9 @@ def modulefile(c: ModuleContent, header: str) -> str:
     conda = ""
     if c.conda:
         conda = part("conda-clone.lua") if c.clone else part("conda-env.lua", {"REF": ref})
+    if c.conda_shell is not None and not c.clone:
+        conda = "\n".join(x for x in (conda, calls("pushenv", *c.conda_shell.env),
+                                      calls("prepend_path", *(("PATH", p) for p in c.conda_shell.path))) if x)
     deprecated = ""
     if c.deprecated:
         deprecated = part("deprecated.lua", {"MESSAGE": f"{ref} is deprecated: {c.deprecated}"})
@@ -52,8 +55,29 @@ def modulefile(c: ModuleContent, header: str) -> str:
         "CONDA": conda,
         "SETENV": calls("pushenv", *c.setenv),
         "PREPEND_PATH": calls("prepend_path", *c.prepend_path),
+        "TOOL": calls("prepend_path", ("PATH", c.tool)) if c.tool and not c.clone else "",
+        "FRONT_DOOR": front_door(c),
         "DEPRECATED": deprecated,
     })
+
+
+def front_door(c: ModuleContent) -> str:
+    """The `conda` shell function, the variables kept for unload, and (sitestack's own front
+    door) what unload takes back from it."""
+    from sitestack.site.modulefiles.content import (
+        FRONT_DOOR_PATHS,
+        FRONT_DOOR_STATE,
+        FRONT_DOOR_UNSET,
+    )
+
+    if not c.functions:
+        return ""
+    lines = [calls("set_shell_function", *((name, body, "") for name, body in c.functions)),
+             part("keep.lua", raw={"KEEP": ", ".join(q(v) for v in c.kept)})]
+    if c.front_door:
+        lines.append(part("front-door.lua", {"STATE": FRONT_DOOR_STATE, "PATHS": FRONT_DOOR_PATHS,
+                                             "UNSET": FRONT_DOOR_UNSET}))
+    return "\n".join(lines)
 
 
 def modulerc(name: str, default: str | None, hidden: list[str], header: str) -> str:

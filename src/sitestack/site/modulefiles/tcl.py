@@ -38,6 +38,9 @@ def modulefile(c: ModuleContent, header: str) -> str:
     conda = ""
     if c.conda:
         conda = part("conda-clone.tcl") if c.clone else part("conda-env.tcl", {"REF": ref})
+    if c.conda_shell is not None and not c.clone:
+        conda = "\n".join(x for x in (conda, commands("pushenv", *c.conda_shell.env),
+                                      commands("prepend-path", *(("PATH", p) for p in c.conda_shell.path))) if x)
     deprecated = ""
     if c.deprecated:
         deprecated = part("deprecated.tcl", {"MESSAGE": f"{ref} is deprecated: {c.deprecated}"})
@@ -52,8 +55,29 @@ def modulefile(c: ModuleContent, header: str) -> str:
         "CONDA": conda,
         "SETENV": commands("pushenv", *c.setenv),
         "PREPEND_PATH": commands("prepend-path", *c.prepend_path),
+        "TOOL": commands("prepend-path", ("PATH", c.tool)) if c.tool and not c.clone else "",
+        "FRONT_DOOR": front_door(c),
         "DEPRECATED": deprecated,
     })
+
+
+def front_door(c: ModuleContent) -> str:
+    """The `conda` shell function, the variables kept for unload, and (sitestack's own front
+    door) what unload takes back from it."""
+    from sitestack.site.modulefiles.content import (
+        FRONT_DOOR_PATHS,
+        FRONT_DOOR_STATE,
+        FRONT_DOOR_UNSET,
+    )
+
+    if not c.functions:
+        return ""
+    lines = [commands("set-function", *c.functions),
+             part("keep.tcl", raw={"KEEP": " ".join(q(v) for v in c.kept)})]
+    if c.front_door:
+        lines.append(part("front-door.tcl", {"STATE": FRONT_DOOR_STATE, "PATHS": FRONT_DOOR_PATHS,
+                                             "UNSET": FRONT_DOOR_UNSET}))
+    return "\n".join(lines)
 
 
 def modulerc(name: str, default: str | None, hidden: list[str], header: str) -> str:
