@@ -33,10 +33,14 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """N distinct free ports: the sockets stay bound until all are chosen (one at a time, the
+    kernel hands the port just closed out again: the hub once got its proxy's port)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120,
@@ -71,7 +75,7 @@ def server_env(root: Path, home: Path, **extra: str) -> dict[str, str]:
 
 @pytest.fixture()
 def lab(jupyter_stack: StackRecord, tmp_path: Path) -> Iterator[str]:
-    port, token = free_port(), secrets.token_hex(16)
+    (port,), token = free_ports(1), secrets.token_hex(16)
     log = tmp_path / "lab.log"
     work = tmp_path / "notebooks"
     work.mkdir()
@@ -94,6 +98,54 @@ def keep(shot: Path) -> None:
         shutil.copy2(shot, Path(dest) / shot.name)
 
 
+def type_cell(page: Any, code: str) -> None:
+    """Type CODE into the first cell, in edit mode, and see that it landed there.
+
+    Keys typed while the notebook is still in command mode are commands ('m' makes the cell
+    markdown, 'i i' interrupts): on a loaded machine (CI) the click can come before the editor
+    takes the focus, and the cell then never gives an output. So wait for edit mode, and retype
+    until the editor holds exactly CODE.
+    """
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    for _ in range(5):
+        editor.click()
+        try:
+            page.locator(".jp-Notebook.jp-mod-editMode").first.wait_for(timeout=10_000)
+        except Exception:  # playwright's TimeoutError: click again
+            continue
+        page.keyboard.press("Control+a")
+        page.keyboard.type(code)
+        if editor.inner_text().strip() == code:
+            return
+    raise AssertionError(f"could not type into the notebook's cell: {editor.inner_text()!r}")
+
+
+def run_first_cell(page: Any, out: Any, tmp_path: Path) -> None:
+    """Run the first cell (Control+Enter: it stays selected) until OUT shows.
+
+    On a loaded CI machine a run key was once lost: the cell never ran (its prompt stayed
+    "[ ]:") while the kernel sat idle. A cell that did run ("[*]:" or "[1]:") is waited for,
+    never run twice; one that did not is run again. A kernel that never answers still fails.
+    """
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+    prompt = page.locator(".jp-Notebook .jp-Cell .jp-InputArea-prompt").first
+    for _ in range(4):
+        editor.click()
+        page.keyboard.press("Control+Enter")
+        try:
+            out.wait_for(timeout=30_000)
+            return
+        except Exception:  # playwright's TimeoutError
+            if prompt.inner_text().strip() not in ("[ ]:", ""):
+                break  # it ran, or runs: wait for it below
+    try:
+        out.wait_for(timeout=90_000)
+    except Exception:
+        page.screenshot(path=str(tmp_path / "kernel-no-output.png"))
+        keep(tmp_path / "kernel-no-output.png")
+        raise AssertionError(f"the cell gave no output; its prompt: {prompt.inner_text()!r}") from None
+
+
 def test_jupyterlab_launcher_runs_the_stack_kernel(jupyter_stack: StackRecord, lab: str, tmp_path: Path) -> None:
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
     if not CHROMIUM.is_file():
@@ -111,11 +163,9 @@ def test_jupyterlab_launcher_runs_the_stack_kernel(jupyter_stack: StackRecord, l
             card.first.click()
             idle = page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']")
             idle.first.wait_for(timeout=90_000)  # the kernel is up: typing before this is lost
-            page.locator(".jp-Cell .cm-content").first.click()
-            page.keyboard.type("import sys, os; print(sys.prefix, os.environ['JK_SETTING'], 6 * 7)")
-            page.keyboard.press("Shift+Enter")
+            type_cell(page, "import sys, os; print(sys.prefix, os.environ['JK_SETTING'], 6 * 7)")
             out = page.locator(".jp-OutputArea-output").first
-            out.wait_for(timeout=60_000)
+            run_first_cell(page, out, tmp_path)
             text = out.inner_text()
             page.screenshot(path=str(tmp_path / "kernel-notebook.png"))
             keep(tmp_path / "kernel-notebook.png")
@@ -140,7 +190,7 @@ def test_jupyterhub_user_sees_site_and_own_kernels(jupyter_stack: StackRecord, t
     r = run_cli("--root", str(root), "venv", "--stack", "jk/1.0", str(alice / "analysis"), "--kernel", env=env)
     assert r.returncode == 0, r.stderr
     assert (alice / ".local" / "share" / "jupyter" / "kernels" / "analysis" / "kernel.json").is_file()
-    port, hub_port, token = free_port(), free_port(), secrets.token_hex(16)
+    (port, hub_port, api_port), token = free_ports(3), secrets.token_hex(16)
     cfg = tmp_path / "jupyterhub_config.py"
     cfg.write_text("\n".join([
         'c.JupyterHub.authenticator_class = "dummy"',
@@ -157,6 +207,8 @@ def test_jupyterhub_user_sees_site_and_own_kernels(jupyter_stack: StackRecord, t
         'c.JupyterHub.hub_ip = "127.0.0.1"',
         f"c.JupyterHub.hub_port = {hub_port}",
         f"c.ConfigurableHTTPProxy.command = [{str(jupyter.CHP)!r}]",
+        # Not the proxy's default API port 8001, which another hub (or test run) may hold.
+        f'c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{api_port}"',
         f"c.JupyterHub.db_url = 'sqlite:///{tmp_path / 'hub.sqlite'}'",
         f"c.JupyterHub.cookie_secret_file = {str(tmp_path / 'cookie_secret')!r}",
         f"c.ConfigurableHTTPProxy.pid_file = {str(tmp_path / 'proxy.pid')!r}",
