@@ -19,12 +19,15 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def timed(cmd: Sequence[str] | str, *, env: dict[str, str] | None = None, cwd: str | Path | None = None,
-          shell: bool = False) -> float:
+          shell: bool = False, output: list[str] | None = None) -> float:
+    """Seconds `cmd` took (it must succeed); its stdout and stderr are appended to `output`."""
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env or clean_env(), cwd=cwd, shell=shell, capture_output=True, text=True)
     took = time.perf_counter() - t0
     if r.returncode != 0:
         sys.exit(f"benchmark step failed: {cmd}\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    if output is not None:
+        output += [r.stdout, r.stderr]
     return took
 
 

@@ -90,6 +90,39 @@ def test_no_write_bits_anywhere(stack: StackRecord) -> None:
     assert writable == []
 
 
+def test_what_a_smoke_test_writes_into_the_prefix_is_relocated_recorded_and_locked(
+        site_root: SiteRoot, build_stack, tmp_path_factory: pytest.TempPathFactory) -> None:  # type: ignore[no-untyped-def]
+    """A test command may write into the prefix: a module naming the temp prefix and a link
+    into it are relocated to the final path (and the module compiled for it), recorded in the
+    manifest and the prefix list, and locked down like every other file."""
+    script = tmp_path_factory.mktemp("writer") / "w.py"
+    script.write_text(
+        "import os, sys, sysconfig\n"
+        "sp = sysconfig.get_paths()['purelib']\n"
+        "open(os.path.join(sp, 'written.py'), 'w').write(f'WHERE = {sys.prefix!r}\\n')\n"
+        "os.symlink(os.path.join(sys.prefix, 'bin', 'python3'), os.path.join(sp, 'written-python'))\n")
+    os.chmod(script.parent, 0o755)
+    rec = build_stack("writes", "1", ["tinyapp"], commands=[f"python {script}"])
+    sp = rec.site_packages
+    assert (sp / "written.py").read_text() == f"WHERE = {str(rec.prefix)!r}\n"
+    assert os.readlink(sp / "written-python") == str(rec.prefix / "bin" / "python3")
+    r = subprocess.run([str(rec.python_exe), "-c", "import written; print(written.WHERE)"],
+                       capture_output=True, text=True, env=clean_env())
+    assert r.stdout.strip() == str(rec.prefix), r.stderr
+    import importlib.util
+
+    assert Path(importlib.util.cache_from_source(str(sp / "written.py"))).is_file()
+    assert "written.py" not in stale_bytecode(sp)[1] and not (sp / "written.py").stat().st_mode & 0o222
+    manifest = Manifest.load(rec.records / "manifest.json")
+    assert verify(rec.prefix, manifest, check_mode=True) == []
+    rel = f"lib/python{PY_XY}/site-packages/written.py"
+    assert rel in manifest.files and manifest.symlinks[f"lib/python{PY_XY}/site-packages/written-python"] == \
+        str(rec.prefix / "bin" / "python3")
+    hits = json.loads((rec.records / "prefix-files.json").read_text())["files"]
+    assert {"path": rel, "kind": "text"} in hits
+    assert "written by the smoke tests, naming the build folder (relocated)" in (rec.records / "build.log").read_text()
+
+
 def test_stack_inherits_into_plain_venv(stack: StackRecord, tmp_path: Path) -> None:
     env = clean_env()
     subprocess.run([str(stack.python_exe), "-m", "venv", "--without-pip", "--system-site-packages",

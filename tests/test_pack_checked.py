@@ -158,3 +158,66 @@ def test_a_user_packs_a_site_stack_without_writing_its_state(own: StackRecord, s
         assert (out / "s.tar.zst").stat().st_size > 0 and not state.exists()
     finally:
         subprocess.run(["rm", "-rf", str(out)], check=True)
+
+
+def test_a_hardlink_clone_does_not_make_the_next_pack_hash_the_stack_again(
+        own: StackRecord, site_root: SiteRoot, hashed: list[str], tmp_path: Path) -> None:
+    """`cp -al` (what `sitestack clone --mode hardlink` does to the inodes) gives every file a
+    new ctime: the packs with the clone there, and after its removal, hash nothing. A clone
+    made and removed between two packs leaves nothing to tell it from tampering: every file
+    it linked is hashed again, once."""
+    pack(own.ref, site_root, tmp_path / "0.tar.zst")
+    hashed.clear()
+    subprocess.run(["cp", "-al", str(own.prefix), str(tmp_path / "clone")], check=True)
+    pack(own.ref, site_root, tmp_path / "1.tar.zst")
+    assert hashed == []
+    subprocess.run(["rm", "-rf", str(tmp_path / "clone")], check=True)
+    pack(own.ref, site_root, tmp_path / "2.tar.zst")
+    assert hashed == []
+    assert (tmp_path / "0.tar.zst").read_bytes() == (tmp_path / "2.tar.zst").read_bytes()
+    subprocess.run(["cp", "-al", str(own.prefix), str(tmp_path / "clone")], check=True)
+    subprocess.run(["rm", "-rf", str(tmp_path / "clone")], check=True)
+    pack(own.ref, site_root, tmp_path / "3.tar.zst")
+    assert f"lib/python{own.python_xy}/site-packages/shadowme/__init__.py" in hashed
+    hashed.clear()
+    pack(own.ref, site_root, tmp_path / "4.tar.zst")
+    assert hashed == []
+
+
+def test_a_write_through_a_hard_link_is_refused(own: StackRecord, site_root: SiteRoot, hashed: list[str],
+                                                victim: Path, tmp_path: Path) -> None:
+    """The link count changed, and so did the mtime: hashed, and refused."""
+    pack(own.ref, site_root, tmp_path / "a.tar.zst")
+    link = tmp_path / "link"
+    os.link(victim, link)
+    try:
+        os.chmod(link, 0o644)
+        with open(link, "r+b") as f:  # in place, same size
+            f.write(b"#")
+        with pytest.raises(VerifyError, match="shadowme/__init__.py changed since its manifest was written"):
+            pack(own.ref, site_root, tmp_path / "b.tar.zst")
+    finally:
+        link.unlink()
+
+
+def test_a_write_through_a_kept_link_with_its_mtime_put_back_unpack_refuses(
+        own: StackRecord, site_root: SiteRoot, hashed: list[str], victim: Path, tmp_path: Path) -> None:
+    """The one change the link rule cannot tell from a clone: a hard link left behind, a write
+    through it, and the old mtime put back (which takes the file's owner or root, who can write
+    the state file itself). pack packs it unhashed; unpack refuses it before publishing."""
+    pack(own.ref, site_root, tmp_path / "a.tar.zst")
+    st = victim.stat()
+    link = tmp_path / "link"
+    os.link(victim, link)
+    try:
+        os.chmod(link, 0o644)
+        link.write_bytes(link.read_bytes().replace(b"1.0", b"6.6"))
+        os.utime(link, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.chmod(link, st.st_mode & 0o7777)
+        hashed.clear()
+        pack(own.ref, site_root, tmp_path / "bad.tar.zst")
+        assert not [rel for rel in hashed if rel.endswith("shadowme/__init__.py")]
+        with open(tmp_path / "bad.tar.zst", "rb") as f, pytest.raises(VerifyError, match="shadowme/__init__.py"):
+            unpack_tar(f, tmp_path / "out")  # type: ignore[arg-type]
+    finally:
+        link.unlink()

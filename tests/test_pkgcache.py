@@ -50,6 +50,21 @@ def test_versions_share_package_inodes_not_scripts(cache_root: tuple[SiteRoot, B
         not os.stat(p).st_mode & 0o222 for p in (root.meta / "pypi").rglob("*.py"))
 
 
+def test_a_rebuild_plans_its_link_while_the_resolve_runs(cache_root: tuple[SiteRoot, BuildStack]) -> None:
+    """The next version of the same [packages] links what the newest one pinned, planned and its
+    folders made during the resolve; another set of packages guesses nothing."""
+    _root, b = cache_root
+    first = b("pg", "1", ["tinyapp", "shadowme==2.0"])
+    assert "link planned ahead" not in (first.records / "build.log").read_text()
+    again = b("pg", "2", ["tinyapp", "shadowme==2.0"])
+    log = (again.records / "build.log").read_text()
+    assert "link planned ahead for 3 entries: the ones the resolve gave" in log, log
+    _ok(again)
+    other = b("pg", "3", ["tinyapp"])
+    assert "link planned ahead" not in (other.records / "build.log").read_text()
+    assert verify(other.prefix, Manifest.load(other.records / "manifest.json"), check_mode=True) == []
+
+
 def _ok(rec: StackRecord) -> None:
     assert verify(rec.prefix, Manifest.load(rec.records / "manifest.json"), check_mode=True) == []
     r = subprocess.run([str(rec.python_exe), "-c", "import shadowme, tinyapp, pip"], capture_output=True, text=True)

@@ -7,13 +7,14 @@ first of them fails, which shows the markers cannot be met one after another.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from sitestack.build.smoke import run_smoke_tests, smoke_width
+from sitestack.build.smoke import durations, last_durations, run_smoke_tests, smoke_width
 from sitestack.core.layout import SiteRoot
 from sitestack.core.log import BuildLog
 from sitestack.core.records import StackRecord
@@ -139,3 +140,34 @@ def test_a_build_reports_the_earlier_of_two_failures_and_publishes_nothing(
     assert "smoke test failed: sleep 1; echo first-failure; exit 3" in r.stderr and "first-failure" in r.stderr
     assert "second-failure" not in r.stderr
     assert not (site_root.stacks / "twofail" / "1").exists()
+
+
+def test_the_slowest_tests_by_an_earlier_run_start_first(
+        stack: StackRecord, site_root: SiteRoot, wheelhouse: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One at a time, the start order is visible: a test no earlier run knows first, then the
+    slowest known; the results keep the spec's order."""
+    monkeypatch.setenv("SITESTACK_SMOKE_JOBS", "1")
+    cmds = [f"echo {c} >> {tmp_path}/order" for c in "abcd"]
+    expected = {"import pip": 0.1, cmds[0]: 1.0, cmds[1]: 3.0, cmds[2]: 2.0}  # d: never ran
+    log = BuildLog(echo=False)
+    results = run_smoke_tests(_spec(wheelhouse, cmds), stack.prefix, stack.python_xy, log, expected=expected)
+    assert (tmp_path / "order").read_text().split() == ["d", "b", "c", "a"]
+    assert [r["test"] for r in results] == ["import pip", *cmds]
+    assert "started the slowest first (by an earlier run's times): echo d" in log.text()
+    # The stack's own record gives the times of its tests, and is what a build of the name finds.
+    assert last_durations(site_root, stack.name) == durations(stack.records)
+    assert set(durations(stack.records)) == {"import pip", "import shadowme", "import tinyapp"}
+
+
+def test_durations_keep_only_what_has_their_shape(tmp_path: Path) -> None:
+    assert durations(tmp_path) == {}
+    (tmp_path / "tests.json").write_text("{not json")
+    assert durations(tmp_path) == {}
+    (tmp_path / "tests.json").write_text(json.dumps([
+        {"test": "import a", "status": "passed", "seconds": 2}, {"test": "b", "status": "failed", "seconds": 1.5},
+        {"test": "gpu", "status": "skipped", "seconds": 0.0}, {"test": 3, "status": "passed", "seconds": 1},
+        {"test": "c", "status": "passed", "seconds": "1"}, "junk", None]))
+    assert durations(tmp_path) == {"import a": 2.0, "b": 1.5}
+    (tmp_path / "tests.json").write_text(json.dumps({"test": "a"}))
+    assert durations(tmp_path) == {}

@@ -155,3 +155,16 @@ def test_small_and_chunked_files_hash_as_hashlib_does(tmp_path: Path) -> None:
     got = dict(hash_files(root, sorted(blobs)))
     for name, data in blobs.items():
         assert got[name][:2] == (hashlib.sha256(data).hexdigest(), len(data)), name
+
+
+def test_canonical_json_is_json_dumps_sorted_byte_for_byte() -> None:
+    """build writes it, pack hashes and packs it: one form, whatever the names hold."""
+    import json
+
+    from sitestack.core.manifest import FileEntry, Manifest
+
+    odd = ["plain.py", "sp ace/é.py", 'quo"te\\back', "tab\tnl\n", "\udcff-undecodable", "ü/ß", "~", "a/b/c"]
+    for m in (Manifest(files={}),
+              Manifest(files={n: FileEntry("ab" * 32, i * 1000, 0o644 | i) for i, n in enumerate(odd)},
+                       symlinks={f"l{n}": f"/t/{n}" for n in odd}, dirs=[*odd[::-1], "z"])):
+        assert m.canonical_json() == json.dumps(m.to_json(), sort_keys=True).encode()

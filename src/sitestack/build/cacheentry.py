@@ -116,9 +116,3 @@ def entry_key(pin: str, tag: str, options: str = "") -> str:
 def load_entry(path: Path) -> Entry:
     data = json.loads((path / ENTRY).read_text(encoding="utf-8"))
     return Entry(path, data["pin"], tuple(data["rewrite"]), tuple(data["old"]), data.get("options", ""))
-
-
-def readonly_mode(mode: int) -> int:
-    """The mode make_readonly gives a file (the entry is scanned before it is locked)."""
-    mode = (mode & ~0o222) | 0o444
-    return mode | 0o111 if mode & 0o100 else mode

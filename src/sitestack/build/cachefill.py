@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitestack import TYPE_CHECKING
-from sitestack.build.cacheentry import ENTRY, FILES, is_wheel_file, pin_name, readonly_mode
+from sitestack.build.cacheentry import ENTRY, FILES, is_wheel_file, pin_name
 from sitestack.build.cacheuv import install_args, run_uv
 from sitestack.build.reusepyc import reuse_bytecode
 from sitestack.core.bytecode import compile_dirs, pyc_paths
-from sitestack.core.fsutil import atomic_write_json, make_readonly, rmtree
+from sitestack.core.fsutil import atomic_write_json, make_readonly, readonly_mode, rmtree
 from sitestack.core.manifest import FileEntry, Manifest, PrefixHit, hash_files, scan, walk
 from sitestack.core.progress import Progress
 from sitestack.core.publish import make_temp, publish
@@ -194,7 +194,7 @@ def _finish_entry(pin: str, tmp: Path, m: Manifest, hits: list[PrefixHit], old: 
                   o: BuildOptions | None, options: str, dest: Path) -> None:
     """Record the entry's hashes and prefix-naming files, lock it, publish it."""
     for rel, fe in m.files.items():
-        m.files[rel] = FileEntry(fe.sha256, fe.size, readonly_mode(fe.mode))
+        m.files[rel] = FileEntry(fe.sha256, fe.size, readonly_mode(fe.mode))  # as make_readonly will
     m.save(tmp / FILES)
     # Only text files are rewritten per stack (shebangs, direct_url.json). A compiled
     # extension that names the build's temp prefix does so in debug info (-I paths

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,8 @@ class Installed:
     # Every file in site-packages came compiled from the cache: no bytecode check needed there.
     site_packages_compiled: bool = False
     since_ns: int = 0  # a known file changed after this is hashed again after all
+    # Every other file the install wrote (rewritten or copied): what the build hashes itself.
+    written: list[str] = field(default_factory=list)
 
 
 def copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Path, root: SiteRoot,
@@ -50,9 +52,10 @@ def copy_and_install(spec: StackSpec, source: SourcePython, tmp: Path, final: Pa
         copy = pool.submit(copy_interpreter, source, tmp, final, copied)
         packages = install_packages(spec, tmp, source.xy, log, root=root, installed=installed,
                                     source=source, copied=copy.result)
-        copy.result()
+        rewritten = copy.result()
     # Hashed by the copy: the stdlib is not read again for the manifest.
     installed.known = {**copied, **installed.known}
+    installed.written += [r for r in rewritten if r not in installed.known]
     return packages
 
 
@@ -102,20 +105,35 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         inst = pkgcache.Installer(str(source.executable), str(source.stdlib), source.tag,
                                   source.purelib, source.magic) if source else None
         # Shared use-lock from choosing entries to linking them: `gc` never removes one between.
-        with shared_lock(pkgcache.use_lock(root), what="the site's package cache"):
+        with shared_lock(pkgcache.use_lock(root), what="the site's package cache"), \
+                ThreadPoolExecutor(max_workers=1) as ahead:
             def resolve() -> list[str]:
                 return pkgcache.resolve(reqs, inst.python if inst else py, index, log, p.build,
                                         pkgcache.uv_cache(root))
 
+            # While the resolve waits on the index: plan the link of what it most likely gives
+            # (the newest version of the same [packages]) and make its folders (cachelink).
+            guessed = pkgcache.guess(_previous_pins(root, spec, reqs), root, p.build, inst.tag) \
+                if inst and inst.tag else []
+            plan = ahead.submit(pkgcache.prepare, guessed, prefix, copied or (lambda: None)) if guessed else None
             # The stdlib's pip wheel needs no resolve: its entry is filled during it.
             entries = pkgcache.ensure(resolve, py, prefix, py_xy, index, root, log, p.build,
                                       installer=inst, ready=copied, early=reqs)
             if copied is not None:
                 copied()  # the stack's python and stdlib are in place before anything is linked
             since = time.time_ns() - 2_000_000_000  # coarse file clock: see finish()
-            res = pkgcache.link(entries, prefix)
+            try:
+                ready = plan.result() if plan is not None else None
+            except OSError as e:  # an entry it read went wrong: link() plans for itself
+                log.add(f"the link planned during the resolve failed ({e}); planned again")
+                ready = None
+            if ready is not None:
+                log.add(f"link planned ahead for {len(guessed)} entries: "
+                        + ("the ones the resolve gave" if ready.entries == tuple(e.path for e in entries)
+                           else "the resolve gave others"))
+            res = pkgcache.link(entries, prefix, ready=ready)
         if installed is not None:
-            installed.known, installed.since_ns = res.known, since
+            installed.known, installed.since_ns, installed.written = res.known, since, list(res.copies)
             installed.site_packages_compiled = not res.rewritten_py
         log.step(f"linked {len(entries)} distribution(s) from the site cache ({res.linked} files shared, {res.copied} copied)")
         # Each entry is a wheel's dist-info: the names and versions need no `uv pip list`
@@ -139,6 +157,35 @@ def install_packages(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, s
         run_logged(base + [r for r in reqs], log, "resolving and installing packages", env=env)
     out = run_logged([uv_bin(), "pip", "list", "--python", py, "--format", "json"], log, "listing packages", env=env)
     return {canonicalize_name(d["name"]): d["version"] for d in json.loads(out)}
+
+
+def _previous_pins(root: SiteRoot, spec: StackSpec, reqs: Sequence[str]) -> list[str]:
+    """The pins of the newest published version of this name, if it was built from the same
+    [packages] (lock.txt; a local wheel of `reqs` of the same name and version pins itself,
+    as the resolve gives it); else none. Only a guess: a wrong one costs a few empty folders."""
+    from sitestack.build.cacheentry import is_wheel_file, pin_name
+    from sitestack.core.layout import newest_records
+    from sitestack.core.records import LOCK, SPEC
+    from sitestack.errors import SitestackError
+    from sitestack.site.spec import parse_spec
+
+    rec = newest_records(root, spec.name)
+    if rec is None:
+        return []
+    try:
+        if parse_spec((rec / SPEC).read_text(encoding="utf-8")).packages != spec.packages:
+            return []
+        lines = (rec / LOCK).read_text(encoding="utf-8").split()
+    except (OSError, UnicodeDecodeError, SitestackError):
+        return []
+    wheels = {(pin_name(w), w.rsplit("/", 1)[-1].split("-")[1]): w for w in reqs if is_wheel_file(w)}
+    pins = []
+    for line in lines:
+        name, sep, version = line.partition("==")
+        if not sep:
+            return []
+        pins.append(wheels.get((name, version), line))
+    return pins
 
 
 def _has_dist(prefix: Path, py_xy: str, name: str) -> bool:

@@ -17,21 +17,20 @@ Packages with `[packages.build.NAME]` options are entries too: built from source
 their own environment, keyed also by a hash of those options, so the next dated version
 links the build instead of compiling again.
 
-The cache is four modules: build/cacheentry.py (one entry on disk: its name, records and
+The cache is five modules: build/cacheentry.py (one entry on disk: its name, records and
 key), build/cachefill.py (installing the missing pins into new entries), build/cacheuv.py
-(how both run uv), and this one (the cache as a whole: resolving, choosing entries, linking
-them into a stack, the layout gc reads).
+(how both run uv), build/cachelink.py (linking entries into a stack, on every CPU), and this
+one (the cache as a whole: resolving, choosing entries, guessing them before the resolve is
+back, the layout gc reads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sitestack import TYPE_CHECKING
@@ -46,9 +45,9 @@ from sitestack.build.cacheentry import (
     safe_name,
 )
 from sitestack.build.cachefill import Installer, fill
+from sitestack.build.cachelink import LinkPlan, LinkResult, link, prepare
 from sitestack.build.cacheuv import run_uv
 from sitestack.core.fsutil import file_lock, make_dirs
-from sitestack.core.manifest import FileEntry
 from sitestack.core.publish import clear_stale
 
 if TYPE_CHECKING:
@@ -56,16 +55,8 @@ if TYPE_CHECKING:
     from sitestack.core.log import BuildLog
     from sitestack.site.spec import BuildOptions
 
-__all__ = ["Entry", "Installer", "LinkResult", "cache_root", "discard", "ensure", "entries", "entry_files",
-           "leftovers", "link", "resolve", "use_lock", "uv_cache", "uv_caches"]
-
-
-@dataclass(frozen=True)
-class LinkResult:
-    linked: int
-    copied: int
-    known: dict[str, FileEntry] = field(default_factory=dict)  # linked files, hashes from the entry
-    rewritten_py: bool = False  # a copied-and-rewritten .py: its cached .pyc no longer matches
+__all__ = ["Entry", "Installer", "LinkPlan", "LinkResult", "cache_root", "discard", "ensure", "entries", "entry_files",
+           "guess", "leftovers", "link", "prepare", "resolve", "use_lock", "uv_cache", "uv_caches"]
 
 
 def cache_root(root: SiteRoot) -> Path:
@@ -126,6 +117,29 @@ def _tag(python: str) -> str:
     return r.stdout.strip()
 
 
+def _plan(pins: Sequence[str], build: Mapping[str, BuildOptions], tag: str
+          ) -> tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]]:
+    """Each pin's build options, their hash, and its entry's folder name."""
+    opts = {pin: build.get(pin_name(pin)) for pin in pins}
+    hashes = {pin: options_hash(opts[pin], pins) for pin in pins}
+    names = {pin: f"{safe_name(pin)}{'-src' if h else ''}-{entry_key(pin, tag, h)}" for pin, h in hashes.items()}
+    return opts, hashes, names
+
+
+def guess(pins: Sequence[str], root: SiteRoot, build: Mapping[str, BuildOptions] | None, tag: str) -> list[Entry]:
+    """The entries of `pins` (what the resolve is expected to give: cachelink.prepare), if the
+    cache holds every one; else none. Call under the use-lock, as for ensure."""
+    base = cache_root(root)
+    try:  # the pins come from a record on disk: a line that is no pin guesses nothing
+        names = _plan(pins, build or {}, tag)[2]
+        paths = [base / names[p] for p in pins]
+        if not pins or not all((path / ENTRY).is_file() for path in paths):
+            return []
+        return [load_entry(path) for path in paths]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefix: Path, py_xy: str,
            index: Sequence[str], root: SiteRoot, log: BuildLog, build: Mapping[str, BuildOptions] | None = None, *,
            installer: Installer | None = None, ready: Callable[[], object] | None = None,
@@ -146,10 +160,7 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     tag = installer.tag if installer and installer.tag else _tag(installer.python if installer else python)
 
     def plan(pins: Sequence[str]) -> tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]]:
-        opts = {pin: build.get(pin_name(pin)) for pin in pins}
-        hashes = {pin: options_hash(opts[pin], pins) for pin in pins}
-        names = {pin: f"{safe_name(pin)}{'-src' if h else ''}-{entry_key(pin, tag, h)}" for pin, h in hashes.items()}
-        return opts, hashes, names
+        return _plan(pins, build, tag)
 
     def run_fill(missing: list[str], plans: tuple[dict[str, BuildOptions | None], dict[str, str], dict[str, str]],
                  tty: bool | None = None) -> None:
@@ -203,75 +214,6 @@ def ensure(pins: Sequence[str] | Callable[[], Sequence[str]], python: str, prefi
     log.add(f"site cache: {hits} hit(s), {len(new)} new: " + ", ".join(
         f"{p} -> {names[p]}" + (" (new)" if p in new else "") for p in pins))
     return [load_entry(base / names[p]) for p in pins]
-
-
-def link(entries: Sequence[Entry], prefix: Path) -> LinkResult:
-    """Hardlink every entry's files into `prefix`; copy and rewrite the prefix-naming ones.
-
-    Returns the linked files' recorded hashes, so the build need not read them again. One
-    scandir walk per entry and about one system call per file (the link itself; a clash
-    with a file an earlier distribution shipped is found by the link failing)."""
-    linked = copied = 0
-    rewritten_py = False
-    known: dict[str, FileEntry] = {}
-    new = str(prefix).encode()
-    for e in entries:
-        rewrite = set(e.rewrite)
-        m = e.files()
-        files = m.files if m is not None else {}
-        todo = [(str(e.tree), str(prefix), "")]
-        while todo:
-            src_dir, dest_dir, rel_dir = todo.pop()
-            with os.scandir(src_dir) as it:
-                items = list(it)
-            for de in items:
-                src, dest = de.path, os.path.join(dest_dir, de.name)
-                rel = f"{rel_dir}{de.name}"
-                if de.is_symlink():
-                    _replace_link(src, Path(dest))
-                    known.pop(rel, None)
-                elif de.is_dir(follow_symlinks=False):
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(dest)
-                    todo.append((src, dest, f"{rel}/"))
-                elif rel in rewrite:
-                    data = Path(src).read_bytes()
-                    for o in e.old:
-                        data = data.replace(o.encode(), new)
-                    _unlink_any(dest)
-                    known.pop(rel, None)
-                    Path(dest).write_bytes(data)
-                    os.chmod(dest, de.stat(follow_symlinks=False).st_mode & 0o777 | 0o200)
-                    copied += 1
-                    rewritten_py = rewritten_py or de.name.endswith(".py")
-                else:
-                    try:
-                        try:
-                            os.link(src, dest)
-                        except FileExistsError:
-                            # a file two distributions ship: the later wins, as with pip
-                            os.unlink(dest)
-                            known.pop(rel, None)
-                            os.link(src, dest)
-                        linked += 1
-                        if rel in files:
-                            known[rel] = files[rel]
-                    except OSError:
-                        _unlink_any(dest)
-                        shutil.copy2(src, dest)  # another filesystem, or not allowed
-                        copied += 1
-    return LinkResult(linked, copied, known, rewritten_py)
-
-
-def _unlink_any(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-
-
-def _replace_link(src: str, dest: Path) -> None:
-    if os.path.lexists(dest):
-        os.unlink(dest)
-    os.symlink(os.readlink(src), dest)
 
 
 GC_PREFIX = ".gc-"

@@ -18,13 +18,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sitestack import TYPE_CHECKING
+from sitestack.core.pool import usable_cpus
 from sitestack.errors import SmokeTestError, UsageError
 
 if TYPE_CHECKING:
@@ -101,10 +102,7 @@ def smoke_width(jobs: int, *, one_device: bool = False) -> int:
     elif one_device:
         width = 1
     else:
-        try:
-            width = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # pragma: no cover - not Linux
-            width = os.cpu_count() or 1
+        width = usable_cpus()
     return max(1, min(width, jobs))
 
 
@@ -131,7 +129,8 @@ class _Outcome:
 
 def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
                     gpu: bool | None = None, stop_on_failure: bool = True,
-                    cpu: bool = True, scratch: tuple[Path, str] | None = None) -> list[dict[str, object]]:
+                    cpu: bool = True, scratch: tuple[Path, str] | None = None,
+                    expected: Mapping[str, float] | None = None) -> list[dict[str, object]]:
     """Run the spec's tests with the prefix's python. Each result has `status`: passed,
     failed or skipped (`ok` is null for a skipped one: never counted as passed).
 
@@ -151,6 +150,11 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
     `scratch` (folder, name prefix) puts the temp HOME there instead of the system's temp
     folder: a build puts it beside its temp prefix, so the next build of the name clears it
     when this one was killed (a TemporaryDirectory in /tmp would stay forever).
+
+    `expected` (test -> seconds, from an earlier run: `durations`) starts the slowest tests
+    first, so the last ones to finish are short and every CPU stays busy to the end (the
+    one process that imports torch, tensorflow and jax, then the commands that import one
+    of them); a test it does not know starts first, and without it they start in spec order.
     """
     py = str(prefix / "bin" / f"python{py_xy}")
     t = spec.tests
@@ -189,7 +193,11 @@ def run_smoke_tests(spec: StackSpec, prefix: Path, py_xy: str, log: BuildLog, *,
         def run_one(job: _Job, cancel: threading.Event) -> _Outcome | None:
             return _run_job(job, py, prefix, env, home, t.timeout, cancel)
 
-        outcomes = _run_jobs(jobs, width, run_one, stop_on_failure)
+        order = _slowest_first(jobs, expected)
+        if order != jobs:
+            log.add("started the slowest first (by an earlier run's times): "
+                    + "; ".join(j.command[:40] if j.command else f"import {', '.join(j.imports)}"[:40] for j in order))
+        outcomes = _run_jobs(order, width, run_one, stop_on_failure)
     results: list[dict[str, object]] = []
     dropped: set[int] = set()  # sets whose python did not start
     for slot in slots:
@@ -241,15 +249,59 @@ def _result(test: str, kind: str, ok: bool, output: str, seconds: float, **more:
             "output": output, "seconds": round(seconds, 3), **more}
 
 
+def durations(records: Path) -> dict[str, float]:
+    """test -> seconds of the tests that ran in a tests.json record (build's, or a rerun's);
+    empty if it is missing or not of that shape (only an order hint: see run_smoke_tests)."""
+    from sitestack.core.records import TESTS
+
+    try:
+        with open(records / TESTS, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    out: dict[str, float] = {}
+    for r in data if isinstance(data, list) else ():
+        if (isinstance(r, dict) and isinstance(r.get("test"), str) and r.get("status") in ("passed", "failed")
+                and isinstance(r.get("seconds"), int | float)):
+            out[r["test"]] = float(r["seconds"])
+    return out
+
+
+def last_durations(root: SiteRoot, name: str) -> dict[str, float]:
+    """`durations` of the newest published version of `name`: the next dated version of a
+    stack mostly runs the same tests."""
+    from sitestack.core.layout import newest_records
+
+    rec = newest_records(root, name)
+    return durations(rec) if rec is not None else {}
+
+
+def _slowest_first(jobs: list[_Job], expected: Mapping[str, float] | None) -> list[_Job]:
+    """The jobs in the order they start: the slowest known first (unknown ones first of all),
+    spec order among equals. An import job took what its slowest import result says (each
+    of its results carries the whole process's time)."""
+    if not expected:
+        return jobs
+
+    def took(job: _Job) -> float:
+        tests = [job.command] if job.command is not None else [f"import {m}" for m in job.imports]
+        known = [expected[t] for t in tests if t in expected]
+        return max(known) if len(known) == len(tests) else float("inf")
+
+    return sorted(jobs, key=lambda j: (-took(j), j.index))
+
+
 def _run_jobs(jobs: list[_Job], width: int, run_one: Callable[[_Job, threading.Event], _Outcome | None],
               stop: bool) -> list[_Outcome | None]:
-    """Run every job on `width` threads (each waits on its own process); None: cancelled.
+    """Run every job on `width` threads (each waits on its own process), starting them in the
+    order given; returns the outcomes by job index (None: cancelled).
 
     A failure (with `stop`) cancels the jobs after it in spec order; an import job whose
     python did not start cancels its own set's commands. Jobs before a failure always finish:
     one of them may fail too, and that one is reported."""
     outcomes: list[_Outcome | None] = [None] * len(jobs)
     cancel = [threading.Event() for _ in jobs]
+    by_index = sorted(jobs, key=lambda j: j.index)
     first_bad = len(jobs)
     with ThreadPoolExecutor(max_workers=width, thread_name_prefix="smoke") as pool:
         futures = {pool.submit(run_one, j, cancel[j.index]): j for j in jobs}
@@ -260,7 +312,7 @@ def _run_jobs(jobs: list[_Job], width: int, run_one: Callable[[_Job, threading.E
                 if out is None:
                     continue
                 if out.fatal:
-                    for j in jobs[job.index + 1:]:
+                    for j in by_index[job.index + 1:]:
                         if j.first == job.first:
                             cancel[j.index].set()
                 if stop and out.failed and job.index < first_bad:
@@ -429,7 +481,7 @@ def rerun_tests(root: SiteRoot, ref: str, *, gpu_only: bool = False, log: BuildL
     visible, how = gpu_visible()
     log = log or _Log(echo=False)
     results = run_smoke_tests(spec, rec.prefix, rec.python_xy, log, gpu=visible, stop_on_failure=False,
-                              cpu=not gpu_only)
+                              cpu=not gpu_only, expected=durations(rec.records))
     path = rerun_record(root, rec.name, rec.version)
     run = SmokeRun(stack=rec.ref, ran=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                   host=socket.gethostname(), gpu=visible, gpu_how=how, gpu_only=gpu_only,

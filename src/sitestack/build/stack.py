@@ -12,7 +12,7 @@ import datetime as _dt
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +20,7 @@ from pathlib import Path
 from sitestack import __version__
 from sitestack.build.interpreter import find_python
 from sitestack.build.packages import Installed, copy_and_install, install_packages
-from sitestack.build.smoke import run_smoke_tests
+from sitestack.build.smoke import last_durations, run_smoke_tests
 from sitestack.core import records
 from sitestack.core.copytree import save_tree
 from sitestack.core.fsutil import (
@@ -30,11 +30,20 @@ from sitestack.core.fsutil import (
     is_writable_dir,
     make_dirs,
     make_readonly,
+    make_readonly_from,
+    readonly_mode,
     rmtree,
 )
 from sitestack.core.layout import SiteRoot, records_dir
 from sitestack.core.log import BuildLog
-from sitestack.core.manifest import Manifest, refresh, save_prefix_files
+from sitestack.core.manifest import (
+    FileEntry,
+    Manifest,
+    PrefixHit,
+    hash_files,
+    refresh,
+    save_prefix_files,
+)
 from sitestack.core.progress import Progress
 from sitestack.core.publish import clear_stale, make_temp, publish
 from sitestack.core.relocate import relink, relocate
@@ -124,7 +133,8 @@ def build(
                 raise BuildError(f"the rebuilt set differs from the lock ({diff[:5]}); nothing was published")
             extra = {**extra, "jupyter": _jupyter(spec, tmp, py_xy)}
             finish(spec, tmp, final, root, version, python, py_xy, packages,
-                   lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-")),
+                   lambda: run_smoke_tests(spec, tmp, py_xy, log, scratch=(root.tmp, f"{spec.name}-smoke-"),
+                                           expected=last_durations(root, spec.name)),
                    log, extra, installed)
             log.step(f"publishing {final}")
             make_dirs(final.parent)
@@ -212,39 +222,59 @@ def finish(
     """Smoke-test while hashing, relocate to the final path, compile bytecode, write records
     and manifest, lock down."""
     installed = installed or Installed()
-    log.step("running smoke tests while hashing every file")
     # One read of every byte that did not come from the site cache (whose hashes are kept
-    # with each entry): hash it, and find files that name the temp or the final prefix.
-    # The smoke tests run meanwhile. A site's test command may write into the prefix (a .pth,
-    # a generated cache); whatever it touched is read again once it is done.
+    # with each entry) or the interpreter's copy: hash it, and find files that name the temp
+    # or the final prefix, while the smoke tests run. Without the cache that is every byte,
+    # found by a walk; with it, the few files the install wrote itself (scripts the link
+    # rewrote, the interpreter's rewritten files), which it names: no walk of 70,000 files
+    # beside the tests, which take both cores.
+    hash_beside = not installed.known
+    log.step("running smoke tests" + (" while hashing every file" if hash_beside else ""))
     manifest = Manifest(files=dict(installed.known))
+    needles = [str(tmp), str(final)]
     t_smoke = time.time_ns() - 2_000_000_000  # the same clock margin as t_scan below
     with ThreadPoolExecutor(max_workers=1) as pool:
         tests = pool.submit(smoke)
         with Progress(log, "hashed", unit="bytes") as bar:
-            hits = refresh(tmp, manifest, installed.since_ns, [str(tmp), str(final)],
-                           progress=lambda n: bar.advance(n))
+            if hash_beside:
+                hits = refresh(tmp, manifest, installed.since_ns, needles, progress=bar.advance)
+            else:
+                hits = _hash_into(tmp, manifest, installed.written, needles, progress=bar.advance)
         results = tests.result()  # a failed smoke test raises here: nothing is published
-    again = refresh(tmp, manifest, t_smoke, [str(tmp), str(final)])
-    reread = {h.path for h in again}
-    hits = [h for h in hits if h.path not in reread] + again
     log.add(f"{len(installed.known)} file(s) linked from the site cache were not read again")
     # File times come from a coarse kernel clock that can lag time_ns() by a tick: a margin
     # makes sure every later write counts as "since"; at worst a few files are read twice.
-    t_scan = time.time_ns() - 2_000_000_000
+    since = min(t_smoke, installed.since_ns) if installed.known else t_smoke
     rel = relocate(tmp, str(tmp), str(final), hits)
-    relink(tmp, {str(tmp): str(final)}, manifest.symlinks)  # the links as of the walk just done
-    if rel.binaries:
-        log.add("binaries naming the build folder (left as is): " + ", ".join(rel.binaries))
     log.step("compiling bytecode for every module")
     compile_bytecode(tmp, final, py_xy, log, skip_site_packages=installed.site_packages_compiled)
     log.step("writing records")
     _layer_pip(tmp, py_xy, manifest)  # after compiling, so its bytecode is linked, not compiled twice
     atomic_write_text(tmp / "pip.conf", PIP_CONF)
-    # Only what changed since the scan is read again: relocated files, new .pyc, pip copy.
-    seen = {h.path for h in hits}
-    hits += [h for h in refresh(tmp, manifest, t_scan, [str(final)]) if h.path not in seen]
-    prefix_hits = [h for h in hits if h.path in manifest.files and h.path not in rel.binaries]
+    # One walk reads again what changed since the tests began: what a test command wrote into
+    # the prefix (a .pth, a generated cache), the relocated files, new .pyc, the pip copy (and
+    # with the cache what changed since the link). It takes every mode for the lock-down too.
+    modes: dict[str, int] = {}
+    again = refresh(tmp, manifest, since, needles, modes=modes)
+    late = relocate(tmp, str(tmp), str(final), again)
+    if late.rewritten:  # files a test wrote naming the temp folder: relocated, compiled, read again
+        log.add("written by the smoke tests, naming the build folder (relocated): " + ", ".join(late.rewritten))
+        py = [str(tmp / f) for f in late.rewritten if f.endswith(".py")]
+        if py:
+            from sitestack.core.bytecode import compile_paths
+
+            r = compile_paths(str(tmp / "bin" / f"python{py_xy}"), py, strip=str(tmp), prepend=str(final))
+            log.add(r.stdout + r.stderr)
+        modes.clear()
+        again = refresh(tmp, manifest, since, needles, modes=modes)
+    for link in relink(tmp, {str(tmp): str(final)}, manifest.symlinks):  # the links the walk saw
+        manifest.symlinks[link] = os.readlink(tmp / link)
+    binaries = set(rel.binaries) | set(late.binaries)
+    if binaries:
+        log.add("binaries naming the build folder (left as is): " + ", ".join(sorted(binaries)))
+    reread = {h.path for h in again}
+    hits = [h for h in hits if h.path not in reread] + again
+    prefix_hits = [h for h in hits if h.path in manifest.files and h.path not in binaries]
 
     rec_dir = records_dir(tmp)
     rec_dir.mkdir(exist_ok=True)
@@ -267,7 +297,21 @@ def finish(
     ))
     atomic_write_text(rec_dir / records.BUILD_LOG, log.text())
     log.step("making the stack read-only")
-    make_readonly(tmp)
+    make_readonly_from(tmp, modes)  # nothing but the records was written since the walk
+    make_readonly(rec_dir)
+    os.chmod(tmp, readonly_mode(os.lstat(tmp).st_mode, is_dir=True))
+
+
+def _hash_into(root: Path, manifest: Manifest, rels: Sequence[str], needles: list[str],
+               progress: Callable[[int], None] | None = None) -> list[PrefixHit]:
+    """Hash the files `rels` under `root` into `manifest`; their prefix hits (any of `needles`)."""
+    hits = []
+    for rel, (digest, size, mode, hit) in hash_files(root, list(rels), tuple(n.encode() for n in needles),
+                                                     progress=progress):
+        manifest.files[rel] = FileEntry(digest, size, mode)
+        if hit:
+            hits.append(PrefixHit(rel, hit))
+    return hits
 
 
 def requested_names(spec: StackSpec) -> list[str]:

@@ -26,7 +26,14 @@ from pathlib import Path
 
 # The rules below come from core.stackref (importable without dataclasses); records_dir is
 # imported from here by most of the tree.
-from sitestack.core.stackref import RECORDS, STACKS, given_root, stack_prefix, unsafe_root_chars
+from sitestack.core.stackref import (
+    RECORDS,
+    STACK_JSON,
+    STACKS,
+    given_root,
+    stack_prefix,
+    unsafe_root_chars,
+)
 from sitestack.core.stackref import records_dir as records_dir
 
 
@@ -134,6 +141,26 @@ class SiteRoot:
     @property
     def state_lock(self) -> Path:
         return self.locks / "state.lock"
+
+
+def newest_records(root: SiteRoot, name: str) -> Path | None:
+    """The records folder of the newest published version of `name` (by its stack.json's
+    mtime), or None: what the next dated version of a stack most likely repeats."""
+    newest: tuple[int, Path] | None = None
+    try:
+        versions = list(os.scandir(root.stacks / name))
+    except OSError:
+        return None
+    for v in versions:
+        if v.name.startswith(".") or not v.is_dir(follow_symlinks=False):
+            continue
+        try:
+            st = os.lstat(os.path.join(v.path, RECORDS, STACK_JSON))
+        except OSError:
+            continue
+        if newest is None or st.st_mtime_ns > newest[0]:
+            newest = (st.st_mtime_ns, Path(v.path, RECORDS))
+    return newest[1] if newest else None
 
 
 def default_root() -> Path:

@@ -10,6 +10,7 @@ shutdown may drop what has not started.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 
@@ -108,3 +109,12 @@ class Pool:
 
     def __exit__(self, *exc: object) -> None:
         self.shutdown(wait=True)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (a batch job's share of a node),
+    not the node's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

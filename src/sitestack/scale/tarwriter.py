@@ -6,8 +6,8 @@ inode, same manifest entry) goes as a tar hard-link member, as GNU tar writes it
 once, not twice (a stack's lib/sitestack-pip is hard links of its pip). Every file is checked
 against its manifest entry as it is read: its size by the writer, its sha256 by the feeder's
 thread before the bytes go out (_Feeder), so a tampered tree is never packed silently; the
-sha256 only where core.checked does not already know the file's inode and ctime to hold
-checked bytes (a changed file always has a new ctime).
+sha256 only where core.checked does not already know the file's inode and stat data to hold
+checked bytes (a changed file always has a new ctime, and a new mtime unless put back).
 Two threads, as `tar | zstd` has two processes: the writer reads each file straight into one
 of a few recycled buffers behind its header (no copy, no allocation per file); the feeder
 checks each full buffer and hands it to the compressor. Where reads are slow (a cold or
@@ -140,7 +140,7 @@ def _trusted(ch: Checked | None, k: int, st: os.stat_result) -> bool:
     if ch is None:
         return False
     trusted = ch.trusted(k, st)
-    ch.confirm(k, st)
+    ch.confirm(k, st, trusted)
     return trusted
 
 
