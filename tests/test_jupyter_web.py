@@ -79,6 +79,12 @@ def lab(jupyter_stack: StackRecord, tmp_path: Path) -> Iterator[str]:
     log = tmp_path / "lab.log"
     work = tmp_path / "notebooks"
     work.mkdir()
+    # No "get notified about Jupyter news?" toast over the notebook (and no fetch of the news:
+    # the suite has no network): the settings a user's answer "No" writes.
+    settings = tmp_path / "home" / "config" / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [str(jupyter.SERVER / "bin" / "jupyter-lab"), "--no-browser", "--allow-root", f"--port={port}",
