@@ -8,6 +8,7 @@ first of them fails, which shows the markers cannot be met one after another.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -143,7 +144,7 @@ def test_a_build_reports_the_earlier_of_two_failures_and_publishes_nothing(
 
 
 def test_the_slowest_tests_by_an_earlier_run_start_first(
-        stack: StackRecord, site_root: SiteRoot, wheelhouse: Path, tmp_path: Path,
+        stack: StackRecord, wheelhouse: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """One at a time, the start order is visible: a test no earlier run knows first, then the
     slowest known; the results keep the spec's order."""
@@ -155,9 +156,26 @@ def test_the_slowest_tests_by_an_earlier_run_start_first(
     assert (tmp_path / "order").read_text().split() == ["d", "b", "c", "a"]
     assert [r["test"] for r in results] == ["import pip", *cmds]
     assert "started the slowest first (by an earlier run's times): echo d" in log.text()
-    # The stack's own record gives the times of its tests, and is what a build of the name finds.
-    assert last_durations(site_root, stack.name) == durations(stack.records)
+    # The stack's own record gives the times of its tests; a build of the name starts from the
+    # newest published version's (by its stack.json's time). The session's site holds other
+    # versions of this name, built by other tests: two versions in a site of their own here.
     assert set(durations(stack.records)) == {"import pip", "import shadowme", "import tinyapp"}
+    site = SiteRoot(tmp_path / "site")
+    now = time.time()
+    for version, age, tests in (("old", 100, [{"test": "import pip", "kind": "", "status": "passed", "seconds": 9.0}]),
+                                ("new", 10, None)):
+        rec = site.prefix(stack.name, version) / stack.records.name
+        rec.mkdir(parents=True)
+        (rec / "stack.json").write_bytes((stack.records / "stack.json").read_bytes())
+        if tests is None:
+            (rec / "tests.json").write_bytes((stack.records / "tests.json").read_bytes())
+        else:
+            (rec / "tests.json").write_text(json.dumps(tests))
+        os.utime(rec / "stack.json", (now - age, now - age))
+    assert last_durations(site, stack.name) == durations(stack.records)
+    os.utime(site.prefix(stack.name, "old") / stack.records.name / "stack.json", (now, now))
+    assert last_durations(site, stack.name) == {"import pip": 9.0}
+    assert last_durations(site, "other") == {}
 
 
 def test_durations_keep_only_what_has_their_shape(tmp_path: Path) -> None:
