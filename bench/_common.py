@@ -57,3 +57,19 @@ def tool_venv(where: Path, uv: str = "uv", python: str = sys.executable) -> Path
                     str(REPO)], check=True, env=clean_env())
     return where
 
+
+def bench_site(given: str | None, tmp: Path, requirements: Sequence[str] = ()) -> Path:
+    """The site root to time against: `given` (--root) as it is, or a new one under `tmp`
+    holding bench/1, this interpreter with `requirements`, built in this process."""
+    if given:
+        return Path(given)
+    from sitestack.build.stack import BuildLog, build
+    from sitestack.core.layout import SiteRoot
+    from sitestack.site.spec import parse_spec
+
+    root = tmp / "site"
+    reqs = ", ".join(f'"{r}"' for r in requirements)
+    spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
+                      f"[packages]\nrequirements = [{reqs}]\n")
+    build(spec, SiteRoot(root), version="1", log=BuildLog(echo=False))
+    return root

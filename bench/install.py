@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import clean_env  # noqa: E402
+from _common import bench_site, clean_env  # noqa: E402
 
 
 def tree_bytes(root: Path) -> int:
@@ -46,14 +46,7 @@ def main() -> int:
     from sitestack.site.registry import Site
 
     tmp = Path(tempfile.mkdtemp(prefix="sitestack-bench-install-"))
-    root = Path(a.root) if a.root else tmp / "site"
-    if not a.root:
-        from sitestack.build.stack import BuildLog, build
-        from sitestack.site.spec import parse_spec
-
-        spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
-                          '[packages]\nrequirements = ["numpy", "scipy", "pandas"]\n')
-        build(spec, SiteRoot(root), version="1", log=BuildLog(echo=False))
+    root = bench_site(a.root, tmp, ["numpy", "scipy", "pandas"])
     rec = Site(SiteRoot(root)).get(a.stack)
     env = clean_env()
     sitestack = str(Path(sys.executable).parent / "sitestack")

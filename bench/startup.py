@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import clean_env, tool_venv  # noqa: E402
+from _common import bench_site, clean_env, tool_venv  # noqa: E402
 
 MAIN = "import sys; from sitestack.cli import main; sys.exit(main())"
 
@@ -47,18 +47,10 @@ def main() -> int:
     ap.add_argument("--baseline-venv", help="compare with this venv's sitestack instead of an import")
     a = ap.parse_args()
     from sitestack.core.fsutil import rmtree
-    from sitestack.core.layout import SiteRoot
     from sitestack.core.uvtool import uv_bin
 
     tmp = Path(tempfile.mkdtemp(prefix="sitestack-bench-startup-"))
-    root = Path(a.root) if a.root else tmp / "site"
-    if not a.root:
-        from sitestack.build.stack import BuildLog, build
-        from sitestack.site.spec import parse_spec
-
-        spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
-                          '[packages]\nrequirements = []\n')
-        build(spec, SiteRoot(root), version="1", log=BuildLog(echo=False))
+    root = bench_site(a.root, tmp)
     tool = Path(a.tool_venv) if a.tool_venv else tool_venv(tmp / "tool", uv_bin())
     py = str(tool / "bin" / "python")
     layer = tmp / "layer"

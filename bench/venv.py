@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import clean_env, tool_venv  # noqa: E402
+from _common import bench_site, clean_env, tool_venv  # noqa: E402
 
 
 def timed(cases: list[tuple[str, list[str], int]], dest: Path) -> dict[str, list[float]]:
@@ -94,14 +94,7 @@ def main() -> int:
 
     uv = uv_bin()
     tmp = Path(tempfile.mkdtemp(prefix="sitestack-bench-venv-"))
-    root = Path(a.root) if a.root else tmp / "site"
-    if not a.root:
-        from sitestack.build.stack import BuildLog, build
-        from sitestack.site.spec import parse_spec
-
-        spec = parse_spec(f'[stack]\nname = "bench"\npython = "{sys.executable}"\nsite = "bench"\n'
-                          '[packages]\nrequirements = []\n')
-        build(spec, SiteRoot(root), version="1", log=BuildLog(echo=False))
+    root = bench_site(a.root, tmp)
     tool = Path(a.tool_venv) if a.tool_venv else tool_venv(tmp / "tool", uv)
     rec = Site(SiteRoot(root)).get(a.stack)
     py = str(rec.python_exe)
